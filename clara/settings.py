@@ -1,0 +1,55 @@
+"""Clara's settings, read from the environment and `.env` (pydantic-settings).
+
+Variable names follow the seed bot where they exist (`DATABASE_URL`, `QDRANT_URL`, `OPENAI_API_KEY`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storage import StoreConfig
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./data"), validation_alias="CLARA_DATA_DIR")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default sqlite file <data_dir>/clara.db. postgresql:// uses psycopg 3.",
+    )
+    qdrant_url: str | None = Field(default=None, description="Qdrant server; unset = embedded Qdrant Edge")
+    qdrant_api_key: str | None = None
+    qdrant_collection: str = "clara_facts"
+
+    embedding_provider: Literal["local", "openai", "cohere"] = "local"
+    embedding_model: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    cohere_api_key: str | None = None
+
+    log_level: str = "WARNING"
+
+    def store_config(self) -> StoreConfig:
+        return StoreConfig(
+            database_url=self.database_url,
+            data_dir=self.data_dir,
+            qdrant_url=self.qdrant_url,
+            qdrant_api_key=self.qdrant_api_key,
+            qdrant_collection=self.qdrant_collection,
+            embedding_provider=self.embedding_provider,
+            embedding_model=self.embedding_model,
+            openai_api_key=self.openai_api_key,
+            openai_base_url=self.openai_base_url,
+            cohere_api_key=self.cohere_api_key,
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

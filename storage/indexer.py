@@ -1,0 +1,152 @@
+"""The background indexer: drains the durable `index_jobs` queue into the vector index.
+
+Jobs are written in the same transaction as the fact they concern, so an acknowledged fact always
+has either its vector or a pending job, also after a crash. The indexer reads a batch of jobs,
+embeds the facts' text off the event loop, writes/removes the vectors, then deletes exactly the jobs
+it processed (a newer job for the same fact, written meanwhile, stays and is processed next).
+A failing batch is retried with exponential backoff (capped at 60 s); nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, func, select, update
+
+from storage.db import Engines
+from storage.embeddings import Embedder
+from storage.models import FactRow, IndexJobRow
+from storage.vectors import VectorIndex, VectorPoint
+
+log = logging.getLogger(__name__)
+
+
+def embedding_text(content: str, context: str | None) -> str:
+    """The text embedded for a fact: its content, preceded by its context when it has one."""
+    return f"{context}\n{content}" if context else content
+
+
+class Indexer:
+    def __init__(self, engines: Engines, embedder: Embedder, index: VectorIndex, batch: int = 256):
+        self.engines = engines
+        self.embedder = embedder
+        self.index = index
+        self.batch = batch
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._stopping = False
+        self.processed = 0
+        self.failures = 0
+
+    def notify(self) -> None:
+        """Tell the indexer new jobs exist (it also polls every few seconds)."""
+        self._idle.clear()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        backoff = 0.5
+        while not self._stopping:
+            try:
+                n = await self.run_once()
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.failures += 1
+                log.exception("indexing batch failed; retrying in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
+            if n == 0:
+                self._idle.set()
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=5.0)
+                except TimeoutError:
+                    pass
+
+    async def run_once(self) -> int:
+        """Process one batch of jobs; returns how many jobs were consumed (0 = queue empty)."""
+        async with self.engines.reader.connect() as conn:
+            jobs = (
+                await conn.execute(
+                    select(IndexJobRow.id, IndexJobRow.fact_id, IndexJobRow.op)
+                    .order_by(IndexJobRow.id)
+                    .limit(self.batch)
+                )
+            ).all()
+            if not jobs:
+                return 0
+            # The last job for a fact decides what happens to it.
+            last_op: dict[int, str] = {}
+            for j in jobs:
+                last_op[j.fact_id] = j.op
+            upsert_ids = [fid for fid, op in last_op.items() if op == "upsert"]
+            rows = (
+                (
+                    await conn.execute(
+                        select(FactRow.id, FactRow.scope_id, FactRow.status, FactRow.content, FactRow.context).where(
+                            FactRow.id.in_(upsert_ids)
+                        )
+                    )
+                ).all()
+                if upsert_ids
+                else []
+            )
+        found = {r.id for r in rows}
+        live = [r for r in rows if r.status != "deleted"]
+        delete_ids = [fid for fid, op in last_op.items() if op == "delete" or fid not in found] + [
+            r.id for r in rows if r.status == "deleted"
+        ]
+        try:
+            await self._apply(live, delete_ids)
+        except Exception as exc:
+            async with self.engines.writer.begin() as conn:
+                await conn.execute(
+                    update(IndexJobRow)
+                    .where(IndexJobRow.id.in_([j.id for j in jobs]))
+                    .values(attempts=IndexJobRow.attempts + 1, last_error=str(exc)[:2000])
+                )
+            raise
+        now = datetime.now(UTC)
+        async with self.engines.writer.begin() as conn:
+            if live:
+                await conn.execute(update(FactRow).where(FactRow.id.in_([r.id for r in live])).values(indexed_at=now))
+            await conn.execute(delete(IndexJobRow).where(IndexJobRow.id.in_([j.id for j in jobs])))
+        self.processed += len(jobs)
+        return len(jobs)
+
+    async def _apply(self, live, delete_ids) -> None:
+        if live:
+            texts = [embedding_text(r.content, r.context) for r in live]
+            vectors = await asyncio.to_thread(self.embedder.embed_documents, texts)
+            await self.index.upsert(
+                [VectorPoint(r.id, v, r.scope_id, r.status) for r, v in zip(live, vectors, strict=True)]
+            )
+        if delete_ids:
+            await self.index.delete(delete_ids)
+
+    async def drain(self, timeout: float = 300.0, progress=None) -> None:
+        """Wait until the queue is empty. `progress(done, total)` is called as it shrinks.
+        Raises TimeoutError if it is not empty after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        total = None
+        while True:
+            async with self.engines.reader.connect() as conn:
+                left = (await conn.execute(select(func.count()).select_from(IndexJobRow))).scalar_one()
+            total = max(total or 0, left)
+            if progress:
+                progress(total - left, total)
+            if left == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{left} indexing jobs still pending after {timeout:.0f}s")
+            self.notify()
+            await asyncio.sleep(0.05)

@@ -1,0 +1,150 @@
+"""SQLAlchemy 2 table definitions. The schema is created by Alembic (`migrations/`), never by
+`create_all` in production; `tests/test_migrations.py` checks the two agree."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# BIGINT on PostgreSQL, INTEGER (rowid alias, autoincrement) on SQLite.
+PK = BigInteger().with_variant(Integer(), "sqlite")
+TS = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ScopeRow(Base):
+    __tablename__ = "scopes"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(200))
+    owner: Mapped[str | None] = mapped_column(String(200), index=True)
+    read_policy: Mapped[str] = mapped_column(String(20))
+    write_policy: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(TS)
+
+
+class ScopeMemberRow(Base):
+    __tablename__ = "scope_members"
+    scope_id: Mapped[str] = mapped_column(ForeignKey("scopes.id", ondelete="CASCADE"), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+    can_write: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class MessageRow(Base):
+    __tablename__ = "messages"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    scope_id: Mapped[str] = mapped_column(ForeignKey("scopes.id", ondelete="CASCADE"))
+    channel: Mapped[str | None] = mapped_column(String(200))
+    speaker: Mapped[str] = mapped_column(String(200))
+    speaker_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    role: Mapped[str] = mapped_column(String(20), default="user")
+    content: Mapped[str] = mapped_column(Text)
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    __table_args__ = (Index("ix_messages_scope_created", "scope_id", "created_at"),)
+
+
+class FactRow(Base):
+    __tablename__ = "facts"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    scope_id: Mapped[str] = mapped_column(ForeignKey("scopes.id", ondelete="CASCADE"))
+    content: Mapped[str] = mapped_column(Text)
+    context: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(30))
+    slug: Mapped[str | None] = mapped_column(String(200))
+    importance: Mapped[float] = mapped_column(Float, default=0.5)
+    relevance: Mapped[float] = mapped_column(Float, default=1.0)
+    access_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_accessed_at: Mapped[datetime | None] = mapped_column(TS)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    valid_from: Mapped[datetime | None] = mapped_column(TS)
+    valid_to: Mapped[datetime | None] = mapped_column(TS)
+    supersedes_id: Mapped[int | None] = mapped_column(PK)
+    superseded_by_id: Mapped[int | None] = mapped_column(PK)
+    source_message_ids: Mapped[list | None] = mapped_column(JSON)
+    source_ref: Mapped[str | None] = mapped_column(String(200))
+    speaker: Mapped[str | None] = mapped_column(String(200))
+    created_by: Mapped[str | None] = mapped_column(String(200), index=True)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    updated_at: Mapped[datetime] = mapped_column(TS)
+    indexed_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        UniqueConstraint("scope_id", "slug", name="uq_facts_scope_slug"),
+        Index("ix_facts_scope_status_created", "scope_id", "status", "created_at"),
+    )
+
+
+class EntityRow(Base):
+    __tablename__ = "entities"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    scope_id: Mapped[str] = mapped_column(ForeignKey("scopes.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    norm_name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(30), default="thing")
+    aliases: Mapped[list | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    __table_args__ = (UniqueConstraint("scope_id", "norm_name", name="uq_entities_scope_name"),)
+
+
+class FactEntityRow(Base):
+    __tablename__ = "fact_entities"
+    fact_id: Mapped[int] = mapped_column(ForeignKey("facts.id", ondelete="CASCADE"), primary_key=True)
+    entity_id: Mapped[int] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(String(30), default="mention")
+
+
+class RelationRow(Base):
+    __tablename__ = "relations"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    scope_id: Mapped[str] = mapped_column(ForeignKey("scopes.id", ondelete="CASCADE"))
+    source_id: Mapped[int] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"), index=True)
+    relation: Mapped[str] = mapped_column(String(100))
+    target_id: Mapped[int] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"), index=True)
+    fact_id: Mapped[int | None] = mapped_column(ForeignKey("facts.id", ondelete="SET NULL"))
+    valid_from: Mapped[datetime | None] = mapped_column(TS)
+    valid_to: Mapped[datetime | None] = mapped_column(TS)
+    created_at: Mapped[datetime] = mapped_column(TS)
+
+
+class FactHistoryRow(Base):
+    __tablename__ = "fact_history"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    fact_id: Mapped[int] = mapped_column(ForeignKey("facts.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str | None] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(TS)
+    old_content: Mapped[str | None] = mapped_column(Text)
+    new_content: Mapped[str | None] = mapped_column(Text)
+    old_status: Mapped[str | None] = mapped_column(String(20))
+    new_status: Mapped[str | None] = mapped_column(String(20))
+
+
+class IndexJobRow(Base):
+    """The durable indexing queue: one row per fact whose vector must be (re)written or removed.
+
+    Written in the same transaction as the fact, drained by `storage.indexer.Indexer`; rows left by
+    a crash are picked up at the next start."""
+
+    __tablename__ = "index_jobs"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    fact_id: Mapped[int] = mapped_column(PK, index=True)
+    op: Mapped[str] = mapped_column(String(10))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    enqueued_at: Mapped[datetime] = mapped_column(TS)

@@ -1,0 +1,1003 @@
+"""`FactStore`: the one async API every part of Clara uses to write and recall memories.
+
+Verbs (mem0-sized): `add`, `add_many`, `upsert` (by slug), `supersede`, `forget`, `purge_user`,
+`recall`, plus reads (`get`, `list_facts`, `history`) and maintenance (`reindex`, `decay`,
+`drain`). Writes commit to SQL and return; embeddings are computed afterwards by the `Indexer`
+from the durable `index_jobs` queue written in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, insert, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage import migrate
+from storage.db import Engines, async_url, make_engines
+from storage.embeddings import Embedder, make_embedder
+from storage.errors import FactNotFound, InvalidInput, ScopeDenied
+from storage.indexer import Indexer
+from storage.models import (
+    EntityRow,
+    FactEntityRow,
+    FactHistoryRow,
+    FactRow,
+    IndexJobRow,
+    MessageRow,
+    ScopeMemberRow,
+    ScopeRow,
+)
+from storage.recall import Recaller
+from storage.text import MAX_FACT_CHARS, check_fact_id, check_scope_id, clean_text, norm_name
+from storage.types import (
+    BatchResult,
+    Fact,
+    FactKind,
+    FactStatus,
+    HistoryEntry,
+    Policy,
+    PurgeReport,
+    RecallHit,
+    Scope,
+    ScopeKind,
+)
+from storage.vectors import EdgeIndex, QdrantServerIndex, VectorIndex
+
+log = logging.getLogger(__name__)
+
+KINDS = frozenset(k.value for k in FactKind)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class StoreConfig:
+    """Where and how the store keeps its data. `database_url=None` = SQLite in `data_dir`."""
+
+    database_url: str | None = None
+    data_dir: Path = Path("./data")
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    qdrant_collection: str = "clara_facts"
+    embedding_provider: str = "local"
+    embedding_model: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    cohere_api_key: str | None = None
+    auto_migrate: bool = True
+    index_batch: int = 256
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _fact(row: Any) -> Fact:
+    return Fact(
+        id=row.id,
+        scope_id=row.scope_id,
+        content=row.content,
+        kind=row.kind,
+        status=row.status,
+        importance=row.importance,
+        relevance=row.relevance,
+        access_count=row.access_count,
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
+        valid_from=_aware(row.valid_from),
+        valid_to=_aware(row.valid_to),
+        slug=row.slug,
+        speaker=row.speaker,
+        context=row.context,
+        supersedes_id=row.supersedes_id,
+        superseded_by_id=row.superseded_by_id,
+        source_message_ids=list(row.source_message_ids or []),
+        source_ref=row.source_ref,
+        created_by=row.created_by,
+        indexed_at=_aware(row.indexed_at),
+        last_accessed_at=_aware(row.last_accessed_at),
+    )
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; every time the store hands out is UTC-aware."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _importance(value: float | None) -> float:
+    if value is None:
+        return 0.5
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"importance must be a number in [0, 1], got {value!r}") from exc
+    if not 0.0 <= v <= 1.0:
+        raise InvalidInput(f"importance must be in [0, 1], got {v}")
+    return v
+
+
+def _kind(kind: str) -> str:
+    k = str(kind).lower()
+    if k not in KINDS:
+        raise InvalidInput(f"unknown fact kind {kind!r} (one of {', '.join(sorted(KINDS))})")
+    return k
+
+
+class FactStore:
+    """The shared fact/entity store. Open with `await FactStore.open(config)`; close with `aclose()`.
+
+    Access control: methods that take `actor` check the scope's read/write policy for that
+    principal and raise `ScopeDenied`; `actor=None` means trusted internal code. Recall and listing
+    always filter by the given scopes inside the SQL and vector queries."""
+
+    def __init__(self, config: StoreConfig, engines: Engines, embedder: Embedder, index: VectorIndex):
+        self.config = config
+        self.engines = engines
+        self.embedder = embedder
+        self.index = index
+        self.dialect = engines.dialect
+        self.indexer = Indexer(engines, embedder, index, batch=config.index_batch)
+        self.recaller = Recaller(self)
+        self._access: Counter[int] = Counter()
+        self._tasks: list[asyncio.Task] = []
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    async def open(
+        cls,
+        config: StoreConfig | None = None,
+        *,
+        embedder: Embedder | None = None,
+        start_indexer: bool = True,
+    ) -> FactStore:
+        """Open (and by default migrate) the store described by `config`.
+
+        Starts the background indexer, which first finishes any jobs left by an earlier process.
+        Raises sqlalchemy errors if the database is unreachable; ValueError for a bad config."""
+        config = config or StoreConfig()
+        data_dir = Path(config.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        url = async_url(config.database_url, data_dir)
+        if config.auto_migrate:
+            await asyncio.to_thread(migrate.upgrade, url)
+        engines = make_engines(url)
+        if embedder is None:
+            embedder = await asyncio.to_thread(
+                make_embedder,
+                config.embedding_provider,
+                model=config.embedding_model,
+                openai_api_key=config.openai_api_key,
+                openai_base_url=config.openai_base_url,
+                cohere_api_key=config.cohere_api_key,
+            )
+        if config.qdrant_url:
+            index: VectorIndex = QdrantServerIndex(
+                config.qdrant_url, f"{config.qdrant_collection}_{embedder.name}", embedder.dim, config.qdrant_api_key
+            )
+        else:
+            path = data_dir / "vectors" / f"{embedder.name}-{embedder.dim}"
+            index = await asyncio.to_thread(EdgeIndex, path, embedder.dim)
+        store = cls(config, engines, embedder, index)
+        await store._check_index_consistency()
+        if start_indexer:
+            store.start()
+        return store
+
+    def start(self) -> None:
+        """Start the background indexer and access-count flusher (idempotent)."""
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self.indexer.run(), name="clara-indexer"),
+                asyncio.create_task(self._access_flusher(), name="clara-access-flush"),
+            ]
+
+    async def aclose(self) -> None:
+        """Stop background work (pending jobs stay queued in SQL) and release files/connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self.indexer.stop()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self._flush_access()
+        await self.index.close()
+        await self.engines.dispose()
+
+    async def __aenter__(self) -> FactStore:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def drain(self, timeout: float = 300.0) -> None:
+        """Wait until every queued indexing job is done. Raises TimeoutError after `timeout` s."""
+        await self.indexer.drain(timeout)
+
+    async def _check_index_consistency(self) -> None:
+        """If the vector index was lost or is new while SQL has indexed facts, queue a rebuild."""
+        async with self.engines.reader.connect() as conn:
+            indexed = (await conn.execute(select(func.count()).where(FactRow.indexed_at.is_not(None)))).scalar_one()
+        if indexed and await self.index.count() == 0:
+            log.warning("vector index empty but %d facts were indexed: rebuilding", indexed)
+            await self.reindex(wait=False)
+
+    # ------------------------------------------------------------------ scopes
+    async def ensure_scope(
+        self,
+        scope_id: str,
+        kind: str | ScopeKind,
+        *,
+        name: str | None = None,
+        owner: str | None = None,
+        read_policy: str | Policy | None = None,
+        write_policy: str | Policy | None = None,
+        members: Iterable[str] = (),
+    ) -> Scope:
+        """Create the scope if missing (existing scopes keep their policy) and add `members`.
+
+        Default policies: user and agent scopes are owner-only; channel/guild/project scopes are
+        members-only; public scopes are readable by anyone and writable by members."""
+        check_scope_id(scope_id)
+        kind = ScopeKind(kind).value
+        default_read = {"user": "owner", "agent": "owner", "public": "public"}.get(kind, "members")
+        default_write = {"user": "owner", "agent": "owner"}.get(kind, "members")
+        rp = Policy(read_policy or default_read).value
+        wp = Policy(write_policy or default_write).value
+        async with self.engines.writer.begin() as conn:
+            row = (await conn.execute(select(ScopeRow).where(ScopeRow.id == scope_id))).first()
+            if row is None:
+                await conn.execute(
+                    insert(ScopeRow).values(
+                        id=scope_id,
+                        kind=kind,
+                        name=name or scope_id,
+                        owner=owner,
+                        read_policy=rp,
+                        write_policy=wp,
+                        created_at=utcnow(),
+                    )
+                )
+            existing = set(
+                (await conn.execute(select(ScopeMemberRow.principal).where(ScopeMemberRow.scope_id == scope_id)))
+                .scalars()
+                .all()
+            )
+            new = [m for m in dict.fromkeys(members) if m not in existing]
+            if new:
+                await conn.execute(
+                    insert(ScopeMemberRow), [{"scope_id": scope_id, "principal": m, "can_write": 1} for m in new]
+                )
+        return await self.get_scope(scope_id)
+
+    async def get_scope(self, scope_id: str) -> Scope:
+        async with self.engines.reader.connect() as conn:
+            return await self._scope(conn, scope_id)
+
+    async def _scope(self, conn: AsyncConnection, scope_id: str) -> Scope:
+        row = (await conn.execute(select(ScopeRow).where(ScopeRow.id == scope_id))).first()
+        if row is None:
+            raise InvalidInput(f"unknown scope {scope_id!r}")
+        members = (
+            (await conn.execute(select(ScopeMemberRow.principal).where(ScopeMemberRow.scope_id == scope_id)))
+            .scalars()
+            .all()
+        )
+        return Scope(row.id, row.kind, row.name, row.owner, row.read_policy, row.write_policy, tuple(members))
+
+    @staticmethod
+    def _allowed(scope: Scope, actor: str, policy: str) -> bool:
+        if policy == "public":
+            return True
+        if actor == scope.owner:
+            return True
+        return policy == "members" and actor in scope.members
+
+    async def readable_scopes(self, actor: str) -> list[str]:
+        """Every scope id `actor` may read: owned, member-of (members policy) and public scopes."""
+        async with self.engines.reader.connect() as conn:
+            member_of = select(ScopeMemberRow.scope_id).where(ScopeMemberRow.principal == actor)
+            rows = await conn.execute(
+                select(ScopeRow.id).where(
+                    or_(
+                        ScopeRow.read_policy == "public",
+                        ScopeRow.owner == actor,
+                        (ScopeRow.read_policy == "members") & ScopeRow.id.in_(member_of),
+                    )
+                )
+            )
+            return sorted(rows.scalars().all())
+
+    async def check_access(self, scope_ids: Sequence[str], actor: str | None, *, write: bool = False) -> None:
+        """Raise ScopeDenied unless `actor` may read (or write) every scope; InvalidInput if unknown."""
+        if actor is None:
+            return
+        async with self.engines.reader.connect() as conn:
+            for sid in scope_ids:
+                scope = await self._scope(conn, check_scope_id(sid))
+                policy = scope.write_policy if write else scope.read_policy
+                if not self._allowed(scope, actor, policy):
+                    verb = "write to" if write else "read"
+                    raise ScopeDenied(f"{actor} may not {verb} scope {sid}")
+
+    # ------------------------------------------------------------------ writes
+    def _fact_values(
+        self,
+        scope_id: str,
+        content: str,
+        *,
+        kind: str,
+        slug: str | None,
+        importance: float | None,
+        speaker: str | None,
+        context: str | None,
+        source_message_ids: Sequence[int] | None,
+        source_ref: str | None,
+        created_by: str | None,
+        valid_from: datetime | None,
+        now: datetime,
+    ) -> dict:
+        check_scope_id(scope_id)
+        return dict(
+            scope_id=scope_id,
+            content=clean_text(content, "fact", MAX_FACT_CHARS),
+            context=clean_text(context, "context", MAX_FACT_CHARS) if context else None,
+            kind=_kind(kind),
+            slug=clean_text(slug, "slug", 200) if slug is not None else None,
+            importance=_importance(importance),
+            relevance=1.0,
+            access_count=0,
+            status=FactStatus.ACTIVE.value,
+            valid_from=valid_from or now,
+            source_message_ids=[int(i) for i in source_message_ids] if source_message_ids else None,
+            source_ref=source_ref,
+            speaker=speaker,
+            created_by=created_by,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def add(
+        self,
+        content: str,
+        scope_id: str,
+        *,
+        kind: str = "observation",
+        importance: float | None = None,
+        speaker: str | None = None,
+        context: str | None = None,
+        entities: Sequence[str] = (),
+        source_message_ids: Sequence[int] | None = None,
+        source_ref: str | None = None,
+        created_by: str | None = None,
+        valid_from: datetime | None = None,
+        actor: str | None = None,
+    ) -> int:
+        """Store one fact and return its id once committed (p95 ~1-3 ms on SQLite).
+
+        The embedding is computed afterwards from the durable queue; until then the fact is found
+        lexically. `entities` are names linked to the fact (created in the scope if new).
+        Raises InvalidInput (bad text, kind, importance or unknown scope) or ScopeDenied."""
+        await self.check_access([scope_id], actor, write=True)
+        now = utcnow()
+        values = self._fact_values(
+            scope_id,
+            content,
+            kind=kind,
+            slug=None,
+            importance=importance,
+            speaker=speaker,
+            context=context,
+            source_message_ids=source_message_ids,
+            source_ref=source_ref,
+            created_by=created_by or actor,
+            valid_from=valid_from,
+            now=now,
+        )
+        try:
+            async with self.engines.writer.begin() as conn:
+                fact_id = (await conn.execute(insert(FactRow).values(**values).returning(FactRow.id))).scalar_one()
+                await self._after_insert(conn, [fact_id], [values], actor, now)
+                if entities:
+                    await self._link_entities(conn, fact_id, scope_id, entities, now)
+        except IntegrityError as exc:
+            raise InvalidInput(f"unknown scope {scope_id!r}") from exc
+        self.indexer.notify()
+        return fact_id
+
+    async def _after_insert(self, conn, ids: list[int], values: list[dict], actor: str | None, now: datetime) -> None:
+        await conn.execute(
+            insert(FactHistoryRow),
+            [
+                {
+                    "fact_id": i,
+                    "action": "add",
+                    "actor": actor or v.get("created_by"),
+                    "at": now,
+                    "old_content": None,
+                    "new_content": v["content"],
+                    "old_status": None,
+                    "new_status": "active",
+                }
+                for i, v in zip(ids, values, strict=True)
+            ],
+        )
+        await conn.execute(
+            insert(IndexJobRow),
+            [{"fact_id": i, "op": "upsert", "attempts": 0, "enqueued_at": now} for i in ids],
+        )
+
+    async def add_many(self, items: Sequence[dict], scope_id: str, *, actor: str | None = None) -> BatchResult:
+        """Store many facts in one transaction. Each item is a dict of `add`'s keyword arguments
+        plus `content`. Invalid items are reported (index, error) and skipped; valid ones are saved.
+        Returns BatchResult with `ids` aligned to `items` (None where failed)."""
+        await self.check_access([scope_id], actor, write=True)
+        await self.get_scope(scope_id)
+        now = utcnow()
+        result = BatchResult(ids=[None] * len(items))
+        good: list[tuple[int, dict, Sequence[str]]] = []
+        for i, item in enumerate(items):
+            try:
+                if not isinstance(item, dict):
+                    raise InvalidInput("item must be a mapping with 'content'")
+                unknown = set(item) - {
+                    "content",
+                    "kind",
+                    "importance",
+                    "speaker",
+                    "context",
+                    "entities",
+                    "source_message_ids",
+                    "source_ref",
+                    "created_by",
+                    "valid_from",
+                }
+                if unknown:
+                    raise InvalidInput(f"unknown fields: {', '.join(sorted(unknown))}")
+                values = self._fact_values(
+                    scope_id,
+                    item.get("content"),
+                    kind=item.get("kind", "observation"),
+                    slug=None,
+                    importance=item.get("importance"),
+                    speaker=item.get("speaker"),
+                    context=item.get("context"),
+                    source_message_ids=item.get("source_message_ids"),
+                    source_ref=item.get("source_ref"),
+                    created_by=item.get("created_by") or actor,
+                    valid_from=item.get("valid_from"),
+                    now=now,
+                )
+                good.append((i, values, item.get("entities") or ()))
+            except (InvalidInput, TypeError, ValueError) as exc:
+                result.failed += 1
+                result.errors.append({"index": i, "error": str(exc)})
+        if good:
+            async with self.engines.writer.begin() as conn:
+                ids = (
+                    (
+                        await conn.execute(
+                            insert(FactRow).returning(FactRow.id, sort_by_parameter_order=True), [v for _, v, _ in good]
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+                await self._after_insert(conn, list(ids), [v for _, v, _ in good], actor, now)
+                cache: dict[str, int] = {}
+                for fid, (_, _, ents) in zip(ids, good, strict=True):
+                    if ents:
+                        await self._link_entities(conn, fid, scope_id, ents, now, cache)
+            for (i, _, _), fid in zip(good, ids, strict=True):
+                result.ids[i] = fid
+            result.saved = len(ids)
+            self.indexer.notify()
+        return result
+
+    async def upsert(
+        self,
+        slug: str,
+        content: str,
+        scope_id: str,
+        *,
+        kind: str = "observation",
+        importance: float | None = None,
+        actor: str | None = None,
+        source_message_ids: Sequence[int] | None = None,
+    ) -> tuple[int, str]:
+        """Keyed write (seed 002's brain pattern): the fact with `slug` in `scope_id` is created or
+        updated in place (old text kept in history). Safe under concurrent writers: exactly one
+        fact per (scope, slug). Returns (fact id, "added" | "updated" | "unchanged")."""
+        await self.check_access([scope_id], actor, write=True)
+        slug = clean_text(slug, "slug", 200)
+        now = utcnow()
+        values = self._fact_values(
+            scope_id,
+            content,
+            kind=kind,
+            slug=slug,
+            importance=importance,
+            speaker=None,
+            context=None,
+            source_message_ids=source_message_ids,
+            source_ref=None,
+            created_by=actor,
+            valid_from=None,
+            now=now,
+        )
+        for _attempt in range(8):
+            try:
+                async with self.engines.writer.begin() as conn:
+                    q = select(FactRow).where(FactRow.scope_id == scope_id, FactRow.slug == slug)
+                    if self.dialect == "postgresql":
+                        q = q.with_for_update()
+                    row = (await conn.execute(q)).first()
+                    if row is None:
+                        fid = (await conn.execute(insert(FactRow).values(**values).returning(FactRow.id))).scalar_one()
+                        await self._after_insert(conn, [fid], [values], actor, now)
+                        outcome = "added"
+                    elif row.content == values["content"] and row.status == "active" and row.kind == values["kind"]:
+                        return row.id, "unchanged"
+                    else:
+                        fid = row.id
+                        await conn.execute(
+                            update(FactRow)
+                            .where(FactRow.id == fid)
+                            .values(
+                                content=values["content"],
+                                kind=values["kind"],
+                                importance=values["importance"],
+                                status="active",
+                                valid_to=None,
+                                updated_at=now,
+                            )
+                        )
+                        await self._history(
+                            conn, fid, "update", actor, now, row.content, values["content"], row.status, "active"
+                        )
+                        await self._enqueue(conn, [fid], "upsert", now)
+                        outcome = "updated"
+                self.indexer.notify()
+                return fid, outcome
+            except IntegrityError:
+                # A concurrent writer inserted the same slug first (PostgreSQL): retry as an update.
+                await asyncio.sleep(0.005)
+        raise InvalidInput(f"could not upsert slug {slug!r}: too much contention")
+
+    async def supersede(
+        self,
+        fact_id: int | str,
+        new_content: str,
+        *,
+        actor: str | None = None,
+        kind: str | None = None,
+        importance: float | None = None,
+        source_message_ids: Sequence[int] | None = None,
+    ) -> int:
+        """Replace an active fact with a new one: the old fact stays (status superseded, valid_to
+        now, superseded_by set), the new fact points back via supersedes_id and takes over the
+        slug. Returns the new fact id. Raises FactNotFound, InvalidInput (not active), ScopeDenied."""
+        fid = check_fact_id(fact_id)
+        now = utcnow()
+        async with self.engines.writer.begin() as conn:
+            old = (await conn.execute(select(FactRow).where(FactRow.id == fid))).first()
+            if old is None or old.status == "deleted":
+                raise FactNotFound(f"no fact #{fid}")
+            await self._check_in_tx(conn, old.scope_id, actor, write=True)
+            if old.status != "active":
+                raise InvalidInput(f"fact #{fid} is already superseded by #{old.superseded_by_id}")
+            values = self._fact_values(
+                old.scope_id,
+                new_content,
+                kind=kind or old.kind,
+                slug=None,
+                importance=old.importance if importance is None else importance,
+                speaker=old.speaker,
+                context=None,
+                source_message_ids=source_message_ids,
+                source_ref=old.source_ref,
+                created_by=actor or old.created_by,
+                valid_from=now,
+                now=now,
+            )
+            await conn.execute(
+                update(FactRow)
+                .where(FactRow.id == fid)
+                .values(status="superseded", valid_to=now, updated_at=now, slug=None)
+            )
+            values.update(supersedes_id=fid, slug=old.slug)
+            new_id = (await conn.execute(insert(FactRow).values(**values).returning(FactRow.id))).scalar_one()
+            await conn.execute(update(FactRow).where(FactRow.id == fid).values(superseded_by_id=new_id))
+            await self._after_insert(conn, [new_id], [values], actor, now)
+            await self._history(
+                conn, fid, "supersede", actor, now, old.content, values["content"], "active", "superseded"
+            )
+            await self._enqueue(conn, [fid], "upsert", now)
+            links = (await conn.execute(select(FactEntityRow).where(FactEntityRow.fact_id == fid))).all()
+            if links:
+                await conn.execute(
+                    insert(FactEntityRow),
+                    [{"fact_id": new_id, "entity_id": r.entity_id, "role": r.role} for r in links],
+                )
+        self.indexer.notify()
+        return new_id
+
+    async def forget(
+        self, fact_id: int | str, *, actor: str | None = None, scopes: Sequence[str] | None = None
+    ) -> Fact:
+        """Soft-delete a fact: status deleted, excluded from recall, vector removed, history kept.
+        With `scopes`, the fact must be in one of them (else FactNotFound, revealing nothing).
+        Returns the fact as it was. Raises FactNotFound, ScopeDenied."""
+        fid = check_fact_id(fact_id)
+        now = utcnow()
+        async with self.engines.writer.begin() as conn:
+            row = (await conn.execute(select(FactRow).where(FactRow.id == fid))).first()
+            if row is None or row.status == "deleted" or (scopes is not None and row.scope_id not in scopes):
+                raise FactNotFound(f"no fact #{fid}")
+            await self._check_in_tx(conn, row.scope_id, actor, write=True)
+            await conn.execute(
+                update(FactRow)
+                .where(FactRow.id == fid)
+                .values(status="deleted", valid_to=now, updated_at=now, slug=None)
+            )
+            await self._history(conn, fid, "forget", actor, now, row.content, None, row.status, "deleted")
+            await self._enqueue(conn, [fid], "delete", now)
+        self.indexer.notify()
+        return _fact(row)
+
+    async def purge_user(self, principal: str) -> PurgeReport:
+        """Erase a user for real: scopes they own (with all facts, messages, entities, history),
+        facts they created and messages they sent elsewhere, their memberships, their name as a
+        history actor, and the matching vectors and full-text entries. Irreversible."""
+        principal = clean_text(principal, "user id", 200)
+        report = PurgeReport()
+        async with self.engines.writer.begin() as conn:
+            owned = (await conn.execute(select(ScopeRow.id).where(ScopeRow.owner == principal))).scalars().all()
+            fact_ids = (
+                (
+                    await conn.execute(
+                        select(FactRow.id).where(or_(FactRow.scope_id.in_(owned), FactRow.created_by == principal))
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            report.facts = len(fact_ids)
+            report.history = (
+                (await conn.execute(select(func.count()).where(FactHistoryRow.fact_id.in_(fact_ids)))).scalar_one()
+                if fact_ids
+                else 0
+            )
+            report.messages = (
+                await conn.execute(
+                    delete(MessageRow).where(or_(MessageRow.scope_id.in_(owned), MessageRow.speaker_id == principal))
+                )
+            ).rowcount
+            report.entities = (await conn.execute(delete(EntityRow).where(EntityRow.scope_id.in_(owned)))).rowcount
+            for chunk in _chunks(fact_ids, 500):
+                await conn.execute(delete(FactRow).where(FactRow.id.in_(chunk)))
+            await conn.execute(delete(ScopeMemberRow).where(ScopeMemberRow.principal == principal))
+            await conn.execute(update(FactHistoryRow).where(FactHistoryRow.actor == principal).values(actor=None))
+            report.scopes = (await conn.execute(delete(ScopeRow).where(ScopeRow.id.in_(owned)))).rowcount
+            now = utcnow()
+            for chunk in _chunks(fact_ids, 500):
+                await self._enqueue(conn, chunk, "delete", now)
+        try:
+            await self.index.delete(list(fact_ids))
+            report.vectors = len(fact_ids)
+        except Exception:  # the queued delete jobs will retry
+            log.exception("vector delete during purge failed; queued for retry")
+        await self._compact_after_purge()
+        self.indexer.notify()
+        return report
+
+    async def _compact_after_purge(self) -> None:
+        """Make deleted text physically gone: merge FTS segments, checkpoint the WAL (SQLite) or
+        VACUUM the touched tables (PostgreSQL)."""
+        if self.dialect == "sqlite":
+            async with self.engines.writer.begin() as conn:
+                await conn.exec_driver_sql("INSERT INTO facts_fts(facts_fts) VALUES ('optimize')")
+            db_path = self.engines.writer.url.database
+            await asyncio.to_thread(_checkpoint_sqlite, db_path)
+        else:
+            async with self.engines.writer.connect() as conn:
+                ac = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                for table in ("facts", "messages", "fact_history", "entities"):
+                    await ac.exec_driver_sql(f"VACUUM {table}")
+
+    async def _check_in_tx(self, conn, scope_id: str, actor: str | None, *, write: bool) -> None:
+        if actor is None:
+            return
+        scope = await self._scope(conn, scope_id)
+        if not self._allowed(scope, actor, scope.write_policy if write else scope.read_policy):
+            raise ScopeDenied(f"{actor} may not {'write to' if write else 'read'} scope {scope_id}")
+
+    async def _history(self, conn, fid, action, actor, now, old, new, old_status, new_status) -> None:
+        await conn.execute(
+            insert(FactHistoryRow).values(
+                fact_id=fid,
+                action=action,
+                actor=actor,
+                at=now,
+                old_content=old,
+                new_content=new,
+                old_status=old_status,
+                new_status=new_status,
+            )
+        )
+
+    async def _enqueue(self, conn, ids: Sequence[int], op: str, now: datetime) -> None:
+        if ids:
+            await conn.execute(
+                insert(IndexJobRow), [{"fact_id": i, "op": op, "attempts": 0, "enqueued_at": now} for i in ids]
+            )
+
+    async def _link_entities(
+        self,
+        conn,
+        fact_id: int,
+        scope_id: str,
+        names: Sequence[str],
+        now: datetime,
+        cache: dict[str, int] | None = None,
+    ) -> None:
+        cache = {} if cache is None else cache
+        for name in dict.fromkeys(names):
+            norm = norm_name(str(name))
+            if not norm:
+                continue
+            eid = cache.get(norm)
+            if eid is None:
+                eid = (
+                    await conn.execute(
+                        select(EntityRow.id).where(EntityRow.scope_id == scope_id, EntityRow.norm_name == norm)
+                    )
+                ).scalar()
+                if eid is None:
+                    eid = (
+                        await conn.execute(
+                            insert(EntityRow)
+                            .values(
+                                scope_id=scope_id,
+                                name=str(name)[:200],
+                                norm_name=norm[:200],
+                                type="thing",
+                                aliases=[],
+                                created_at=now,
+                            )
+                            .returning(EntityRow.id)
+                        )
+                    ).scalar_one()
+                cache[norm] = eid
+            await conn.execute(insert(FactEntityRow).values(fact_id=fact_id, entity_id=eid, role="mention"))
+
+    async def add_message(
+        self,
+        scope_id: str,
+        speaker: str,
+        content: str,
+        *,
+        speaker_id: str | None = None,
+        channel: str | None = None,
+        role: str = "user",
+        external_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> int:
+        """Record a raw conversation turn; returns the message id. Raises InvalidInput."""
+        check_scope_id(scope_id)
+        values = dict(
+            scope_id=scope_id,
+            channel=channel,
+            speaker=clean_text(speaker, "speaker", 200),
+            speaker_id=speaker_id,
+            role=role,
+            content=clean_text(content, "message", MAX_FACT_CHARS),
+            external_id=external_id,
+            created_at=created_at or utcnow(),
+        )
+        try:
+            async with self.engines.writer.begin() as conn:
+                return (await conn.execute(insert(MessageRow).values(**values).returning(MessageRow.id))).scalar_one()
+        except IntegrityError as exc:
+            raise InvalidInput(f"unknown scope {scope_id!r}") from exc
+
+    # ------------------------------------------------------------------ reads
+    async def get(self, fact_id: int | str, *, scopes: Sequence[str] | None = None) -> Fact:
+        """One fact by id (any status). With `scopes`, raises FactNotFound unless it is in them."""
+        fid = check_fact_id(fact_id)
+        async with self.engines.reader.connect() as conn:
+            row = (await conn.execute(select(FactRow).where(FactRow.id == fid))).first()
+        if row is None or (scopes is not None and row.scope_id not in scopes):
+            raise FactNotFound(f"no fact #{fid}")
+        return _fact(row)
+
+    async def list_facts(
+        self,
+        scopes: Sequence[str],
+        *,
+        statuses: Sequence[str] = ("active",),
+        kinds: Sequence[str] | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Fact]:
+        """Up to `limit` facts from `scopes`, newest first (no silent cap: page with `offset`)."""
+        if not scopes:
+            return []
+        q = select(FactRow).where(FactRow.scope_id.in_(list(scopes)), FactRow.status.in_(list(statuses)))
+        if kinds:
+            q = q.where(FactRow.kind.in_(list(kinds)))
+        q = q.order_by(FactRow.created_at.desc(), FactRow.id.desc()).limit(max(0, limit)).offset(max(0, offset))
+        async with self.engines.reader.connect() as conn:
+            return [_fact(r) for r in (await conn.execute(q)).all()]
+
+    async def count_facts(self, scopes: Sequence[str] | None = None, statuses: Sequence[str] = ("active",)) -> int:
+        q = select(func.count()).select_from(FactRow).where(FactRow.status.in_(list(statuses)))
+        if scopes is not None:
+            q = q.where(FactRow.scope_id.in_(list(scopes)))
+        async with self.engines.reader.connect() as conn:
+            return (await conn.execute(q)).scalar_one()
+
+    async def history(self, fact_id: int | str) -> list[HistoryEntry]:
+        """Every recorded change of a fact, oldest first."""
+        fid = check_fact_id(fact_id)
+        async with self.engines.reader.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(FactHistoryRow).where(FactHistoryRow.fact_id == fid).order_by(FactHistoryRow.id)
+                )
+            ).all()
+        return [
+            HistoryEntry(
+                r.id,
+                r.fact_id,
+                r.action,
+                r.actor,
+                _aware(r.at),
+                r.old_content,
+                r.new_content,
+                r.old_status,
+                r.new_status,
+            )
+            for r in rows
+        ]
+
+    async def recent_messages(self, scope_id: str, limit: int = 20) -> list[dict]:
+        """The last `limit` messages of a scope, oldest first."""
+        async with self.engines.reader.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(MessageRow)
+                    .where(MessageRow.scope_id == scope_id)
+                    .order_by(MessageRow.created_at.desc(), MessageRow.id.desc())
+                    .limit(limit)
+                )
+            ).all()
+        return [
+            {"id": r.id, "speaker": r.speaker, "content": r.content, "created_at": _aware(r.created_at)}
+            for r in reversed(rows)
+        ]
+
+    async def pending_jobs(self) -> int:
+        async with self.engines.reader.connect() as conn:
+            return (await conn.execute(select(func.count()).select_from(IndexJobRow))).scalar_one()
+
+    # ------------------------------------------------------------------ recall
+    async def recall(
+        self,
+        query: str,
+        scopes: Sequence[str],
+        k: int = 10,
+        *,
+        kinds: Sequence[str] | None = None,
+        include_superseded: bool = False,
+        actor: str | None = None,
+        bump: bool = True,
+    ) -> list[RecallHit]:
+        """Hybrid recall: up to `k` facts from `scopes` only, best first.
+
+        Signals: lexical (FTS5 bm25 / PostgreSQL ts_rank), dense (embedding index), entity and
+        speaker mentions, neighbouring turns, importance and recency, fused by weighted reciprocal
+        rank (see storage/recall.py). Superseded facts only with `include_superseded`; deleted never.
+        Bumps access counts (asynchronously). Raises InvalidInput (empty/overlong query, bad scope)
+        or ScopeDenied. Latency grows with the number of facts matching the query's words."""
+        if not scopes:
+            return []
+        for s in scopes:
+            check_scope_id(s)
+        await self.check_access(scopes, actor)
+        hits = await self.recaller.recall(
+            query, list(dict.fromkeys(scopes)), k, kinds=kinds, include_superseded=include_superseded
+        )
+        if bump:
+            self._access.update(h.fact.id for h in hits)
+        return hits
+
+    async def _access_flusher(self) -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            try:
+                await self._flush_access()
+            except Exception:
+                log.exception("flushing access counts failed")
+
+    async def _flush_access(self) -> None:
+        if not self._access:
+            return
+        pending, self._access = self._access, Counter()
+        now = utcnow()
+        by_count: dict[int, list[int]] = {}
+        for fid, n in pending.items():
+            by_count.setdefault(n, []).append(fid)
+        async with self.engines.writer.begin() as conn:
+            for n, ids in by_count.items():
+                await conn.execute(
+                    update(FactRow)
+                    .where(FactRow.id.in_(ids))
+                    .values(access_count=FactRow.access_count + n, last_accessed_at=now)
+                )
+
+    # ------------------------------------------------------------------ maintenance
+    async def reindex(self, *, wait: bool = True, progress=None) -> int:
+        """Rebuild the vector index from SQL: clear it and queue every non-deleted fact.
+        Returns the number of facts queued; with `wait`, returns after they are indexed."""
+        await self.index.clear()
+        async with self.engines.writer.begin() as conn:
+            await conn.execute(delete(IndexJobRow))
+            await conn.execute(update(FactRow).values(indexed_at=None))
+            n = (
+                await conn.execute(
+                    text(
+                        "INSERT INTO index_jobs (fact_id, op, attempts, enqueued_at) "
+                        "SELECT id, 'upsert', 0, :now FROM facts WHERE status != 'deleted'"
+                    ),
+                    {"now": utcnow()},
+                )
+            ).rowcount
+        self.indexer.notify()
+        if wait:
+            await self.indexer.drain(timeout=24 * 3600, progress=progress)
+            await self.index.optimize()
+        return n
+
+    async def decay(self, now: datetime | None = None, half_life_days: float = 30.0) -> int:
+        """Recompute every active fact's relevance in [0, 1] (Ebbinghaus forgetting curve with
+        recall-strengthened memory, as in MemoryBank; formula in `storage.decay`). Returns the
+        number of facts updated. Meant to run daily from the scheduler."""
+        from storage.decay import decay_relevance
+
+        return await decay_relevance(self, now or utcnow(), half_life_days)
+
+
+def _checkpoint_sqlite(path: str) -> None:
+    """Copy the WAL back into the database file and truncate it (best effort: a busy reader
+    elsewhere only delays it to the next automatic checkpoint)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(path, timeout=5)
+        try:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            con.close()
+    except sqlite3.Error:
+        log.warning("WAL checkpoint after purge deferred (database busy)")
+
+
+def _chunks(seq: Sequence[int], n: int) -> Iterable[list[int]]:
+    for i in range(0, len(seq), n):
+        yield list(seq[i : i + n])

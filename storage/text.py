@@ -1,0 +1,90 @@
+"""Input validation and tokenisation shared by the write and recall paths."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from storage.errors import InvalidInput
+
+MAX_FACT_CHARS = 16_000
+MAX_QUERY_CHARS = 4_000
+MAX_SCOPE_ID = 200
+_SCOPE_RE = re.compile(r"^[\w.:@#/+\- ]{1,200}$", re.UNICODE)
+_CONTROL = {c for c in map(chr, range(32)) if c not in "\n\t"} | {"\x7f"}
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+# Function words dropped from lexical queries (they match everything and cost time).
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further had has
+    have having he her here hers herself him himself his how i if in into is it its itself just me
+    more most my myself no nor not now of off on once only or other our ours ourselves out over own
+    same she should so some such than that the their theirs them themselves then there these they
+    this those through to too under until up very was we were what when where which while who whom
+    why will with would you your yours yourself yourselves s t d ll m re ve y o don didn doesn isn
+    wasn weren hasn haven hadn won wouldn shouldn couldn mustn also get got ever""".split()
+)
+
+
+def clean_text(value: object, what: str = "text", max_chars: int = MAX_FACT_CHARS) -> str:
+    """Return `value` stripped and with control characters removed.
+
+    Raises InvalidInput if it is not a string, contains NUL bytes, is empty after cleaning, or is
+    longer than `max_chars` characters."""
+    if isinstance(value, bytes):
+        raise InvalidInput(f"{what} must be text, not bytes")
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be text, got {type(value).__name__}")
+    if "\x00" in value:
+        raise InvalidInput(f"{what} contains NUL bytes (binary data is not stored)")
+    if len(value) > max_chars:
+        raise InvalidInput(f"{what} is too long: {len(value):,} characters (max {max_chars:,})")
+    text = "".join(ch for ch in value if ch not in _CONTROL)
+    text = unicodedata.normalize("NFC", text).strip()
+    if not text:
+        raise InvalidInput(f"{what} is empty")
+    return text
+
+
+def check_scope_id(scope_id: object) -> str:
+    """Validate a scope id such as `user:1234` or `channel:general`; raises InvalidInput."""
+    if not isinstance(scope_id, str) or not _SCOPE_RE.match(scope_id):
+        raise InvalidInput(f"invalid scope id {scope_id!r}")
+    return scope_id
+
+
+def check_fact_id(fact_id: object) -> int:
+    """Accept an int or a decimal string; raises InvalidInput otherwise."""
+    if isinstance(fact_id, bool):
+        raise InvalidInput(f"invalid fact id {fact_id!r}")
+    if isinstance(fact_id, int):
+        value = fact_id
+    elif isinstance(fact_id, str) and fact_id.strip().lstrip("#").isdigit():
+        value = int(fact_id.strip().lstrip("#"))
+    else:
+        raise InvalidInput(f"invalid fact id {fact_id!r}")
+    if not 0 < value < 2**62:
+        raise InvalidInput(f"invalid fact id {fact_id!r}")
+    return value
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens (letters and digits)."""
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def query_terms(text: str, limit: int = 24) -> list[str]:
+    """Distinct content words of a query, in order, stopwords and 1-letter words removed."""
+    seen: dict[str, None] = {}
+    for w in words(text):
+        if len(w) > 1 and w not in STOPWORDS and w not in seen:
+            seen[w] = None
+        if len(seen) >= limit:
+            break
+    return list(seen)
+
+
+def norm_name(name: str) -> str:
+    """Normalised entity name used for matching: case-folded words joined by one space."""
+    return " ".join(w.casefold() for w in _WORD.findall(name))

@@ -1,0 +1,233 @@
+"""Vector indexes behind one interface. The index is derived from SQL and can be rebuilt at any
+time (`FactStore.reindex`); it holds one point per fact: id = fact id, payload = scope + status.
+
+`EdgeIndex` (default) embeds the Qdrant engine in-process via qdrant-edge-py: one process per
+folder (it holds a WAL lock). `QdrantServerIndex` talks to a Qdrant server through qdrant-client
+(`QDRANT_URL`), for several bot processes sharing one index.
+
+Scope filtering is a payload filter inside the vector query (a hard partition), never a filter on a
+global top-k.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class VectorPoint:
+    id: int
+    vector: np.ndarray
+    scope_id: str
+    status: str
+
+
+class VectorIndex(ABC):
+    dim: int
+
+    @abstractmethod
+    async def upsert(self, points: list[VectorPoint]) -> None: ...
+
+    @abstractmethod
+    async def delete(self, ids: list[int]) -> None: ...
+
+    @abstractmethod
+    async def search(
+        self, vector: np.ndarray, scope_ids: list[str], k: int, statuses: tuple[str, ...] = ("active",)
+    ) -> list[tuple[int, float]]:
+        """Up to `k` (fact id, cosine similarity) pairs, best first, only from `scope_ids` and
+        `statuses`. Latency: ~1 ms at 10K points; grows with points in the matching scopes."""
+
+    @abstractmethod
+    async def count(self) -> int: ...
+
+    @abstractmethod
+    async def clear(self) -> None:
+        """Drop every point (before a rebuild)."""
+
+    async def optimize(self) -> None:  # noqa: B027 - optional hook
+        """Build or refresh search structures after bulk writes (no-op where not needed)."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class EdgeIndex(VectorIndex):
+    """Embedded Qdrant (qdrant-edge-py) in `path`. Calls run on one dedicated thread."""
+
+    def __init__(self, path: Path, dim: int):
+        import qdrant_edge as qe
+
+        self._qe = qe
+        self.dim = dim
+        self.path = Path(path)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clara-vectors")
+        self._shard = self._open()
+
+    def _config(self):
+        qe = self._qe
+        return qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine),
+            hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10000),
+        )
+
+    def _open(self):
+        qe = self._qe
+        if self.path.exists() and any(self.path.iterdir()):
+            try:
+                return qe.EdgeShard.load(str(self.path))
+            except Exception:
+                # A shard we cannot load is only a cache of SQL: start it afresh, the caller reindexes.
+                shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        shard = qe.EdgeShard.create(str(self.path), self._config())
+        shard.update(qe.UpdateOperation.create_field_index("scope", qe.PayloadSchemaType.Keyword))
+        shard.update(qe.UpdateOperation.create_field_index("status", qe.PayloadSchemaType.Keyword))
+        return shard
+
+    async def _call(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def upsert(self, points: list[VectorPoint]) -> None:
+        if not points:
+            return
+        qe = self._qe
+        pts = [
+            qe.Point(id=p.id, vector=p.vector.tolist(), payload={"scope": p.scope_id, "status": p.status})
+            for p in points
+        ]
+        await self._call(self._shard.update, qe.UpdateOperation.upsert_points(pts))
+
+    async def delete(self, ids: list[int]) -> None:
+        if ids:
+            await self._call(self._shard.update, self._qe.UpdateOperation.delete_points(list(ids)))
+
+    def _search(self, vector, scope_ids, k, statuses):
+        qe = self._qe
+        must = [
+            qe.FieldCondition(key="scope", match=qe.MatchAny(list(scope_ids))),
+            qe.FieldCondition(key="status", match=qe.MatchAny(list(statuses))),
+        ]
+        res = self._shard.query(
+            qe.QueryRequest(
+                limit=k,
+                query=qe.Query.Nearest(vector.tolist()),
+                filter=qe.Filter(must=must),
+                params=qe.SearchParams(hnsw_ef=max(64, k)),
+            )
+        )
+        return [(int(p.id), float(p.score)) for p in res]
+
+    async def search(self, vector, scope_ids, k, statuses=("active",)):
+        if not scope_ids or k <= 0:
+            return []
+        return await self._call(self._search, vector, scope_ids, k, statuses)
+
+    async def count(self) -> int:
+        return int(await self._call(self._shard.count, self._qe.CountRequest()))
+
+    async def clear(self) -> None:
+        def _clear():
+            self._shard.close()
+            shutil.rmtree(self.path, ignore_errors=True)
+            self._shard = self._open()
+
+        await self._call(_clear)
+
+    async def optimize(self) -> None:
+        await self._call(self._shard.optimize)
+
+    async def flush(self) -> None:
+        await self._call(self._shard.flush)
+
+    async def close(self) -> None:
+        def _close():
+            self._shard.flush()
+            self._shard.close()
+
+        await self._call(_close)
+        self._pool.shutdown(wait=True)
+
+
+class QdrantServerIndex(VectorIndex):
+    """A collection on a Qdrant server (`QDRANT_URL`), via the async qdrant-client (10 s timeout)."""
+
+    def __init__(self, url: str, collection: str, dim: int, api_key: str | None = None):
+        from qdrant_client import AsyncQdrantClient
+
+        self.dim = dim
+        self.collection = collection
+        self._client = AsyncQdrantClient(url=url, api_key=api_key, timeout=10)
+        self._ready = False
+
+    async def _ensure(self) -> None:
+        if self._ready:
+            return
+        from qdrant_client import models as m
+
+        if not await self._client.collection_exists(self.collection):
+            await self._client.create_collection(
+                self.collection, vectors_config=m.VectorParams(size=self.dim, distance=m.Distance.COSINE)
+            )
+            for field in ("scope", "status"):
+                await self._client.create_payload_index(
+                    self.collection, field_name=field, field_schema=m.PayloadSchemaType.KEYWORD
+                )
+        self._ready = True
+
+    async def upsert(self, points: list[VectorPoint]) -> None:
+        if not points:
+            return
+        from qdrant_client import models as m
+
+        await self._ensure()
+        await self._client.upsert(
+            self.collection,
+            points=[
+                m.PointStruct(id=p.id, vector=p.vector.tolist(), payload={"scope": p.scope_id, "status": p.status})
+                for p in points
+            ],
+        )
+
+    async def delete(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        from qdrant_client import models as m
+
+        await self._ensure()
+        await self._client.delete(self.collection, points_selector=m.PointIdsList(points=list(ids)))
+
+    async def search(self, vector, scope_ids, k, statuses=("active",)):
+        if not scope_ids or k <= 0:
+            return []
+        from qdrant_client import models as m
+
+        await self._ensure()
+        flt = m.Filter(
+            must=[
+                m.FieldCondition(key="scope", match=m.MatchAny(any=list(scope_ids))),
+                m.FieldCondition(key="status", match=m.MatchAny(any=list(statuses))),
+            ]
+        )
+        res = await self._client.query_points(self.collection, query=vector.tolist(), query_filter=flt, limit=k)
+        return [(int(p.id), float(p.score)) for p in res.points]
+
+    async def count(self) -> int:
+        await self._ensure()
+        return (await self._client.count(self.collection, exact=True)).count
+
+    async def clear(self) -> None:
+        if await self._client.collection_exists(self.collection):
+            await self._client.delete_collection(self.collection)
+        self._ready = False
+        await self._ensure()
+
+    async def close(self) -> None:
+        await self._client.close()
