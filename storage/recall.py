@@ -59,6 +59,7 @@ class Recaller:
         rows, linked = await self._hydrate(list(cand), scopes, statuses, kinds, entity_ids)
         lex_rank = {fid: r for r, (fid, _) in enumerate(lexical, 1)}
         dense_rank = {fid: r for r, (fid, _) in enumerate(dense, 1)}
+        dense_sim = dict(dense)
         hits = []
         for row in rows:
             signals: dict[str, float] = {}
@@ -68,6 +69,7 @@ class Recaller:
                 score += W_LEXICAL / (RRF_K + lex_rank[row.id])
             if row.id in dense_rank:
                 signals["dense"] = dense_rank[row.id]
+                signals["dense_sim"] = round(dense_sim[row.id], 4)
                 score += W_DENSE / (RRF_K + dense_rank[row.id])
             if row.id in linked:
                 signals["entity"] = 1

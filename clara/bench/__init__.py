@@ -1,0 +1,1 @@
+"""Benchmarks (`clara bench ...`): performance goals are measured here, not in timed tests."""

@@ -1,0 +1,151 @@
+"""`clara bench locomo`: retrieval recall@k on LoCoMo-format conversations (NOTES.md §3 metric).
+
+Every turn of a conversation is stored in that conversation's own scope; for each question of
+category 1-4 with evidence, the top-k results are mapped back to their source turns and
+recall@k = |evidence ∩ turns of top k| / |evidence|, averaged over all questions. In the same run
+the same turns are ranked by BM25 alone (rank-bm25) and by dense MiniLM alone (exact cosine), and
+by mem0 (`infer=False`, same embedder) when the optional `mem0` extra is installed.
+No LLM is used at query time.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from clara import locomo
+from clara.bench.stats import pct, recall_at, rss_mb
+from storage import FactStore, StoreConfig
+from storage.text import words
+
+KS = (1, 5, 10, 25)
+
+
+@dataclass
+class SystemResult:
+    name: str
+    recalls: dict[int, list[float]] = field(default_factory=lambda: {k: [] for k in KS})
+    latencies_ms: list[float] = field(default_factory=list)
+    ingest_turns: int = 0
+    ingest_s: float = 0.0
+    ack_s: float = 0.0
+
+    def add(self, ranked: list[str], evidence: list[str], ms: float) -> None:
+        for k in KS:
+            self.recalls[k].append(recall_at(ranked, evidence, k))
+        self.latencies_ms.append(ms)
+
+    def summary(self) -> dict[str, float]:
+        out = {f"R@{k}": float(np.mean(v)) if v else float("nan") for k, v in self.recalls.items()}
+        out["query_p50_ms"] = pct(self.latencies_ms, 50)
+        out["query_p95_ms"] = pct(self.latencies_ms, 95)
+        out["questions"] = len(self.latencies_ms)
+        if self.ingest_s:
+            out["ingest_turns_per_s"] = self.ingest_turns / self.ingest_s
+        if self.ack_s:
+            out["ack_turns_per_s"] = self.ingest_turns / self.ack_s
+        return out
+
+
+def _evidence(q: locomo.Question) -> list[str]:
+    out = []
+    for e in q.evidence:
+        out.extend(x.strip() for x in re.split(r"[;,]", e) if x.strip())
+    return out
+
+
+async def run(
+    files: list[str | Path],
+    *,
+    database_url: str | None = None,
+    with_mem0: bool | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Run the benchmark; returns {system: {metric: value}} (systems: clara, bm25, dense, mem0)."""
+    convs = [c for f in locomo.expand(files) for c in locomo.load(f)]
+    if not convs:
+        raise ValueError("no LoCoMo conversations found in the given paths")
+    n_questions = sum(len(c.scored_questions()) for c in convs)
+    results = {name: SystemResult(name) for name in ("clara", "bm25", "dense")}
+    with tempfile.TemporaryDirectory(prefix="clara-bench-") as tmp:
+        store = await FactStore.open(StoreConfig(database_url=database_url, data_dir=Path(tmp)))
+        try:
+            await _run_clara(store, convs, results["clara"], progress, n_questions)
+            _run_baselines(store.embedder, convs, results, progress, n_questions)
+            extra = {"rss_mb": rss_mb(), "facts": await store.count_facts()}
+        finally:
+            await store.aclose()
+    if with_mem0 is not False:
+        try:
+            from clara.bench.mem0_peer import run_mem0
+        except ImportError:
+            if with_mem0:
+                raise
+        else:
+            results["mem0"] = SystemResult("mem0")
+            await run_mem0(convs, results["mem0"], progress, n_questions, _evidence)
+    out = {name: r.summary() for name, r in results.items()}
+    out["run"] = {"conversations": len(convs), "turns": sum(len(c.turns) for c in convs), **extra}
+    return out
+
+
+async def _run_clara(store: FactStore, convs, result: SystemResult, progress, n_questions: int) -> None:
+    t0 = time.perf_counter()
+    for conv in convs:
+        scope = f"locomo:{conv.id}"
+        await store.ensure_scope(scope, "channel", name=f"LoCoMo {conv.id}")
+        items = locomo.turn_items(conv)
+        for start in range(0, len(items), 500):
+            res = await store.add_many(items[start : start + 500], scope)
+            if res.failed:
+                raise RuntimeError(f"ingest failed: {res.errors[:3]}")
+        result.ingest_turns += len(items)
+        if progress:
+            progress("ingest", result.ingest_turns, sum(len(c.turns) for c in convs))
+    result.ack_s = time.perf_counter() - t0
+    await store.drain(timeout=3600)
+    result.ingest_s = time.perf_counter() - t0
+    done = 0
+    for conv in convs:
+        scope = f"locomo:{conv.id}"
+        for q in conv.scored_questions():
+            t = time.perf_counter()
+            hits = await store.recall(q.question, [scope], k=max(KS), bump=False)
+            ms = (time.perf_counter() - t) * 1000
+            result.add([h.fact.source_ref for h in hits], _evidence(q), ms)
+            done += 1
+            if progress and done % 20 == 0:
+                progress("clara", done, n_questions)
+
+
+def _run_baselines(embedder, convs, results, progress, n_questions: int) -> None:
+    from rank_bm25 import BM25Okapi
+
+    done = 0
+    for conv in convs:
+        ids = [t.dia_id for t in conv.turns]
+        docs = [t.content for t in conv.turns]
+        bm25 = BM25Okapi([words(d) for d in docs])
+        t = time.perf_counter()
+        mat = embedder.embed_documents(docs)
+        results["dense"].ingest_s += time.perf_counter() - t
+        results["dense"].ingest_turns += len(docs)
+        for q in conv.scored_questions():
+            ev = _evidence(q)
+            t = time.perf_counter()
+            scores = bm25.get_scores(words(q.question))
+            order = np.argsort(-scores, kind="stable")[: max(KS)]
+            results["bm25"].add([ids[i] for i in order], ev, (time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            sims = mat @ embedder.embed_documents([q.question])[0]
+            order = np.argsort(-sims, kind="stable")[: max(KS)]
+            results["dense"].add([ids[i] for i in order], ev, (time.perf_counter() - t) * 1000)
+            done += 1
+            if progress and done % 20 == 0:
+                progress("baselines", done, n_questions)

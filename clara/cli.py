@@ -1,0 +1,411 @@
+"""The `clara` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="Clara: a memory-first chat bot.", no_args_is_help=True, add_completion=False)
+memory_app = typer.Typer(help="Inspect and manage the fact store.", no_args_is_help=True)
+import_app = typer.Typer(help="Import memories from other formats.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks (print tables; --json for machine-readable figures).", no_args_is_help=True)
+memory_app.add_typer(import_app, name="import")
+app.add_typer(memory_app, name="memory")
+app.add_typer(db_app, name="db")
+app.add_typer(bench_app, name="bench")
+
+console = Console(soft_wrap=not sys.stdout.isatty())
+err = Console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+def _run(coro):
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+# --------------------------------------------------------------------------- chat
+@app.command()
+def chat(
+    user: Annotated[str, typer.Option(help="Your user name (identity for private memories).")] = "you",
+    channel: Annotated[str, typer.Option(help="Channel name; its memories are shared by its members.")] = "terminal",
+    dm: Annotated[bool, typer.Option(help="Talk as in a direct message (private scope only).")] = False,
+) -> None:
+    """Chat with Clara in the terminal. Reads one message per line when stdin is not a terminal."""
+    from clara.terminal import run_chat
+
+    _run(run_chat(user=user, channel=channel, dm=dm, console=console))
+
+
+# --------------------------------------------------------------------------- memory
+async def _with_store(fn):
+    from clara.app import open_store
+
+    store = await open_store()
+    try:
+        return await fn(store)
+    finally:
+        await store.aclose()
+
+
+def _scopes_for(user: str | None, channel: str | None, scope: list[str] | None) -> list[str]:
+    out = list(scope or [])
+    if user:
+        out.append(f"user:{user}")
+    if channel:
+        out.append(f"channel:{channel}")
+    if not out:
+        _fail("name at least one of --user, --channel or --scope")
+    return out
+
+
+@memory_app.command("add")
+def memory_add(
+    text: str,
+    user: Annotated[str, typer.Option(help="Owner: stored in user:<user>.")],
+    kind: str = "note",
+    slug: Annotated[str | None, typer.Option(help="Keyed upsert: same slug updates the same fact.")] = None,
+) -> None:
+    """Store a fact in a user's private scope."""
+
+    async def go(store):
+        from storage import StoreError
+
+        await store.ensure_scope(f"user:{user}", "user", owner=user)
+        try:
+            if slug:
+                fid, outcome = await store.upsert(slug, text, f"user:{user}", kind=kind, actor=user)
+                console.print(f"{outcome} #{fid}")
+            else:
+                console.print(f"added #{await store.add(text, f'user:{user}', kind=kind, actor=user)}")
+        except StoreError as exc:
+            _fail(str(exc))
+
+    _run(_with_store(go))
+
+
+@memory_app.command("recall")
+def memory_recall(
+    query: str,
+    user: Annotated[str | None, typer.Option()] = None,
+    channel: Annotated[str | None, typer.Option()] = None,
+    scope: Annotated[list[str] | None, typer.Option(help="Explicit scope id (repeatable).")] = None,
+    k: int = 10,
+    superseded: Annotated[bool, typer.Option(help="Include superseded facts.")] = False,
+) -> None:
+    """Hybrid recall within the given scopes."""
+    scopes = _scopes_for(user, channel, scope)
+
+    async def go(store):
+        from storage import StoreError
+
+        try:
+            hits = await store.recall(query, scopes, k=k, include_superseded=superseded)
+        except StoreError as exc:
+            _fail(str(exc))
+        table = Table("#", "id", "score", "scope", "status", "fact", "signals")
+        for i, h in enumerate(hits, 1):
+            sig = " ".join(f"{a}={b:g}" for a, b in h.signals.items())
+            table.add_row(
+                str(i), str(h.fact.id), f"{h.score:.4f}", h.fact.scope_id, h.fact.status, h.fact.content[:200], sig
+            )
+        console.print(table)
+
+    _run(_with_store(go))
+
+
+@memory_app.command("list")
+def memory_list(
+    user: Annotated[str | None, typer.Option()] = None,
+    channel: Annotated[str | None, typer.Option()] = None,
+    scope: Annotated[list[str] | None, typer.Option()] = None,
+    limit: int = 50,
+    offset: int = 0,
+    status: Annotated[str, typer.Option(help="active, superseded, deleted or all")] = "active",
+) -> None:
+    """List facts, newest first."""
+    scopes = _scopes_for(user, channel, scope)
+    statuses = ("active", "superseded", "deleted") if status == "all" else (status,)
+
+    async def go(store):
+        facts = await store.list_facts(scopes, statuses=statuses, limit=limit, offset=offset)
+        table = Table("id", "created", "scope", "kind", "status", "fact")
+        for f in facts:
+            table.add_row(
+                str(f.id), f.created_at.strftime("%Y-%m-%d %H:%M"), f.scope_id, f.kind, f.status, f.content[:200]
+            )
+        console.print(table)
+
+    _run(_with_store(go))
+
+
+@memory_app.command("forget")
+def memory_forget(fact_id: str) -> None:
+    """Soft-delete one fact (kept in history, never recalled)."""
+
+    async def go(store):
+        from storage import StoreError
+
+        try:
+            fact = await store.forget(fact_id, actor=None)
+        except StoreError as exc:
+            _fail(str(exc))
+        console.print(f"forgotten #{fact.id}: {fact.content[:200]}")
+
+    _run(_with_store(go))
+
+
+@memory_app.command("history")
+def memory_history(fact_id: str) -> None:
+    """Every recorded change of a fact."""
+
+    async def go(store):
+        table = Table("at", "action", "actor", "old", "new")
+        for h in await store.history(fact_id):
+            table.add_row(
+                h.at.strftime("%Y-%m-%d %H:%M:%S"),
+                h.action,
+                h.actor or "",
+                (h.old_content or "")[:80],
+                (h.new_content or "")[:80],
+            )
+        console.print(table)
+
+    _run(_with_store(go))
+
+
+@memory_app.command("purge-user")
+def memory_purge_user(
+    user: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False
+) -> None:
+    """Erase everything about a user for real (facts, messages, vectors, history text)."""
+    if not yes and not typer.confirm(f"Erase all memories of {user}? This cannot be undone"):
+        raise typer.Exit(1)
+
+    async def go(store):
+        report = await store.purge_user(user)
+        console.print(report)
+
+    _run(_with_store(go))
+
+
+@memory_app.command("reindex")
+def memory_reindex() -> None:
+    """Rebuild the vector index from SQL (the source of truth)."""
+
+    async def go(store):
+        with _progress() as prog:
+            task = prog.add_task("reindexing", total=None)
+            n = await store.reindex(progress=lambda done, total: prog.update(task, completed=done, total=total))
+        console.print(f"reindexed {n} facts")
+
+    _run(_with_store(go))
+
+
+@memory_app.command("decay")
+def memory_decay() -> None:
+    """Recompute relevance of every active fact (forgetting curve; see storage/decay.py)."""
+    console.print(f"updated {_run(_with_store(lambda s: s.decay()))} facts")
+
+
+@memory_app.command("stats")
+def memory_stats() -> None:
+    """Counts of facts by status and pending indexing jobs."""
+
+    async def go(store):
+        table = Table("status", "facts")
+        for st in ("active", "superseded", "deleted"):
+            table.add_row(st, str(await store.count_facts(None, (st,))))
+        console.print(table)
+        console.print(f"pending index jobs: {await store.pending_jobs()}; vectors: {await store.index.count()}")
+
+    _run(_with_store(go))
+
+
+@import_app.command("locomo")
+def import_locomo(
+    files: Annotated[list[Path], typer.Argument(help="LoCoMo JSON files or directories.")],
+    wait: Annotated[bool, typer.Option(help="Wait until every turn is embedded.")] = True,
+) -> None:
+    """Load LoCoMo-format conversations, one scope per conversation (`locomo:<id>`)."""
+    from clara import locomo
+
+    try:
+        convs = [c for f in locomo.expand(files) for c in locomo.load(f)]
+    except ValueError as exc:
+        _fail(str(exc))
+    if not convs:
+        _fail("no conversations found")
+
+    async def go(store):
+        total = sum(len(c.turns) for c in convs)
+        with _progress() as prog:
+            task = prog.add_task("importing turns", total=total)
+            for conv in convs:
+                scope = f"locomo:{conv.id}"
+                await store.ensure_scope(scope, "channel", name=f"LoCoMo {conv.id}")
+                items = locomo.turn_items(conv)
+                for start in range(0, len(items), 500):
+                    res = await store.add_many(items[start : start + 500], scope)
+                    prog.advance(task, res.saved)
+                    for e in res.errors:
+                        err.print(f"[yellow]skipped turn {start + e['index']} of {conv.id}: {e['error']}")
+            if wait:
+                emb = prog.add_task("embedding", total=total)
+                await store.indexer.drain(
+                    timeout=24 * 3600, progress=lambda d, t: prog.update(emb, completed=d, total=t)
+                )
+        for conv in convs:
+            console.print(
+                f"locomo:{conv.id}: {len(conv.turns)} turns — chat with: "
+                f"clara chat --channel locomo-{conv.id}  (scope locomo:{conv.id})"
+            )
+
+    _run(_with_store(go))
+
+
+# --------------------------------------------------------------------------- db
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the Alembic migrations to DATABASE_URL (default: the SQLite file in CLARA_DATA_DIR)."""
+    from clara.settings import get_settings
+    from storage import migrate
+    from storage.db import async_url
+
+    s = get_settings()
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    url = async_url(s.database_url, s.data_dir)
+    migrate.upgrade(url, revision)
+    console.print(f"database at revision {migrate.current_revision(url)} (head {migrate.head_revision()})")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the schema revision of the configured database."""
+    from clara.settings import get_settings
+    from storage import migrate
+    from storage.db import async_url
+
+    s = get_settings()
+    url = async_url(s.database_url, s.data_dir)
+    console.print(f"current {migrate.current_revision(url)}; head {migrate.head_revision()}")
+
+
+# --------------------------------------------------------------------------- bench
+@bench_app.command("locomo")
+def bench_locomo(
+    paths: Annotated[list[Path], typer.Argument(help="LoCoMo files or directories.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write every figure as JSON.")] = None,
+    database_url: Annotated[str | None, typer.Option(help="Run Clara on this database (default temp SQLite).")] = None,
+    mem0: Annotated[bool | None, typer.Option(help="Include mem0 (default: when installed).")] = None,
+) -> None:
+    """Retrieval recall@k of Clara vs BM25-only and dense-only (and mem0) in one run."""
+    from clara.bench import locomo as bench
+
+    with _progress() as prog:
+        tasks: dict[str, int] = {}
+
+        def progress(name, done, total):
+            if name not in tasks:
+                tasks[name] = prog.add_task(name, total=total)
+            prog.update(tasks[name], completed=done, total=total)
+
+        try:
+            res = _run(bench.run(paths, database_url=database_url, with_mem0=mem0, progress=progress))
+        except ValueError as exc:
+            _fail(str(exc))
+    _print_bench(
+        res, "LoCoMo retrieval", ["R@1", "R@5", "R@10", "R@25", "query_p50_ms", "query_p95_ms", "ingest_turns_per_s"]
+    )
+    if "bm25" in res:
+        c, b = res["clara"], res["bm25"]
+        console.print(f"clara/bm25 R@10 ratio: {c['R@10'] / b['R@10']:.2f}; run: {res['run']}")
+    _write_json(res, json_out)
+
+
+@bench_app.command("scale")
+def bench_scale(
+    facts: Annotated[str, typer.Option(help="Comma-separated store sizes.")] = "10000,100000",
+    queries: int = 200,
+    adds: int = 500,
+    json_out: Annotated[Path | None, typer.Option("--json")] = None,
+    database_url: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Add-ack and recall latency (p50/p95, query embedding included) and RSS as the store grows."""
+    from clara.bench import scale
+
+    sizes = [int(x) for x in facts.split(",") if x.strip()]
+    with _progress() as prog:
+        tasks: dict[str, int] = {}
+
+        def progress(name, done, total):
+            if name not in tasks:
+                tasks[name] = prog.add_task(name, total=total)
+            prog.update(tasks[name], completed=done, total=total)
+
+        res = _run(scale.run(sizes, queries=queries, adds=adds, database_url=database_url, progress=progress))
+    cols = sorted({k for v in res.values() for k in v})
+    _print_bench(res, "Store scale", cols)
+    _write_json(res, json_out)
+
+
+def _print_bench(res: dict, title: str, cols: list[str]) -> None:
+    table = Table(title=title)
+    table.add_column("system")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for name, vals in res.items():
+        if name == "run":
+            continue
+        table.add_row(name, *[_fmt(vals.get(c)) for c in cols])
+    console.print(table)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def _write_json(res: dict, path: Path | None) -> None:
+    if path is None:
+        return
+    flat = {f"{sys_}.{k}": v for sys_, vals in res.items() for k, v in vals.items()}
+    path.write_text(json.dumps({**flat, "systems": res}, indent=2, default=str))
+    err.print(f"wrote {path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

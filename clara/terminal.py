@@ -1,0 +1,54 @@
+"""The terminal transport for `clara chat`: a REPL on a TTY, line-by-line when piped."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from rich.console import Console
+from rich.markup import escape
+
+from clara.chat import ChatEngine, IncomingMessage
+
+
+async def run_chat(*, user: str, channel: str, dm: bool, console: Console) -> None:
+    from clara.app import open_store
+
+    interactive = sys.stdin.isatty()
+    store = await open_store()
+    engine = ChatEngine(store)
+    try:
+        if interactive:
+            console.print(
+                f"[bold]Clara[/bold] — memory on {store.dialect}; you are [cyan]{escape(user)}[/cyan] in "
+                f"[cyan]{'a DM' if dm else '#' + escape(channel)}[/cyan]. !help for commands, Ctrl-D to quit."
+            )
+        while True:
+            line = await asyncio.to_thread(_read_line, interactive)
+            if line is None:
+                break
+            if not line.strip():
+                continue
+            msg = IncomingMessage(user_id=user, display_name=user, channel_id=channel, text=line.rstrip("\n"), is_dm=dm)
+            reply = await engine.handle(msg)
+            style = "red" if reply.error else "green"
+            console.print(f"[{style}]clara>[/{style}] {escape(reply.text)}")
+        # Give the background indexer a moment; anything left stays queued for next start.
+        try:
+            await store.drain(timeout=10)
+        except TimeoutError:
+            pass
+    finally:
+        await store.aclose()
+
+
+def _read_line(interactive: bool) -> str | None:
+    try:
+        if interactive:
+            return input("you> ")
+        line = sys.stdin.readline()
+        return line if line else None
+    except EOFError:
+        return None
+    except UnicodeDecodeError:
+        return "\x00"  # handled by the engine as binary input

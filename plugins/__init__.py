@@ -1,0 +1,1 @@
+"""Clara plugins (invoices, reminders, MCP bridge) live here; the plugin API arrives with issue #5."""

@@ -1,0 +1,87 @@
+"""Shared fixtures: a fresh FactStore per test on SQLite, and on PostgreSQL when
+CLARA_TEST_DATABASE_URL is set (a private database is created for the session and emptied
+between tests)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from storage import FactStore, StoreConfig
+from storage.embeddings import make_embedder
+
+PG_URL = os.environ.get("CLARA_TEST_DATABASE_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+TABLES = "index_jobs, fact_history, relations, fact_entities, entities, facts, messages, scope_members, scopes"
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    return make_embedder("local")
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """A throwaway PostgreSQL database for this test session, migrated to head."""
+    if not PG_URL:
+        pytest.skip("CLARA_TEST_DATABASE_URL not set")
+    import psycopg
+
+    from storage import migrate
+    from storage.db import async_url
+
+    base = make_url(async_url(PG_URL, "."))
+    name = f"clara_test_{uuid.uuid4().hex[:10]}"
+    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = base.set(database=name).render_as_string(hide_password=False)
+    migrate.upgrade(url)
+    yield url
+    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _truncate(url: str) -> None:
+    import psycopg
+
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def store_config(backend, tmp_path, request) -> StoreConfig:
+    if backend == "postgresql":
+        url = request.getfixturevalue("pg_database")
+        _truncate(url)
+        return StoreConfig(database_url=url, data_dir=tmp_path, auto_migrate=False)
+    return StoreConfig(data_dir=tmp_path)
+
+
+@pytest.fixture
+async def store(store_config, embedder):
+    s = await FactStore.open(store_config, embedder=embedder)
+    yield s
+    await s.aclose()
+
+
+async def two_users(store: FactStore) -> None:
+    await store.ensure_scope("user:alice", "user", owner="alice")
+    await store.ensure_scope("user:bob", "user", owner="bob")
+
+
+async def assert_private(store: FactStore, query: str, reader: str, other_scope: str) -> None:
+    """`reader` recalling `query` over everything they may read never sees `other_scope`."""
+    scopes = await store.readable_scopes(reader)
+    assert other_scope not in scopes
+    for hit in await store.recall(query, scopes, k=50):
+        assert hit.fact.scope_id != other_scope, f"{reader} recalled {other_scope}'s fact {hit.fact.content!r}"
