@@ -59,8 +59,11 @@ class ChatEngine:
     """Handles messages for one store. `last_listing` remembers, per (user, channel), the fact ids
     of the last numbered list shown, so `!forget 2` means what the user saw."""
 
-    def __init__(self, store: FactStore, *, recall_k: int = 5):
+    def __init__(self, store: FactStore, *, recall_k: int = 5, extra_scopes: list[str] | None = None):
+        """`extra_scopes`: scopes every recall also reads (for a trusted local operator, e.g. an
+        imported conversation); they must exist."""
         self.store = store
+        self.extra_scopes = list(extra_scopes or [])
         self.recall_k = recall_k
         self.last_listing: dict[tuple[str, str], list[int]] = {}
 
@@ -77,11 +80,16 @@ class ChatEngine:
         """Create the user's (and channel's) scopes; returns the scopes recall may search here."""
         us = self.user_scope(msg)
         await self.store.ensure_scope(us, "user", name=msg.display_name, owner=msg.user_id)
-        if msg.is_dm:
-            return [us]
-        cs = self.channel_scope(msg)
-        await self.store.ensure_scope(cs, "channel", name=f"#{msg.channel_id}", members=[msg.user_id])
-        return [us, cs]
+        extra = [s for s in self.extra_scopes if s != us]
+        for s in extra:
+            await self.store.get_scope(s)  # raises InvalidInput for an unknown scope
+        own = [us]
+        if not msg.is_dm:
+            cs = self.channel_scope(msg)
+            await self.store.ensure_scope(cs, "channel", name=f"#{msg.channel_id}", members=[msg.user_id])
+            own.append(cs)
+        await self.store.check_access(own, msg.user_id)  # defence in depth: fail closed
+        return [*own, *extra]
 
     # ---------------------------------------------------------------- entry point
     async def handle(self, msg: IncomingMessage) -> Reply:
@@ -107,7 +115,7 @@ class ChatEngine:
             return Reply(f"Sorry, I couldn't do that: {exc}", error=True)
 
     async def _message(self, msg: IncomingMessage, text: str, scopes: list[str]) -> Reply:
-        hits = await self.store.recall(text, scopes, k=self.recall_k, actor=msg.user_id)
+        hits = await self.store.recall(text, scopes, k=self.recall_k)
         reply = self._recall_reply(msg, hits, scopes)
         fact_id = await self.record(msg, text)
         return Reply(reply, stored_fact_id=fact_id)
@@ -171,7 +179,7 @@ class ChatEngine:
         if name == "recall":
             if not arg:
                 return Reply("Usage: !recall <query> — for example `!recall where do I live`.", error=True)
-            hits = _relevant(await self.store.recall(arg, scopes, k=PAGE, actor=msg.user_id))
+            hits = _relevant(await self.store.recall(arg, scopes, k=PAGE))
             if not hits:
                 return Reply("I don't remember anything about that.")
             return Reply("\n".join([f"What I recall about “{arg}”:"] + self._numbered(msg, [h.fact for h in hits])))

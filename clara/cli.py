@@ -56,11 +56,14 @@ def chat(
     user: Annotated[str, typer.Option(help="Your user name (identity for private memories).")] = "you",
     channel: Annotated[str, typer.Option(help="Channel name; its memories are shared by its members.")] = "terminal",
     dm: Annotated[bool, typer.Option(help="Talk as in a direct message (private scope only).")] = False,
+    scope: Annotated[
+        list[str] | None, typer.Option(help="Also recall from this scope, e.g. locomo:conv-26 (repeatable).")
+    ] = None,
 ) -> None:
     """Chat with Clara in the terminal. Reads one message per line when stdin is not a terminal."""
     from clara.terminal import run_chat
 
-    _run(run_chat(user=user, channel=channel, dm=dm, console=console))
+    _run(run_chat(user=user, channel=channel, dm=dm, console=console, extra_scopes=scope or []))
 
 
 # --------------------------------------------------------------------------- memory
@@ -116,7 +119,7 @@ def memory_recall(
     user: Annotated[str | None, typer.Option()] = None,
     channel: Annotated[str | None, typer.Option()] = None,
     scope: Annotated[list[str] | None, typer.Option(help="Explicit scope id (repeatable).")] = None,
-    k: int = 10,
+    k: Annotated[int, typer.Option("-k", "--k", help="How many results.")] = 10,
     superseded: Annotated[bool, typer.Option(help="Include superseded facts.")] = False,
 ) -> None:
     """Hybrid recall within the given scopes."""
@@ -370,8 +373,13 @@ def bench_scale(
             prog.update(tasks[name], completed=done, total=total)
 
         res = _run(scale.run(sizes, queries=queries, adds=adds, database_url=database_url, progress=progress))
-    cols = sorted({k for v in res.values() for k in v})
-    _print_bench(res, "Store scale", cols)
+    table = Table(title="Store scale (latencies in ms, query embedding included)")
+    table.add_column("metric")
+    for size in res:
+        table.add_column(f"{int(size):,} facts", justify="right")
+    for metric in next(iter(res.values())):
+        table.add_row(metric, *[_fmt(res[size].get(metric)) for size in res])
+    console.print(table)
     _write_json(res, json_out)
 
 

@@ -11,12 +11,12 @@ from rich.markup import escape
 from clara.chat import ChatEngine, IncomingMessage
 
 
-async def run_chat(*, user: str, channel: str, dm: bool, console: Console) -> None:
+async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra_scopes: list[str]) -> None:
     from clara.app import open_store
 
     interactive = sys.stdin.isatty()
     store = await open_store()
-    engine = ChatEngine(store)
+    engine = ChatEngine(store, extra_scopes=extra_scopes)
     try:
         if interactive:
             console.print(

@@ -1,0 +1,118 @@
+"""The `clara` command as a user runs it: scripted chat, memory commands, db, bench smoke run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests" / "data" / "tiny_locomo.json"
+
+
+def clara(args: list[str], data_dir: Path, stdin: str | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CLARA_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    env.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "clara.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def test_scripted_chat_remembers_across_runs(tmp_path):
+    first = clara(
+        ["chat", "--user", "alice", "--channel", "general"],
+        tmp_path,
+        "I keep my spare keys under the blue flowerpot\n!remember my dentist is Dr. Okafor\n",
+    )
+    assert first.returncode == 0, first.stderr
+    assert "Got it" in first.stdout
+    second = clara(
+        ["chat", "--user", "alice", "--channel", "general"], tmp_path, "!recall spare keys\n!recall dentist\n"
+    )
+    assert second.returncode == 0, second.stderr
+    assert "blue flowerpot" in second.stdout and "Dr. Okafor" in second.stdout
+    other = clara(["chat", "--user", "mallory", "--channel", "elsewhere"], tmp_path, "!recall dentist\n!recall keys\n")
+    assert "Okafor" not in other.stdout and "flowerpot" not in other.stdout
+    assert "Traceback" not in first.stderr + second.stderr + other.stderr
+
+
+def test_bot_py_runs_the_local_chat(tmp_path):
+    env = {**os.environ, "CLARA_DATA_DIR": str(tmp_path)}
+    res = subprocess.run(
+        [sys.executable, "bot.py", "--user", "zoe"],
+        input="!remember I play the oboe\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "Got it" in res.stdout
+
+
+def test_memory_commands_and_db(tmp_path):
+    assert clara(["db", "upgrade"], tmp_path).returncode == 0
+    cur = clara(["db", "current"], tmp_path)
+    assert "current 0001" in cur.stdout
+    add = clara(["memory", "add", "Alice prefers window seats", "--user", "alice", "--slug", "seat"], tmp_path)
+    assert "added #1" in add.stdout
+    upd = clara(["memory", "add", "Alice prefers aisle seats", "--user", "alice", "--slug", "seat"], tmp_path)
+    assert "updated #1" in upd.stdout
+    rec = clara(["memory", "recall", "which seat", "--user", "alice"], tmp_path)
+    assert "aisle" in rec.stdout and "window" not in rec.stdout
+    hist = clara(["memory", "history", "1"], tmp_path)
+    assert "window" in hist.stdout and "update" in hist.stdout
+    bad = clara(["memory", "recall", "", "--user", "alice"], tmp_path)
+    assert bad.returncode == 2 and "empty" in bad.stderr and "Traceback" not in bad.stderr
+    assert "forgotten #1" in clara(["memory", "forget", "1"], tmp_path).stdout
+    nope = clara(["memory", "forget", "1"], tmp_path)
+    assert nope.returncode == 2 and "no fact #1" in nope.stderr
+    assert "facts" in clara(["memory", "stats"], tmp_path).stdout
+    purge = clara(["memory", "purge-user", "alice", "--yes"], tmp_path)
+    assert purge.returncode == 0 and "facts=1" in purge.stdout
+
+
+def test_import_locomo_then_chat_in_its_scope(tmp_path):
+    res = clara(["memory", "import", "locomo", str(TINY)], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "locomo:tiny_locomo: 12 turns" in res.stdout
+    rec = clara(["memory", "recall", "what is the dog called", "--scope", "locomo:tiny_locomo", "-k", "3"], tmp_path)
+    assert "Biscuit" in rec.stdout
+    chat = clara(["chat", "--user", "reader", "--scope", "locomo:tiny_locomo"], tmp_path, "!recall skipper licence\n")
+    assert "passed my skipper licence" in chat.stdout
+    bad = clara(["memory", "import", "locomo", str(ROOT / "pyproject.toml")], tmp_path)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_bench_locomo_smoke_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    res = clara(["bench", "locomo", str(TINY), "--json", str(out), "--no-mem0"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    for system in ("clara", "bm25", "dense"):
+        for key in ("R@1", "R@5", "R@10", "R@25", "query_p50_ms", "query_p95_ms"):
+            assert 0 <= data[f"{system}.{key}"] == data[f"{system}.{key}"]  # present, not NaN
+    assert data["clara.questions"] == 4
+    assert data["clara.R@10"] >= 0.75
+    assert "LoCoMo retrieval" in res.stdout
+
+
+@pytest.mark.slow
+def test_bench_scale_smoke(tmp_path):
+    out = tmp_path / "scale.json"
+    res = clara(["bench", "scale", "--facts", "300", "--queries", "20", "--adds", "20", "--json", str(out)], tmp_path)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    assert data["300.recall_p95_ms"] > 0 and data["300.add_ack_p95_ms"] > 0 and data["300.rss_mb"] > 0

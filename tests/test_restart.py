@@ -1,0 +1,69 @@
+"""Kill the process after acknowledgements (SIGKILL, mid-indexing) and restart: every acknowledged
+fact is present and the pending embeddings are finished by the next process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from storage import FactStore
+
+HERE = Path(__file__).resolve().parent
+
+
+def _write_then_kill(store_config, indexing: str, after: int) -> list[int]:
+    """Run crash_writer.py, collect the ids it acknowledged, SIGKILL it after `after` of them."""
+    url = store_config.database_url or ""
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "crash_writer.py"), str(store_config.data_dir), url, "400", indexing],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=HERE.parent,
+    )
+    acked: list[int] = []
+    try:
+        for line in proc.stdout:
+            if line.strip().isdigit():
+                acked.append(int(line))
+            if len(acked) >= after:
+                break
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    return acked
+
+
+@pytest.mark.parametrize("indexing", ["index", "noindex"])
+async def test_sigkill_after_acks_then_restart_loses_nothing(store_config, embedder, indexing):
+    """`index`: killed while the indexer runs (vector index WAL mid-write); `noindex`: killed
+    before any embedding was made, so every job is left to the next process."""
+    acked = await asyncio.to_thread(_write_then_kill, store_config, indexing, 150)
+    assert len(acked) >= 150
+
+    store = await FactStore.open(store_config, embedder=embedder, start_indexer=False)
+    try:
+        if indexing == "noindex":
+            assert await store.pending_jobs() >= len(acked)
+        store.start()
+        for fid in acked:
+            fact = await store.get(fid)
+            assert fact.scope_id == "user:crash"
+        await store.drain(timeout=120)
+        assert await store.pending_jobs() == 0
+        total = await store.count_facts(["user:crash"])
+        assert total >= len(acked)
+        assert await store.index.count() == total
+        for fid in acked[:20]:
+            assert (await store.get(fid)).indexed_at is not None
+        hits = await store.recall("acknowledged fact number 42 about kiwis", ["user:crash"], k=3)
+        assert hits and "dense" in hits[0].signals
+        await store.ensure_scope("user:other", "user", owner="other")
+        assert await store.recall("kiwis", ["user:other"]) == []
+    finally:
+        await store.aclose()
