@@ -46,6 +46,10 @@ class VectorIndex(ABC):
         `statuses`. Latency: ~1 ms at 10K points; grows with points in the matching scopes."""
 
     @abstractmethod
+    async def vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of `ids` (ids without a vector are absent from the result)."""
+
+    @abstractmethod
     async def count(self) -> int: ...
 
     @abstractmethod
@@ -129,6 +133,12 @@ class EdgeIndex(VectorIndex):
         if not scope_ids or k <= 0:
             return []
         return await self._call(self._search, vector, scope_ids, k, statuses)
+
+    async def vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
+        if not ids:
+            return {}
+        recs = await self._call(self._shard.retrieve, list(ids), False, True)
+        return {int(r.id): np.asarray(r.vector, dtype=np.float32) for r in recs}
 
     async def count(self) -> int:
         return int(await self._call(self._shard.count, self._qe.CountRequest()))
@@ -218,6 +228,13 @@ class QdrantServerIndex(VectorIndex):
         )
         res = await self._client.query_points(self.collection, query=vector.tolist(), query_filter=flt, limit=k)
         return [(int(p.id), float(p.score)) for p in res.points]
+
+    async def vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
+        if not ids:
+            return {}
+        await self._ensure()
+        recs = await self._client.retrieve(self.collection, ids=list(ids), with_payload=False, with_vectors=True)
+        return {int(r.id): np.asarray(r.vector, dtype=np.float32) for r in recs}
 
     async def count(self) -> int:
         await self._ensure()
