@@ -383,6 +383,16 @@ def bench_scale(
     _write_json(res, json_out)
 
 
+@bench_app.command("startup")
+def bench_startup(runs: int = 5, json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
+    """Cold-start time of `clara chat` to its first reply, and its idle RSS."""
+    from clara.bench import startup
+
+    res = startup.run(runs)
+    _print_bench(res, "clara chat start-up", list(next(iter(res.values()))))
+    _write_json(res, json_out)
+
+
 def _print_bench(res: dict, title: str, cols: list[str]) -> None:
     table = Table(title=title)
     table.add_column("system")

@@ -88,11 +88,23 @@ class LocalMiniLM(Embedder):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # Idle worker threads must not spin: on 2 cores a spinning pool starves the event loop.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
             return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
+        self._session = session
+        self._batch_threads = batch_threads
         self._query_session = session(1)
-        self._batch_session = session(batch_threads) if batch_threads > 1 else self._query_session
+        self._batch = None  # created on the first bulk call: a chat process never pays for it
         self._lock = threading.Lock()
+
+    @property
+    def _batch_session(self):
+        with self._lock:
+            if self._batch is None:
+                self._batch = self._session(self._batch_threads) if self._batch_threads > 1 else self._query_session
+            return self._batch
 
     def _run(self, sess, texts: list[str]) -> np.ndarray:
         encs = self._tokenizer.encode_batch(texts)
@@ -117,9 +129,10 @@ class LocalMiniLM(Embedder):
         # Sort by length so each batch pads little; restore the caller's order at the end.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        sess = self._query_session if len(texts) <= 4 else self._batch_session
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            out[idx] = self._run(self._batch_session, [texts[i] for i in idx])
+            out[idx] = self._run(sess, [texts[i] for i in idx])
         return out
 
     def _embed_query(self, text: str) -> np.ndarray:

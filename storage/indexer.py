@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 
 
 def embedding_text(content: str, context: str | None) -> str:
-    """The text embedded for a fact: its content, preceded by its context when it has one."""
-    return f"{context}\n{content}" if context else content
+    """The text embedded for a fact: its content alone. Context is matched lexically, and the
+    dense-in-context signal is computed at query time from the neighbouring turn's vector
+    (storage/recall.py), which ranks as well as embedding "context + content" at half the cost."""
+    return content
 
 
 class Indexer:

@@ -37,10 +37,15 @@ def _engine(url: str):
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Upgrade the schema at `url` to `revision` (blocking; call from a thread in async code)."""
+    """Upgrade the schema at `url` to `revision` (blocking; call from a thread in async code).
+    Returns quickly when the database is already at head."""
     cfg = alembic_config()
     engine = _engine(url)
     try:
+        if revision == "head":
+            with engine.connect() as conn:
+                if MigrationContext.configure(conn).get_current_revision() == head_revision():
+                    return
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)

@@ -64,12 +64,11 @@ class Recaller:
         k = max(1, min(int(k), 200))
         statuses = ("active", "superseded") if include_superseded else ("active",)
         n = max(50, 4 * k)
-        qvec_task = asyncio.create_task(asyncio.to_thread(self.store.embedder.embed_query, q))
+        dense_task = asyncio.create_task(self.dense(q, scopes, statuses, n))
         lexical, entity_ids = await asyncio.gather(
             self.lexical(q, scopes, statuses, n), self.entity_mentions(q, scopes)
         )
-        qvec = await qvec_task
-        dense = await self.store.index.search(qvec, scopes, n, tuple(statuses))
+        qvec, dense = await dense_task
         cand = list(dict.fromkeys([i for i, *_ in lexical] + [i for i, _ in dense]))
         if not cand:
             return []
@@ -113,6 +112,13 @@ class Recaller:
             hits.append(RecallHit(_fact(row), score, signals))
         hits.sort(key=lambda h: (-h.score, -h.fact.id))
         return hits[:k]
+
+    async def dense(
+        self, q: str, scopes: list[str], statuses: Sequence[str], n: int
+    ) -> tuple[np.ndarray, list[tuple[int, float]]]:
+        """The query vector and up to `n` (fact id, cosine) from the vector index within `scopes`."""
+        qvec = await asyncio.to_thread(self.store.embedder.embed_query, q)
+        return qvec, await self.store.index.search(qvec, scopes, n, tuple(statuses))
 
     async def lexical(
         self, q: str, scopes: list[str], statuses: Sequence[str], n: int
