@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, func, select, text
+from sqlalchemy.orm import aliased
 
 from storage.models import EntityRow, FactEntityRow, FactRow
 from storage.text import MAX_QUERY_CHARS, clean_text, norm_name, query_terms, words
@@ -65,14 +66,14 @@ class Recaller:
         statuses = ("active", "superseded") if include_superseded else ("active",)
         n = max(50, 4 * k)
         dense_task = asyncio.create_task(self.dense(q, scopes, statuses, n))
-        lexical, entity_ids = await asyncio.gather(
-            self.lexical(q, scopes, statuses, n), self.entity_mentions(q, scopes)
-        )
+        lexical, entity_ids = await self.store.engines.run_read(self._lexical_and_entities, q, scopes, statuses, n)
         qvec, dense = await dense_task
         cand = list(dict.fromkeys([i for i, *_ in lexical] + [i for i, _ in dense]))
         if not cand:
             return []
-        rows, prev_of, next_of, links = await self._hydrate(cand, scopes, statuses, kinds, entity_ids)
+        rows, prev_of, next_of, links = await self.store.engines.run_read(
+            self._hydrate, cand, scopes, statuses, kinds, entity_ids
+        )
         if not rows:
             return []
         ids = [r.id for r in rows]
@@ -97,7 +98,8 @@ class Recaller:
             if nb:
                 smooth[j] += W_NEIGHBOUR * max(nb)
         spread = float(smooth.max() - smooth.min()) or 1.0
-        hits = []
+        dense_rank = {fid: r for r, (fid, _) in enumerate(dense, 1)}
+        scored = []
         for j, row in enumerate(rows):
             signals = {name: round(float(raw[j, c]), 4) for c, name in enumerate(SIGNALS) if raw[j, c]}
             score = float(smooth[j])
@@ -106,12 +108,21 @@ class Recaller:
                 if share:
                     signals["entity"] = round(share, 3)
                     score += W_ENTITY * spread * share
-            if row.id in dict(dense):
-                signals["dense_rank"] = [i for i, _ in dense].index(row.id) + 1
+            if row.id in dense_rank:
+                signals["dense_rank"] = dense_rank[row.id]
             score += W_PRIOR * (row.importance + row.relevance)
-            hits.append(RecallHit(_fact(row), score, signals))
-        hits.sort(key=lambda h: (-h.score, -h.fact.id))
-        return hits[:k]
+            scored.append((score, row.id, signals))
+        scored.sort(key=lambda t: (-t[0], -t[1]))
+        top = scored[:k]
+        full = await self.store.engines.run_read(self._rows, [fid for _, fid, _ in top])
+        return [RecallHit(_fact(full[fid]), score, signals) for score, fid, signals in top if fid in full]
+
+    @staticmethod
+    def _rows(conn, ids: list[int]) -> dict:
+        return {r.id: r for r in conn.execute(select(FactRow).where(FactRow.id.in_(ids))).all()}
+
+    def _lexical_and_entities(self, conn, q: str, scopes: list[str], statuses: Sequence[str], n: int):
+        return self.lexical(conn, q, scopes, statuses, n), self.entity_mentions(conn, q, scopes)
 
     async def dense(
         self, q: str, scopes: list[str], statuses: Sequence[str], n: int
@@ -120,8 +131,8 @@ class Recaller:
         qvec = await asyncio.to_thread(self.store.embedder.embed_query, q)
         return qvec, await self.store.index.search(qvec, scopes, n, tuple(statuses))
 
-    async def lexical(
-        self, q: str, scopes: list[str], statuses: Sequence[str], n: int
+    def lexical(
+        self, conn, q: str, scopes: list[str], statuses: Sequence[str], n: int
     ) -> list[tuple[int, float, float]]:
         """Up to `n` (fact id, text score, text+context score) from full text within `scopes`,
         best (by text+context) first; higher is better."""
@@ -143,71 +154,70 @@ class Recaller:
                 "WHERE tsv @@ q AND scope_id IN :scopes AND status IN :st ORDER BY s2 DESC LIMIT :n"
             ).bindparams(bindparam("scopes", expanding=True), bindparam("st", expanding=True))
             params = {"m": " | ".join(terms), "scopes": scopes, "st": list(statuses), "n": n}
-        async with self.store.engines.reader.connect() as conn:
-            return [(r.id, float(r.s1), float(r.s2)) for r in (await conn.execute(stmt, params)).all()]
+        return [(r.id, float(r.s1), float(r.s2)) for r in conn.execute(stmt, params).all()]
 
-    async def entity_mentions(self, q: str, scopes: list[str]) -> list[int]:
+    @staticmethod
+    def entity_mentions(conn, q: str, scopes: list[str]) -> list[int]:
         """Ids of entities in `scopes` whose normalised name is a 1-3 word n-gram of the query."""
         toks = words(q)
         grams = {" ".join(toks[i : i + n]) for n in (1, 2, 3) for i in range(len(toks) - n + 1)}
         grams = {norm_name(g) for g in grams if g}
         if not grams:
             return []
-        async with self.store.engines.reader.connect() as conn:
-            rows = await conn.execute(
-                select(EntityRow.id).where(EntityRow.scope_id.in_(scopes), EntityRow.norm_name.in_(sorted(grams)[:500]))
-            )
-            return list(rows.scalars().all())
+        rows = conn.execute(
+            select(EntityRow.id).where(EntityRow.scope_id.in_(scopes), EntityRow.norm_name.in_(sorted(grams)[:500]))
+        )
+        return list(rows.scalars().all())
 
-    async def _hydrate(self, ids, scopes, statuses, kinds, entity_ids):
-        """Candidate rows (re-checked against scopes/status/kinds), their previous/next neighbours
-        in the same scope, and their links to the query's entities."""
-        q = select(FactRow).where(FactRow.id.in_(ids), FactRow.scope_id.in_(scopes), FactRow.status.in_(statuses))
+    @staticmethod
+    def _hydrate(conn, ids, scopes, statuses, kinds, entity_ids):
+        """Candidate rows (re-checked against scopes/status/kinds) with the ids of their previous
+        and next neighbours (same scope, same statuses, within NEIGHBOUR_GAP), and their links to
+        the query's entities. One statement for rows and neighbours, one for links."""
+        statuses = list(statuses)
+        p, x, pv, xv = (aliased(FactRow) for _ in range(4))
+        prev_id = (
+            select(func.max(p.id))
+            .where(p.scope_id == FactRow.scope_id, p.id < FactRow.id, p.status.in_(statuses))
+            .correlate(FactRow)
+            .scalar_subquery()
+        )
+        next_id = (
+            select(func.min(x.id))
+            .where(x.scope_id == FactRow.scope_id, x.id > FactRow.id, x.status.in_(statuses))
+            .correlate(FactRow)
+            .scalar_subquery()
+        )
+        q = select(
+            FactRow.id,
+            FactRow.importance,
+            FactRow.relevance,
+            func.coalesce(FactRow.valid_from, FactRow.created_at).label("at"),
+            prev_id.label("prev_id"),
+            select(pv.valid_from).where(pv.id == prev_id).scalar_subquery().label("prev_at"),
+            next_id.label("next_id"),
+            select(xv.valid_from).where(xv.id == next_id).scalar_subquery().label("next_at"),
+        ).where(FactRow.id.in_(ids), FactRow.scope_id.in_(scopes), FactRow.status.in_(statuses))
         if kinds:
             q = q.where(FactRow.kind.in_(list(kinds)))
-        prev_q = text(
-            "SELECT f.id AS id, (SELECT max(p.id) FROM facts p WHERE p.scope_id = f.scope_id AND p.id < f.id) AS prev, "
-            "(SELECT min(x.id) FROM facts x WHERE x.scope_id = f.scope_id AND x.id > f.id) AS next "
-            "FROM facts f WHERE f.id IN :ids"
-        ).bindparams(bindparam("ids", expanding=True))
-        async with self.store.engines.reader.connect() as conn:
-            rows = (await conn.execute(q)).all()
-            if not rows:
-                return [], {}, {}, {}
-            found = [r.id for r in rows]
-            nb = (await conn.execute(prev_q, {"ids": found})).all()
-            near_ids = {x for r in nb for x in (r.prev, r.next) if x is not None}
-            when = {}
-            if near_ids:
-                when = dict(
-                    (
-                        await conn.execute(
-                            select(FactRow.id, FactRow.valid_from).where(
-                                FactRow.id.in_(near_ids), FactRow.scope_id.in_(scopes), FactRow.status.in_(statuses)
-                            )
-                        )
-                    ).all()
-                )
-            links: dict[int, set[int]] = {}
-            if entity_ids:
-                for fid, eid in (
-                    await conn.execute(
-                        select(FactEntityRow.fact_id, FactEntityRow.entity_id).where(
-                            FactEntityRow.entity_id.in_(entity_ids), FactEntityRow.fact_id.in_(found)
-                        )
-                    )
-                ).all():
-                    links.setdefault(fid, set()).add(eid)
-        at = {r.id: r.valid_from for r in rows}
+        links: dict[int, set[int]] = {}
+        rows = conn.execute(q).all()
+        if rows and entity_ids:
+            link_q = select(FactEntityRow.fact_id, FactEntityRow.entity_id).where(
+                FactEntityRow.entity_id.in_(entity_ids), FactEntityRow.fact_id.in_([r.id for r in rows])
+            )
+            for fid, eid in conn.execute(link_q).all():
+                links.setdefault(fid, set()).add(eid)
 
         def close(a, b) -> bool:
-            ta, tb = at.get(a), when.get(b)
-            return ta is not None and tb is not None and abs(_naive(ta) - _naive(tb)) <= NEIGHBOUR_GAP
+            return a is not None and b is not None and abs(_naive(a) - _naive(b)) <= NEIGHBOUR_GAP
 
-        prev_of = {r.id: r.prev for r in nb if r.prev in when and close(r.id, r.prev)}
-        next_of = {r.id: r.next for r in nb if r.next in when and close(r.id, r.next)}
+        prev_of = {r.id: r.prev_id for r in rows if close(r.at, r.prev_at)}
+        next_of = {r.id: r.next_id for r in rows if close(r.at, r.next_at)}
         return rows, prev_of, next_of, links
 
 
 def _naive(d):
+    if isinstance(d, str):  # SQLite returns scalar-subquery datetimes as text
+        d = datetime.fromisoformat(d)
     return d.replace(tzinfo=None) if d.tzinfo else d
