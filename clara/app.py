@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from clara.settings import Settings, get_settings
 from storage import FactStore
 
 
-async def open_store(settings: Settings | None = None, *, start_indexer: bool = True) -> FactStore:
-    """Open the fact store configured by `settings` (env / `.env` by default)."""
+async def open_store(settings: Settings | None = None, *, start_indexer: bool = True, bulk: bool = False) -> FactStore:
+    """Open the fact store configured by `settings` (env / `.env` by default). `bulk` lets the
+    embedder use every core (imports, reindexing) instead of EMBED_THREADS."""
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    return await FactStore.open(settings.store_config(), start_indexer=start_indexer)
+    config = settings.store_config()
+    if bulk:
+        config.embed_threads = max(config.embed_threads, os.cpu_count() or 1)
+    return await FactStore.open(config, start_indexer=start_indexer)

@@ -67,10 +67,10 @@ def chat(
 
 
 # --------------------------------------------------------------------------- memory
-async def _with_store(fn):
+async def _with_store(fn, bulk: bool = False):
     from clara.app import open_store
 
-    store = await open_store()
+    store = await open_store(bulk=bulk)
     try:
         return await fn(store)
     finally:
@@ -228,7 +228,7 @@ def memory_reindex() -> None:
             n = await store.reindex(progress=lambda done, total: prog.update(task, completed=done, total=total))
         console.print(f"reindexed {n} facts")
 
-    _run(_with_store(go))
+    _run(_with_store(go, bulk=True))
 
 
 @memory_app.command("decay")
@@ -285,12 +285,9 @@ def import_locomo(
                     timeout=24 * 3600, progress=lambda d, t: prog.update(emb, completed=d, total=t)
                 )
         for conv in convs:
-            console.print(
-                f"locomo:{conv.id}: {len(conv.turns)} turns — chat with: "
-                f"clara chat --channel locomo-{conv.id}  (scope locomo:{conv.id})"
-            )
+            console.print(f"locomo:{conv.id}: {len(conv.turns)} turns — chat with: clara chat --scope locomo:{conv.id}")
 
-    _run(_with_store(go))
+    _run(_with_store(go, bulk=True))
 
 
 # --------------------------------------------------------------------------- db

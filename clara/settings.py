@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     cohere_api_key: str | None = None
 
+    embed_threads: int = Field(default=1, ge=1, le=16, description="cores for background embedding")
     log_level: str = "WARNING"
 
     def store_config(self) -> StoreConfig:
@@ -47,6 +48,7 @@ class Settings(BaseSettings):
             openai_api_key=self.openai_api_key,
             openai_base_url=self.openai_base_url,
             cohere_api_key=self.cohere_api_key,
+            embed_threads=self.embed_threads,
         )
 
 

@@ -207,15 +207,20 @@ def make_embedder(
     openai_api_key: str | None = None,
     openai_base_url: str | None = None,
     cohere_api_key: str | None = None,
+    threads: int = 1,
 ) -> Embedder:
-    """Build the configured embedder. The local model is loaded once per process and shared.
+    """Build the configured embedder. The local model is loaded once per process and shared;
+    `threads` is the number of cores its bulk (indexing) session may use — 1 by default so that a
+    bot keeps a core for its event loop, 2 for bulk imports and benchmarks.
 
     Raises ValueError if a cloud provider is chosen without its API key."""
     global _LOCAL
     if provider == "local":
         with _LOCAL_LOCK:
             if _LOCAL is None:
-                _LOCAL = LocalMiniLM()
+                _LOCAL = LocalMiniLM(batch_threads=threads)
+            elif _LOCAL._batch is None:
+                _LOCAL._batch_threads = max(_LOCAL._batch_threads, threads)
             return _LOCAL
     if provider == "openai":
         if not openai_api_key:

@@ -10,6 +10,7 @@ No LLM is used at query time.
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 import time
@@ -74,7 +75,9 @@ async def run(
     n_questions = sum(len(c.scored_questions()) for c in convs)
     results = {name: SystemResult(name) for name in ("clara", "bm25", "dense")}
     with tempfile.TemporaryDirectory(prefix="clara-bench-") as tmp:
-        store = await FactStore.open(StoreConfig(database_url=database_url, data_dir=Path(tmp)))
+        store = await FactStore.open(
+            StoreConfig(database_url=database_url, data_dir=Path(tmp), embed_threads=os.cpu_count() or 1)
+        )
         try:
             await _run_clara(store, convs, results["clara"], progress, n_questions)
             _run_baselines(store.embedder, convs, results, progress, n_questions)

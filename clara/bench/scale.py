@@ -9,6 +9,7 @@ Sentences are generated from a fixed vocabulary with a seeded RNG, so runs are c
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 import time
@@ -61,7 +62,9 @@ async def _one(n, queries, adds, database_url, tmp: Path, progress) -> dict[str,
     rng = random.Random(n)
     res: dict[str, float] = {"facts": n}
     t = time.perf_counter()
-    store = await FactStore.open(StoreConfig(database_url=database_url, data_dir=tmp))
+    store = await FactStore.open(
+        StoreConfig(database_url=database_url, data_dir=tmp, embed_threads=os.cpu_count() or 1)
+    )
     await store.ensure_scope("bench:main", "channel")
     small = [f"bench:small{i}" for i in range(5)]
     for s in small:
