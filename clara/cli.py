@@ -39,10 +39,20 @@ def _progress() -> Progress:
 
 
 def _run(coro):
+    """Run a coroutine; known operational failures become a one-line error and exit code 2."""
+    from sqlalchemy.exc import OperationalError
+
+    from storage import StoreError
+    from storage.vectors import IndexInUse
+
     try:
         return asyncio.run(coro)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    except (IndexInUse, StoreError) as exc:
+        _fail(str(exc))
+    except OperationalError as exc:
+        _fail(f"database unreachable or unusable: {exc.orig}")
 
 
 def _fail(message: str) -> None:

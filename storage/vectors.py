@@ -21,6 +21,10 @@ from pathlib import Path
 import numpy as np
 
 
+class IndexInUse(RuntimeError):
+    """The embedded index folder is locked by another process."""
+
+
 @dataclass(slots=True)
 class VectorPoint:
     id: int
@@ -87,8 +91,14 @@ class EdgeIndex(VectorIndex):
         if self.path.exists() and any(self.path.iterdir()):
             try:
                 return qe.EdgeShard.load(str(self.path))
-            except Exception:
-                # A shard we cannot load is only a cache of SQL: start it afresh, the caller reindexes.
+            except Exception as exc:
+                if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
+                    raise IndexInUse(
+                        f"the vector index in {self.path} is open in another process; run one Clara process "
+                        "per data dir, or set QDRANT_URL to share a Qdrant server"
+                    ) from exc
+                # Unreadable but not locked: it is only a cache of SQL, so start afresh; the store
+                # notices the empty index and re-queues every fact.
                 shutil.rmtree(self.path, ignore_errors=True)
         self.path.mkdir(parents=True, exist_ok=True)
         shard = qe.EdgeShard.create(str(self.path), self._config())

@@ -67,3 +67,27 @@ async def test_sigkill_after_acks_then_restart_loses_nothing(store_config, embed
         assert await store.recall("kiwis", ["user:other"]) == []
     finally:
         await store.aclose()
+
+
+async def test_second_process_on_same_data_dir_gets_a_clear_error(store_config, embedder, tmp_path):
+    """The embedded index is single-process: a second opener is refused, nothing is deleted."""
+    store = await FactStore.open(store_config, embedder=embedder)
+    try:
+        await store.ensure_scope("user:x", "user", owner="x")
+        await store.add("the index must survive a second opener", "user:x")
+        await store.drain()
+        code = (
+            "import sys\n"
+            "from storage.vectors import EdgeIndex, IndexInUse\n"
+            "try:\n"
+            f"    EdgeIndex(__import__('pathlib').Path({str(store.index.path)!r}), 384)\n"
+            "except IndexInUse as e:\n"
+            "    print('REFUSED', e)\n"
+        )
+        res = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=HERE.parent
+        )
+        assert "REFUSED" in res.stdout and "QDRANT_URL" in res.stdout, res.stderr
+        assert await store.index.count() == 1
+    finally:
+        await store.aclose()
