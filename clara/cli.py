@@ -38,6 +38,18 @@ def _progress() -> Progress:
     )
 
 
+def _named_tasks(prog: Progress):
+    """A `progress(name, done, total)` callback that keeps one progress bar per name."""
+    tasks: dict[str, int] = {}
+
+    def progress(name: str, done: int, total: int) -> None:
+        if name not in tasks:
+            tasks[name] = prog.add_task(name, total=total)
+        prog.update(tasks[name], completed=done, total=total)
+
+    return progress
+
+
 def _run(coro):
     """Run a coroutine; known operational failures become a one-line error and exit code 2."""
     from sqlalchemy.exc import OperationalError
@@ -281,14 +293,8 @@ def import_locomo(
         with _progress() as prog:
             task = prog.add_task("importing turns", total=total)
             for conv in convs:
-                scope = f"locomo:{conv.id}"
-                await store.ensure_scope(scope, "channel", name=f"LoCoMo {conv.id}")
-                items = locomo.turn_items(conv)
-                for start in range(0, len(items), 500):
-                    res = await store.add_many(items[start : start + 500], scope)
-                    prog.advance(task, res.saved)
-                    for e in res.errors:
-                        err.print(f"[yellow]skipped turn {start + e['index']} of {conv.id}: {e['error']}")
+                for e in await locomo.ingest(store, conv, on_batch=lambda n: prog.advance(task, n)):
+                    err.print(f"[yellow]skipped turn {e['index']} of {conv.id}: {e['error']}")
             if wait:
                 emb = prog.add_task("embedding", total=total)
                 await store.indexer.drain(
@@ -339,13 +345,7 @@ def bench_locomo(
     from clara.bench import locomo as bench
 
     with _progress() as prog:
-        tasks: dict[str, int] = {}
-
-        def progress(name, done, total):
-            if name not in tasks:
-                tasks[name] = prog.add_task(name, total=total)
-            prog.update(tasks[name], completed=done, total=total)
-
+        progress = _named_tasks(prog)
         try:
             res = _run(bench.run(paths, database_url=database_url, with_mem0=mem0, progress=progress))
         except ValueError as exc:
@@ -372,13 +372,7 @@ def bench_scale(
 
     sizes = [int(x) for x in facts.split(",") if x.strip()]
     with _progress() as prog:
-        tasks: dict[str, int] = {}
-
-        def progress(name, done, total):
-            if name not in tasks:
-                tasks[name] = prog.add_task(name, total=total)
-            prog.update(tasks[name], completed=done, total=total)
-
+        progress = _named_tasks(prog)
         res = _run(scale.run(sizes, queries=queries, adds=adds, database_url=database_url, progress=progress))
     table = Table(title="Store scale (latencies in ms, query embedding included)")
     table.add_column("metric")

@@ -145,3 +145,19 @@ def turn_items(conv: Conversation, context_turns: int = 1) -> list[dict]:
             }
         )
     return items
+
+
+async def ingest(store, conv: Conversation, on_batch=None, batch: int = 500) -> list[dict]:
+    """Store a conversation's turns in scope `locomo:<id>` (created if missing) with
+    `FactStore.add_many`; `on_batch(saved)` is called after each batch. Returns the per-turn
+    errors (with `index` relative to the conversation)."""
+    scope = f"locomo:{conv.id}"
+    await store.ensure_scope(scope, "channel", name=f"LoCoMo {conv.id}")
+    items = turn_items(conv)
+    errors = []
+    for start in range(0, len(items), batch):
+        res = await store.add_many(items[start : start + batch], scope)
+        errors += [{**e, "index": start + e["index"]} for e in res.errors]
+        if on_batch:
+            on_batch(res.saved)
+    return errors

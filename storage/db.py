@@ -85,16 +85,27 @@ class Engines:
         self.sync_reader.dispose()
 
 
-def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=60)
+def install_sqlite_pragmas(engine: Engine, *, manual_begin: bool = False) -> Engine:
+    """Apply SQLITE_PRAGMAS to every new connection of a (sync) SQLite engine. With
+    `manual_begin`, the driver's own BEGIN is disabled because the engine emits its own
+    (SQLAlchemy's aiosqlite recipe)."""
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):  # pragma: no cover - exercised by every test
-        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (SQLAlchemy's aiosqlite recipe)
+        if manual_begin:
+            dbapi_connection.isolation_level = None
         cur = dbapi_connection.cursor()
         for pragma in SQLITE_PRAGMAS:
             cur.execute(pragma)
         cur.close()
+
+    return engine
+
+
+def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=60)
+
+    install_sqlite_pragmas(engine.sync_engine, manual_begin=True)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn):  # pragma: no cover
@@ -112,14 +123,7 @@ def make_engines(url: str) -> Engines:
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         writer = _sqlite_engine(url, immediate=True, pool_size=1)
         reader = _sqlite_engine(url, immediate=False, pool_size=4)
-        sync_reader = create_engine(sync_url(url), pool_size=4, max_overflow=0, pool_timeout=60)
-
-        @event.listens_for(sync_reader, "connect")
-        def _pragmas(dbapi_connection, _record):  # pragma: no cover
-            cur = dbapi_connection.cursor()
-            for pragma in SQLITE_PRAGMAS:
-                cur.execute(pragma)
-            cur.close()
+        sync_reader = install_sqlite_pragmas(create_engine(sync_url(url), pool_size=4, max_overflow=0, pool_timeout=60))
 
         return Engines(writer=writer, reader=reader, dialect="sqlite", sync_reader=sync_reader)
     engine = create_async_engine(

@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
-from storage.db import SQLITE_PRAGMAS, sync_url
+from storage.db import install_sqlite_pragmas, sync_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -24,14 +24,7 @@ def alembic_config() -> Config:
 def _engine(url: str):
     engine = create_engine(sync_url(url))
     if engine.dialect.name == "sqlite":
-        from sqlalchemy import event
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection, _record):
-            cur = dbapi_connection.cursor()
-            for pragma in SQLITE_PRAGMAS:
-                cur.execute(pragma)
-            cur.close()
+        install_sqlite_pragmas(engine)
 
     return engine
 

@@ -101,14 +101,10 @@ async def run(
 async def _run_clara(store: FactStore, convs, result: SystemResult, progress, n_questions: int) -> None:
     t0 = time.perf_counter()
     for conv in convs:
-        scope = f"locomo:{conv.id}"
-        await store.ensure_scope(scope, "channel", name=f"LoCoMo {conv.id}")
-        items = locomo.turn_items(conv)
-        for start in range(0, len(items), 500):
-            res = await store.add_many(items[start : start + 500], scope)
-            if res.failed:
-                raise RuntimeError(f"ingest failed: {res.errors[:3]}")
-        result.ingest_turns += len(items)
+        errors = await locomo.ingest(store, conv)
+        if errors:
+            raise RuntimeError(f"ingest failed: {errors[:3]}")
+        result.ingest_turns += len(conv.turns)
         if progress:
             progress("ingest", result.ingest_turns, sum(len(c.turns) for c in convs))
     result.ack_s = time.perf_counter() - t0

@@ -1,0 +1,105 @@
+"""mem0 as a peer in `clara bench locomo` (optional extra: `pip install -e '.[mem0]'`).
+
+mem0 runs with `infer=False` (each turn stored verbatim, no LLM), on its embedded Qdrant (`path`
+mode), and embeds with the very same model as Clara: a small OpenAI-compatible `/v1/embeddings`
+server on 127.0.0.1 answers with Clara's local MiniLM, so both systems see identical vectors.
+Telemetry is switched off before mem0 is imported (it hangs without network; NOTES.md §4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from storage.embeddings import Embedder, make_embedder
+
+os.environ.setdefault("MEM0_TELEMETRY", "False")
+import mem0  # noqa: E402  (must follow the telemetry switch; ImportError = extra not installed)
+
+
+def serve_embeddings(embedder: Embedder) -> tuple[ThreadingHTTPServer, str]:
+    """Start an OpenAI-compatible embeddings endpoint on 127.0.0.1; returns (server, base URL)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server naming
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            texts = body.get("input", [])
+            texts = [texts] if isinstance(texts, str) else texts
+            vecs = embedder.embed_documents(texts) if len(texts) > 1 else [embedder.embed_query(texts[0])]
+            payload = {
+                "object": "list",
+                "model": body.get("model", "minilm"),
+                "data": [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vecs)],
+                "usage": {"prompt_tokens": 0, "total_tokens": 0},
+            }
+            raw = json.dumps(payload).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
+async def run_mem0(convs, result, progress, n_questions: int, evidence) -> None:
+    embedder = make_embedder("local")
+    server, base_url = serve_embeddings(embedder)
+    try:
+        with tempfile.TemporaryDirectory(prefix="clara-mem0-") as tmp:
+            config = {
+                "vector_store": {
+                    "provider": "qdrant",
+                    "config": {"collection_name": "locomo", "path": f"{tmp}/qdrant", "embedding_model_dims": 384},
+                },
+                "embedder": {
+                    "provider": "openai",
+                    "config": {
+                        "model": "minilm",
+                        "api_key": "local",
+                        "openai_base_url": base_url,
+                        "embedding_dims": 384,
+                    },
+                },
+                "llm": {
+                    "provider": "openai",
+                    "config": {"model": "unused", "api_key": "local", "openai_base_url": base_url},
+                },
+                "history_db_path": f"{tmp}/history.db",
+            }
+            memory = await asyncio.to_thread(mem0.Memory.from_config, config)
+            await asyncio.to_thread(_ingest, memory, convs, result)
+            done = 0
+            for conv in convs:
+                for q in conv.scored_questions():
+                    t = time.perf_counter()
+                    found = await asyncio.to_thread(
+                        memory.search, q.question, top_k=25, filters={"user_id": conv.id}, threshold=0.0
+                    )
+                    ms = (time.perf_counter() - t) * 1000
+                    ranked = [r.get("metadata", {}).get("dia_id") for r in found.get("results", [])]
+                    result.add(ranked, evidence(q), ms)
+                    done += 1
+                    if progress and done % 20 == 0:
+                        progress("mem0", done, n_questions)
+    finally:
+        server.shutdown()
+
+
+def _ingest(memory, convs, result) -> None:
+    t0 = time.perf_counter()
+    for conv in convs:
+        for turn in conv.turns:
+            memory.add(turn.content, user_id=conv.id, metadata={"dia_id": turn.dia_id}, infer=False)
+            result.ingest_turns += 1
+    result.ingest_s = time.perf_counter() - t0
