@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     cohere_api_key: str | None = None
+    cohere_base_url: str | None = None
 
     embed_threads: int = Field(default=1, ge=1, le=16, description="cores for background embedding")
     log_level: str = "WARNING"
@@ -48,6 +49,7 @@ class Settings(BaseSettings):
             openai_api_key=self.openai_api_key,
             openai_base_url=self.openai_base_url,
             cohere_api_key=self.cohere_api_key,
+            cohere_base_url=self.cohere_base_url,
             embed_threads=self.embed_threads,
         )
 

@@ -165,14 +165,15 @@ class OpenAIEmbedder(Embedder):
 class CohereEmbedder(Embedder):
     """Cohere embed-v4.0 (search_document / search_query input types), 1024-dim by default."""
 
-    def __init__(self, api_key: str, model: str | None = None, dim: int = 1024):
+    def __init__(self, api_key: str, model: str | None = None, dim: int = 1024, base_url: str | None = None):
         super().__init__()
         import cohere
 
         self.model = model or "embed-v4.0"
         self.name = f"cohere-{self.model}-{dim}"
         self.dim = dim
-        self._client = cohere.ClientV2(api_key=api_key, timeout=20)
+        kwargs = {"base_url": base_url} if base_url else {}
+        self._client = cohere.ClientV2(api_key=api_key, timeout=20, **kwargs)
 
     def _embed(self, texts: list[str], input_type: str) -> np.ndarray:
         out = []
@@ -207,6 +208,7 @@ def make_embedder(
     openai_api_key: str | None = None,
     openai_base_url: str | None = None,
     cohere_api_key: str | None = None,
+    cohere_base_url: str | None = None,
     threads: int = 1,
 ) -> Embedder:
     """Build the configured embedder. The local model is loaded once per process and shared;
@@ -229,5 +231,5 @@ def make_embedder(
     if provider == "cohere":
         if not cohere_api_key:
             raise ValueError("EMBEDDING_PROVIDER=cohere needs COHERE_API_KEY")
-        return CohereEmbedder(cohere_api_key, model)
+        return CohereEmbedder(cohere_api_key, model, base_url=cohere_base_url)
     raise ValueError(f"unknown embedding provider {provider!r} (local, openai, cohere)")

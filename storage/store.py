@@ -75,6 +75,7 @@ class StoreConfig:
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     cohere_api_key: str | None = None
+    cohere_base_url: str | None = None
     embed_threads: int = 1
     auto_migrate: bool = True
     index_batch: int = 256
@@ -181,6 +182,7 @@ class FactStore:
                 openai_api_key=config.openai_api_key,
                 openai_base_url=config.openai_base_url,
                 cohere_api_key=config.cohere_api_key,
+                cohere_base_url=config.cohere_base_url,
                 threads=config.embed_threads,
             )
         if config.qdrant_url:

@@ -9,47 +9,15 @@ Telemetry is switched off before mem0 is imported (it hangs without network; NOT
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from storage.embeddings import Embedder, make_embedder
+from clara.bench.embed_server import serve_embeddings
+from storage.embeddings import make_embedder
 
 os.environ.setdefault("MEM0_TELEMETRY", "False")
 import mem0  # noqa: E402  (must follow the telemetry switch; ImportError = extra not installed)
-
-
-def serve_embeddings(embedder: Embedder) -> tuple[ThreadingHTTPServer, str]:
-    """Start an OpenAI-compatible embeddings endpoint on 127.0.0.1; returns (server, base URL)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server naming
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-            texts = body.get("input", [])
-            texts = [texts] if isinstance(texts, str) else texts
-            vecs = embedder.embed_documents(texts) if len(texts) > 1 else [embedder.embed_query(texts[0])]
-            payload = {
-                "object": "list",
-                "model": body.get("model", "minilm"),
-                "data": [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vecs)],
-                "usage": {"prompt_tokens": 0, "total_tokens": 0},
-            }
-            raw = json.dumps(payload).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
 
 
 async def run_mem0(convs, result, progress, n_questions: int, evidence) -> None:
