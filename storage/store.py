@@ -33,6 +33,7 @@ from storage.models import (
     FactRow,
     IndexJobRow,
     MessageRow,
+    RelationRow,
     ScopeMemberRow,
     ScopeRow,
 )
@@ -695,6 +696,12 @@ class FactStore:
             report.entities = (await conn.execute(delete(EntityRow).where(EntityRow.scope_id.in_(owned)))).rowcount
             for chunk in _chunks(fact_ids, 500):
                 await conn.execute(delete(FactRow).where(FactRow.id.in_(chunk)))
+            # Entities left without any fact or relation (e.g. the user's own name in a channel) go too.
+            linked = select(FactEntityRow.entity_id)
+            related = select(RelationRow.source_id).union(select(RelationRow.target_id))
+            report.entities += (
+                await conn.execute(delete(EntityRow).where(EntityRow.id.not_in(linked), EntityRow.id.not_in(related)))
+            ).rowcount
             await conn.execute(delete(ScopeMemberRow).where(ScopeMemberRow.principal == principal))
             await conn.execute(update(FactHistoryRow).where(FactHistoryRow.actor == principal).values(actor=None))
             report.scopes = (await conn.execute(delete(ScopeRow).where(ScopeRow.id.in_(owned)))).rowcount

@@ -116,3 +116,16 @@ def test_bench_scale_smoke(tmp_path):
     assert res.returncode == 0, res.stderr
     data = json.loads(out.read_text())
     assert data["300.recall_p95_ms"] > 0 and data["300.add_ack_p95_ms"] > 0 and data["300.rss_mb"] > 0
+
+
+@pytest.mark.slow
+def test_bench_locomo_with_mem0_peer(tmp_path):
+    """Only where the optional `mem0` extra is installed (it is not in CI's lock)."""
+    pytest.importorskip("mem0")
+    out = tmp_path / "bench.json"
+    res = clara(["bench", "locomo", str(TINY), "--json", str(out), "--mem0"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    # Same embedder, verbatim storage: mem0 must rank exactly like the dense baseline.
+    assert data["mem0.R@10"] == pytest.approx(data["dense.R@10"])
+    assert data["mem0.questions"] == 4
