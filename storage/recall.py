@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import String, bindparam, func, select, text, type_coerce
 from sqlalchemy.orm import aliased
 
 from storage.models import EntityRow, FactEntityRow, FactRow
@@ -45,6 +45,10 @@ W_ENTITY = 0.3
 W_PRIOR = 0.01
 NEIGHBOUR_GAP = timedelta(hours=6)
 SIGNALS = ("lexical", "lexical_ctx", "dense", "dense_ctx")
+
+
+# Aliases of `facts` for the neighbour subqueries, built once (building them costs ~1 ms).
+_ALIASES = tuple(aliased(FactRow) for _ in range(4))
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:
@@ -175,16 +179,22 @@ class Recaller:
         and next neighbours (same scope, same statuses, within NEIGHBOUR_GAP), and their links to
         the query's entities. One statement for rows and neighbours, one for links."""
         statuses = list(statuses)
-        p, x, pv, xv = (aliased(FactRow) for _ in range(4))
+        p, x, pv, xv = _ALIASES
+        # "ORDER BY id DESC LIMIT 1" rather than max(id): with the status predicate SQLite can only
+        # use the (scope_id, id) index for the former (an index seek instead of a range scan).
         prev_id = (
-            select(func.max(p.id))
+            select(p.id)
             .where(p.scope_id == FactRow.scope_id, p.id < FactRow.id, p.status.in_(statuses))
+            .order_by(p.id.desc())
+            .limit(1)
             .correlate(FactRow)
             .scalar_subquery()
         )
         next_id = (
-            select(func.min(x.id))
+            select(x.id)
             .where(x.scope_id == FactRow.scope_id, x.id > FactRow.id, x.status.in_(statuses))
+            .order_by(x.id)
+            .limit(1)
             .correlate(FactRow)
             .scalar_subquery()
         )
@@ -192,12 +202,18 @@ class Recaller:
             FactRow.id,
             FactRow.importance,
             FactRow.relevance,
-            func.coalesce(FactRow.valid_from, FactRow.created_at).label("at"),
+            raw(func.coalesce(FactRow.valid_from, FactRow.created_at)).label("at"),
             prev_id.label("prev_id"),
-            select(pv.valid_from).where(pv.id == prev_id).scalar_subquery().label("prev_at"),
+            raw(select(pv.valid_from).where(pv.id == prev_id).scalar_subquery()).label("prev_at"),
             next_id.label("next_id"),
-            select(xv.valid_from).where(xv.id == next_id).scalar_subquery().label("next_at"),
-        ).where(FactRow.id.in_(ids), FactRow.scope_id.in_(scopes), FactRow.status.in_(statuses))
+            raw(select(xv.valid_from).where(xv.id == next_id).scalar_subquery()).label("next_at"),
+        ).where(
+            FactRow.id.in_(ids),
+            # `scope_id || ''`: same partition, but keeps the planner on the primary key (a handful of
+            # ids) instead of walking the (scope, status) index over every fact of a large scope.
+            FactRow.scope_id.concat("").in_(scopes),
+            FactRow.status.concat("").in_(statuses),
+        )
         if kinds:
             q = q.where(FactRow.kind.in_(list(kinds)))
         links: dict[int, set[int]] = {}
@@ -215,6 +231,12 @@ class Recaller:
         prev_of = {r.id: r.prev_id for r in rows if close(r.at, r.prev_at)}
         next_of = {r.id: r.next_id for r in rows if close(r.at, r.next_at)}
         return rows, prev_of, next_of, links
+
+
+def raw(expr):
+    """Skip SQLAlchemy's per-row datetime processing (regex parsing on SQLite) for timestamps
+    only compared here; `_naive` parses the driver's value (ISO text or datetime)."""
+    return type_coerce(expr, String)
 
 
 def _naive(d):
