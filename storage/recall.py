@@ -33,7 +33,7 @@ from sqlalchemy import String, bindparam, func, select, text, type_coerce
 from sqlalchemy.orm import aliased
 
 from storage.models import EntityRow, FactEntityRow, FactRow
-from storage.text import MAX_QUERY_CHARS, clean_text, norm_name, query_terms, words
+from storage.text import MAX_QUERY_CHARS, clean_text, norm_name, query_terms, scope_token, words
 from storage.types import RecallHit
 
 if TYPE_CHECKING:
@@ -144,13 +144,18 @@ class Recaller:
         if not terms:
             return []
         if self.store.dialect == "sqlite":
+            # Scope and status are matched inside the FTS query (indexed token columns): the
+            # partition is applied by the index itself and no join with `facts` is needed.
+            scope_q = " OR ".join(f'"{scope_token(s)}"' for s in scopes)
+            status_q = " OR ".join(f'"{st}"' for st in statuses)
+            terms_q = " OR ".join(f'"{t}"' for t in terms)
+            match = f"{{scope_token}} : ({scope_q}) AND {{status}} : ({status_q}) AND {{content context}} : ({terms_q})"
             stmt = text(
-                "SELECT f.id AS id, -bm25(facts_fts, 1.0, 0.0) AS s1, -bm25(facts_fts, 1.0, 1.0) AS s2 "
-                "FROM facts_fts JOIN facts f ON f.id = facts_fts.rowid "
-                "WHERE facts_fts MATCH :m AND f.scope_id IN :scopes AND f.status IN :st "
-                "ORDER BY s2 DESC LIMIT :n"
-            ).bindparams(bindparam("scopes", expanding=True), bindparam("st", expanding=True))
-            params = {"m": " OR ".join(f'"{t}"' for t in terms), "scopes": scopes, "st": list(statuses), "n": n}
+                "SELECT rowid AS id, -bm25(facts_fts, 1.0, 0.0, 0.0, 0.0) AS s1, "
+                "-bm25(facts_fts, 1.0, 1.0, 0.0, 0.0) AS s2 "
+                "FROM facts_fts WHERE facts_fts MATCH :m ORDER BY s2 DESC LIMIT :n"
+            )
+            params = {"m": match, "n": n}
         else:
             stmt = text(
                 "SELECT id, ts_rank('{0, 0, 0, 1}', tsv, q, 1) AS s1, ts_rank('{0, 0, 1, 1}', tsv, q, 1) AS s2 "

@@ -88,3 +88,8 @@ def query_terms(text: str, limit: int = 24) -> list[str]:
 def norm_name(name: str) -> str:
     """Normalised entity name used for matching: case-folded words joined by one space."""
     return " ".join(w.casefold() for w in _WORD.findall(name))
+
+
+def scope_token(scope_id: str) -> str:
+    """The full-text token that stands for a scope in the SQLite FTS index (see migration 0001)."""
+    return "x" + scope_id.encode("utf-8").hex() + "0"

@@ -15,6 +15,9 @@ branch_labels = None
 depends_on = None
 
 PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# SQL for a scope id's full-text token: "x" + hex(utf-8 of the id) + "0" — one alphanumeric token
+# per scope that no stemmer rule touches (it ends in a digit). storage.text.scope_token is its twin.
+SCOPE_TOKEN = "('x' || lower(hex({col})) || '0')"
 TS = sa.DateTime(timezone=True)
 
 
@@ -137,27 +140,36 @@ def upgrade() -> None:
     op.create_index("ix_index_jobs_fact_id", "index_jobs", ["fact_id"])
 
     if op.get_bind().dialect.name == "sqlite":
-        # External-content FTS5 index over facts, kept in step by triggers (same transaction).
+        # FTS5 index over facts, kept in step by triggers (same transaction). Besides the text it
+        # indexes the scope (one opaque token per scope, SCOPE_TOKEN) and the status, so that recall
+        # applies the scope partition inside the full-text query itself, with no join.
         op.execute(
-            "CREATE VIRTUAL TABLE facts_fts USING fts5(content, context, content='facts', "
-            "content_rowid='id', tokenize='porter unicode61 remove_diacritics 2')"
+            f"CREATE VIEW facts_fts_source AS SELECT id, content, coalesce(context, '') AS context, "
+            f"{SCOPE_TOKEN.format(col='scope_id')} AS scope_token, status FROM facts"
         )
         op.execute(
-            "CREATE TRIGGER facts_fts_ai AFTER INSERT ON facts BEGIN "
-            "INSERT INTO facts_fts(rowid, content, context) VALUES (new.id, new.content, coalesce(new.context, '')); "
-            "END"
+            "CREATE VIRTUAL TABLE facts_fts USING fts5(content, context, scope_token, status, "
+            "content='facts_fts_source', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2')"
+        )
+        new_vals = (
+            f"new.id, new.content, coalesce(new.context, ''), {SCOPE_TOKEN.format(col='new.scope_id')}, new.status"
+        )
+        old_vals = (
+            f"old.id, old.content, coalesce(old.context, ''), {SCOPE_TOKEN.format(col='old.scope_id')}, old.status"
+        )
+        cols = "rowid, content, context, scope_token, status"
+        op.execute(
+            f"CREATE TRIGGER facts_fts_ai AFTER INSERT ON facts BEGIN "
+            f"INSERT INTO facts_fts({cols}) VALUES ({new_vals}); END"
         )
         op.execute(
-            "CREATE TRIGGER facts_fts_ad AFTER DELETE ON facts BEGIN "
-            "INSERT INTO facts_fts(facts_fts, rowid, content, context) "
-            "VALUES ('delete', old.id, old.content, coalesce(old.context, '')); END"
+            f"CREATE TRIGGER facts_fts_ad AFTER DELETE ON facts BEGIN "
+            f"INSERT INTO facts_fts(facts_fts, {cols}) VALUES ('delete', {old_vals}); END"
         )
         op.execute(
-            "CREATE TRIGGER facts_fts_au AFTER UPDATE OF content, context ON facts BEGIN "
-            "INSERT INTO facts_fts(facts_fts, rowid, content, context) "
-            "VALUES ('delete', old.id, old.content, coalesce(old.context, '')); "
-            "INSERT INTO facts_fts(rowid, content, context) VALUES (new.id, new.content, coalesce(new.context, '')); "
-            "END"
+            f"CREATE TRIGGER facts_fts_au AFTER UPDATE OF content, context, scope_id, status ON facts BEGIN "
+            f"INSERT INTO facts_fts(facts_fts, {cols}) VALUES ('delete', {old_vals}); "
+            f"INSERT INTO facts_fts({cols}) VALUES ({new_vals}); END"
         )
     else:
         op.execute(
@@ -173,6 +185,7 @@ def downgrade() -> None:
         for trig in ("facts_fts_ai", "facts_fts_ad", "facts_fts_au"):
             op.execute(f"DROP TRIGGER IF EXISTS {trig}")
         op.execute("DROP TABLE IF EXISTS facts_fts")
+        op.execute("DROP VIEW IF EXISTS facts_fts_source")
     for table in (
         "index_jobs",
         "fact_history",
