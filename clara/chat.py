@@ -48,7 +48,7 @@ class Reply:
 
 def _relevant(hits: list[RecallHit], min_dense: float = 0.35) -> list[RecallHit]:
     """Hits worth showing a person: a word in common with the query, or a close embedding."""
-    return [h for h in hits if "lexical" in h.signals or h.signals.get("dense_sim", 0.0) >= min_dense]
+    return [h for h in hits if h.signals.get("lexical", 0.0) > 0 or h.signals.get("dense", 0.0) >= min_dense]
 
 
 def _age(when: datetime, now: datetime) -> str:
@@ -199,10 +199,16 @@ class ChatEngine:
         return Reply(f"Unknown command `!{name[:30]}`. Type !help for the list.", error=True)
 
     async def _own_facts(self, msg: IncomingMessage, scopes: list[str], page: int) -> list[Fact]:
-        """The user's facts here: their private scope plus what they said in this channel."""
-        facts = await self.store.list_facts(scopes, limit=PAGE * page + 200)
-        mine = [f for f in facts if f.scope_id == self.user_scope(msg) or f.created_by == msg.user_id]
-        return mine[(page - 1) * PAGE : page * PAGE]
+        """The user's facts here, newest first: their private scope plus what they said in this
+        channel (paged in SQL, so a busy channel cannot push them out of view)."""
+        us = self.user_scope(msg)
+        want = PAGE * page
+        facts = await self.store.list_facts([us], limit=want)
+        others = [s for s in scopes if s != us and s.startswith("channel:")]
+        if others:
+            facts += await self.store.list_facts(others, created_by=msg.user_id, limit=want)
+        facts.sort(key=lambda f: (f.created_at, f.id), reverse=True)
+        return facts[(page - 1) * PAGE : want]
 
     async def _forget(self, msg: IncomingMessage, arg: str, scopes: list[str]) -> Reply:
         usage = "Usage: !forget <n> (item n of your last list) or !forget #<id>."

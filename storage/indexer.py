@@ -32,8 +32,11 @@ def embedding_text(content: str, context: str | None) -> str:
 
 
 class Indexer:
-    def __init__(self, engines: Engines, embedder: Embedder, index: VectorIndex, batch: int = 256):
+    def __init__(
+        self, engines: Engines, embedder: Embedder, index: VectorIndex, batch: int = 256, debounce: float = 0.05
+    ):
         self.engines = engines
+        self.debounce = debounce
         self.embedder = embedder
         self.index = index
         self.batch = batch
@@ -71,6 +74,10 @@ class Indexer:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=5.0)
+                    # Let a burst of writes accumulate: one embedding batch and one write
+                    # transaction for many facts instead of one per fact, which would compete
+                    # with the writes being acknowledged.
+                    await asyncio.sleep(self.debounce)
                 except TimeoutError:
                     pass
 

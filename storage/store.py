@@ -843,15 +843,19 @@ class FactStore:
         *,
         statuses: Sequence[str] = ("active",),
         kinds: Sequence[str] | None = None,
+        created_by: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[Fact]:
-        """Up to `limit` facts from `scopes`, newest first (no silent cap: page with `offset`)."""
+        """Up to `limit` facts from `scopes` (optionally only those `created_by` a principal),
+        newest first (no silent cap: page with `offset`)."""
         if not scopes:
             return []
         q = select(FactRow).where(FactRow.scope_id.in_(list(scopes)), FactRow.status.in_(list(statuses)))
         if kinds:
             q = q.where(FactRow.kind.in_(list(kinds)))
+        if created_by is not None:
+            q = q.where(FactRow.created_by == created_by)
         q = q.order_by(FactRow.created_at.desc(), FactRow.id.desc()).limit(max(0, limit)).offset(max(0, offset))
         async with self.engines.reader.connect() as conn:
             return [_fact(r) for r in (await conn.execute(q)).all()]

@@ -98,3 +98,20 @@ async def test_sql_ish_message_is_just_text(engine, store):
 
 async def test_help(engine):
     assert "!remember" in (await engine.handle(msg("!help"))).text
+
+
+async def test_memories_lists_own_facts_even_in_a_busy_channel(engine, store):
+    await engine.handle(msg("I grow chillies on my balcony"))
+    await store.ensure_scope("channel:general", "channel", members=["bob"])
+    await store.add_many([{"content": f"bob: message {i}", "created_by": "bob"} for i in range(300)], "channel:general")
+    listing = (await engine.handle(msg("!memories"))).text
+    assert "chillies" in listing and "bob: message" not in listing
+    assert "chillies" not in (await engine.handle(msg("!memories", user="bob"))).text
+
+
+async def test_paraphrase_is_recalled_without_shared_words(engine, store):
+    await engine.handle(msg("!remember I am terrified of spiders"))
+    await store.drain()
+    reply = await engine.handle(msg("!recall arachnophobia phobia of eight-legged creatures"))
+    assert "spiders" in reply.text
+    assert "spiders" not in (await engine.handle(msg("!recall arachnophobia phobia", user="bob"))).text
