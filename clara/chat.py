@@ -48,7 +48,7 @@ class Reply:
 
 def _relevant(hits: list[RecallHit], min_dense: float = 0.35) -> list[RecallHit]:
     """Hits worth showing a person: a word in common with the query, or a close embedding."""
-    return [h for h in hits if h.signals.get("lexical", 0.0) > 0 or h.signals.get("dense", 0.0) >= min_dense]
+    return [h for h in hits if "lexical_rank" in h.signals or h.signals.get("dense", 0.0) >= min_dense]
 
 
 def _age(when: datetime, now: datetime) -> str:

@@ -103,6 +103,7 @@ class Recaller:
                 smooth[j] += W_NEIGHBOUR * max(nb)
         spread = float(smooth.max() - smooth.min()) or 1.0
         dense_rank = {fid: r for r, (fid, _) in enumerate(dense, 1)}
+        lexical_rank = {fid: r for r, (fid, *_) in enumerate(lexical, 1)}
         scored = []
         for j, row in enumerate(rows):
             signals = {name: round(float(raw[j, c]), 4) for c, name in enumerate(SIGNALS) if raw[j, c]}
@@ -114,6 +115,8 @@ class Recaller:
                     score += W_ENTITY * spread * share
             if row.id in dense_rank:
                 signals["dense_rank"] = dense_rank[row.id]
+            if row.id in lexical_rank:  # matched the query's words (bm25 may be ~0 in a tiny scope)
+                signals["lexical_rank"] = lexical_rank[row.id]
             score += W_PRIOR * (row.importance + row.relevance)
             scored.append((score, row.id, signals))
         scored.sort(key=lambda t: (-t[0], -t[1]))

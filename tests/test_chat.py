@@ -115,3 +115,12 @@ async def test_paraphrase_is_recalled_without_shared_words(engine, store):
     reply = await engine.handle(msg("!recall arachnophobia phobia of eight-legged creatures"))
     assert "spiders" in reply.text
     assert "spiders" not in (await engine.handle(msg("!recall arachnophobia phobia", user="bob"))).text
+
+
+async def test_first_message_is_recalled_immediately_in_a_fresh_store(engine, store):
+    """One fact, not yet embedded (bm25 is ~0 with a single document): still recalled."""
+    store.indexer.stop()
+    await engine.handle(msg("I love sailing", user="solo", channel="fresh"))
+    reply = await engine.handle(msg("!recall sailing", user="solo", channel="fresh"))
+    assert "I love sailing" in reply.text
+    assert "sailing" not in (await engine.handle(msg("!recall sailing", user="other", channel="elsewhere"))).text
