@@ -5,6 +5,7 @@ Variable names follow the seed bot where they exist (`DATABASE_URL`, `QDRANT_URL
 
 from __future__ import annotations
 
+from dataclasses import fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -38,20 +39,9 @@ class Settings(BaseSettings):
     log_level: str = "WARNING"
 
     def store_config(self) -> StoreConfig:
-        return StoreConfig(
-            database_url=self.database_url,
-            data_dir=self.data_dir,
-            qdrant_url=self.qdrant_url,
-            qdrant_api_key=self.qdrant_api_key,
-            qdrant_collection=self.qdrant_collection,
-            embedding_provider=self.embedding_provider,
-            embedding_model=self.embedding_model,
-            openai_api_key=self.openai_api_key,
-            openai_base_url=self.openai_base_url,
-            cohere_api_key=self.cohere_api_key,
-            cohere_base_url=self.cohere_base_url,
-            embed_threads=self.embed_threads,
-        )
+        """The store's configuration: every StoreConfig field that has a setting of the same name."""
+        shared = {f.name for f in fields(StoreConfig)} & set(type(self).model_fields)
+        return StoreConfig(**{name: getattr(self, name) for name in shared})
 
 
 @lru_cache(maxsize=1)
