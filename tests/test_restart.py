@@ -91,3 +91,27 @@ async def test_second_process_on_same_data_dir_gets_a_clear_error(store_config, 
         assert await store.index.count() == 1
     finally:
         await store.aclose()
+
+
+async def test_indexing_failures_are_retried_and_nothing_is_dropped(store):
+    """A vector index that fails for a while: jobs stay queued (attempts recorded), then finish."""
+    await store.ensure_scope("user:r", "user", owner="r")
+    real_upsert = store.index.upsert
+    failures = {"left": 2}
+
+    async def flaky(points):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("index unavailable")
+        await real_upsert(points)
+
+    store.index.upsert = flaky
+    store.indexer.debounce = 0
+    ids = [await store.add(f"retry me {i}", "user:r") for i in range(5)]
+    await store.drain(timeout=60)
+    assert failures["left"] == 0 and store.indexer.failures == 2
+    assert await store.index.count() == 5
+    for fid in ids:
+        assert (await store.get(fid)).indexed_at is not None
+    hits = await store.recall("retry me", ["user:r"], k=5)
+    assert {h.fact.id for h in hits} == set(ids)
