@@ -129,7 +129,8 @@ class LocalMiniLM(Embedder):
         # Sort by length so each batch pads little; restore the caller's order at the end.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        sess = self._query_session if len(texts) <= 4 else self._batch_session
+        # Small batches (a chat burst) stay on the one-thread session; only bulk work takes more cores.
+        sess = self._query_session if len(texts) <= 32 else self._batch_session
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             out[idx] = self._run(sess, [texts[i] for i in idx])
