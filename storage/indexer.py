@@ -24,13 +24,6 @@ from storage.vectors import VectorIndex, VectorPoint
 log = logging.getLogger(__name__)
 
 
-def embedding_text(content: str, context: str | None) -> str:
-    """The text embedded for a fact: its content alone. Context is matched lexically, and the
-    dense-in-context signal is computed at query time from the neighbouring turn's vector
-    (storage/recall.py), which ranks as well as embedding "context + content" at half the cost."""
-    return content
-
-
 class Indexer:
     def __init__(
         self, engines: Engines, embedder: Embedder, index: VectorIndex, batch: int = 256, debounce: float = 0.05
@@ -101,7 +94,7 @@ class Indexer:
             rows = (
                 (
                     await conn.execute(
-                        select(FactRow.id, FactRow.scope_id, FactRow.status, FactRow.content, FactRow.context).where(
+                        select(FactRow.id, FactRow.scope_id, FactRow.status, FactRow.content).where(
                             FactRow.id.in_(upsert_ids)
                         )
                     )
@@ -134,7 +127,10 @@ class Indexer:
 
     async def _apply(self, live, delete_ids) -> None:
         if live:
-            texts = [embedding_text(r.content, r.context) for r in live]
+            # A fact's vector is its content alone: its context is matched lexically, and the
+            # dense-in-context signal is computed at query time from the previous turn's vector
+            # (storage/recall.py), which ranks as well as embedding "context + content" at half the cost.
+            texts = [r.content for r in live]
             vectors = await asyncio.to_thread(self.embedder.embed_documents, texts)
             await self.index.upsert(
                 [VectorPoint(r.id, v, r.scope_id, r.status) for r, v in zip(live, vectors, strict=True)]
