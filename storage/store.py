@@ -926,8 +926,8 @@ class FactStore:
         """Hybrid recall: up to `k` facts from `scopes` only, best first.
 
         Signals: lexical (FTS5 bm25 / PostgreSQL ts_rank), dense (embedding index), entity and
-        speaker mentions, neighbouring turns, importance and recency, fused by weighted reciprocal
-        rank (see storage/recall.py). Superseded facts only with `include_superseded`; deleted never.
+        speaker mentions, neighbouring turns, importance and relevance, fused as min-max normalised
+        scores (formula in storage/recall.py). Superseded facts only with `include_superseded`; deleted never.
         Bumps access counts (asynchronously). Raises InvalidInput (empty/overlong query, bad scope)
         or ScopeDenied. Latency grows with the number of facts matching the query's words."""
         if not scopes:
