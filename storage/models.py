@@ -87,7 +87,7 @@ class FactRow(Base):
     __table_args__ = (
         UniqueConstraint("scope_id", "slug", name="uq_facts_scope_slug"),
         Index("ix_facts_scope_status_created", "scope_id", "status", "created_at"),
-        Index("ix_facts_scope_id", "scope_id", "id"),
+        Index("ix_facts_scope_status_id", "scope_id", "status", "id"),
     )
 
 

@@ -81,7 +81,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("scope_id", "slug", name="uq_facts_scope_slug"),
     )
     op.create_index("ix_facts_scope_status_created", "facts", ["scope_id", "status", "created_at"])
-    op.create_index("ix_facts_scope_id", "facts", ["scope_id", "id"])
+    op.create_index("ix_facts_scope_status_id", "facts", ["scope_id", "status", "id"])
     op.create_index("ix_facts_created_by", "facts", ["created_by"])
     op.create_table(
         "entities",
