@@ -116,7 +116,7 @@ class ChatEngine:
 
     async def _message(self, msg: IncomingMessage, text: str, scopes: list[str]) -> Reply:
         hits = await self.store.recall(text, scopes, k=self.recall_k)
-        reply = self._recall_reply(msg, hits, scopes)
+        reply = self._recall_reply(msg, hits)
         fact_id = await self.record(msg, text)
         return Reply(reply, stored_fact_id=fact_id)
 
@@ -137,7 +137,7 @@ class ChatEngine:
             valid_from=msg.timestamp,
         )
 
-    def _recall_reply(self, msg: IncomingMessage, hits: list[RecallHit], scopes: list[str]) -> str:
+    def _recall_reply(self, msg: IncomingMessage, hits: list[RecallHit]) -> str:
         relevant = _relevant(hits)
         if not relevant:
             return (

@@ -188,24 +188,8 @@ class Recaller:
         the query's entities. One statement for rows and neighbours, one for links."""
         statuses = list(statuses)
         p, x, pv, xv = _ALIASES
-        # "ORDER BY id DESC LIMIT 1" rather than max(id): with the status predicate SQLite can only
-        # use the (scope_id, id) index for the former (an index seek instead of a range scan).
-        prev_id = (
-            select(p.id)
-            .where(p.scope_id == FactRow.scope_id, p.id < FactRow.id, p.status.in_(statuses))
-            .order_by(p.id.desc())
-            .limit(1)
-            .correlate(FactRow)
-            .scalar_subquery()
-        )
-        next_id = (
-            select(x.id)
-            .where(x.scope_id == FactRow.scope_id, x.id > FactRow.id, x.status.in_(statuses))
-            .order_by(x.id)
-            .limit(1)
-            .correlate(FactRow)
-            .scalar_subquery()
-        )
+        prev_id = _neighbour_id(p, statuses, before=True)
+        next_id = _neighbour_id(x, statuses, before=False)
         q = select(
             FactRow.id,
             FactRow.importance,
@@ -239,6 +223,21 @@ class Recaller:
         prev_of = {r.id: r.prev_id for r in rows if close(r.at, r.prev_at)}
         next_of = {r.id: r.next_id for r in rows if close(r.at, r.next_at)}
         return rows, prev_of, next_of, links
+
+
+def _neighbour_id(alias, statuses: list[str], *, before: bool):
+    """Correlated subquery: the id of the previous (or next) fact of the same scope with one of
+    `statuses`. Written as ORDER BY id LIMIT 1, not max/min(id): with the status predicate that is
+    an index seek on (scope_id, status, id) in both SQLite and PostgreSQL, not a range scan."""
+    near = alias.id < FactRow.id if before else alias.id > FactRow.id
+    return (
+        select(alias.id)
+        .where(alias.scope_id == FactRow.scope_id, near, alias.status.in_(statuses))
+        .order_by(alias.id.desc() if before else alias.id)
+        .limit(1)
+        .correlate(FactRow)
+        .scalar_subquery()
+    )
 
 
 def raw(expr):

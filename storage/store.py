@@ -334,11 +334,7 @@ class FactStore:
             return
         async with self.engines.reader.connect() as conn:
             for sid in scope_ids:
-                scope = await self._scope(conn, check_scope_id(sid))
-                policy = scope.write_policy if write else scope.read_policy
-                if not self._allowed(scope, actor, policy):
-                    verb = "write to" if write else "read"
-                    raise ScopeDenied(f"{actor} may not {verb} scope {sid}")
+                await self._check_in_tx(conn, check_scope_id(sid), actor, write=write)
 
     # ------------------------------------------------------------------ writes
     def _fact_values(
@@ -732,6 +728,7 @@ class FactStore:
                     await ac.exec_driver_sql(f"VACUUM {table}")
 
     async def _check_in_tx(self, conn, scope_id: str, actor: str | None, *, write: bool) -> None:
+        """The policy check of `check_access` for one scope, on the caller's connection/transaction."""
         if actor is None:
             return
         scope = await self._scope(conn, scope_id)
