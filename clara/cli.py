@@ -51,7 +51,8 @@ def _named_tasks(prog: Progress):
 
 
 def _run(coro):
-    """Run a coroutine; known operational failures become a one-line error and exit code 2."""
+    """Run a coroutine; store errors (bad input, unknown ids, denied scopes) and operational
+    failures become a one-line error and exit code 2 — commands need no handlers of their own."""
     from sqlalchemy.exc import OperationalError
 
     from storage import StoreError
@@ -120,17 +121,12 @@ def memory_add(
     """Store a fact in a user's private scope."""
 
     async def go(store):
-        from storage import StoreError
-
         await store.ensure_scope(f"user:{user}", "user", owner=user)
-        try:
-            if slug:
-                fid, outcome = await store.upsert(slug, text, f"user:{user}", kind=kind, actor=user)
-                console.print(f"{outcome} #{fid}")
-            else:
-                console.print(f"added #{await store.add(text, f'user:{user}', kind=kind, actor=user)}")
-        except StoreError as exc:
-            _fail(str(exc))
+        if slug:
+            fid, outcome = await store.upsert(slug, text, f"user:{user}", kind=kind, actor=user)
+            console.print(f"{outcome} #{fid}")
+        else:
+            console.print(f"added #{await store.add(text, f'user:{user}', kind=kind, actor=user)}")
 
     _run(_with_store(go))
 
@@ -148,12 +144,7 @@ def memory_recall(
     scopes = _scopes_for(user, channel, scope)
 
     async def go(store):
-        from storage import StoreError
-
-        try:
-            hits = await store.recall(query, scopes, k=k, include_superseded=superseded)
-        except StoreError as exc:
-            _fail(str(exc))
+        hits = await store.recall(query, scopes, k=k, include_superseded=superseded)
         table = Table("#", "id", "score", "scope", "status", "fact", "signals")
         for i, h in enumerate(hits, 1):
             sig = " ".join(f"{a}={b:g}" for a, b in h.signals.items())
@@ -195,12 +186,7 @@ def memory_forget(fact_id: str) -> None:
     """Soft-delete one fact (kept in history, never recalled)."""
 
     async def go(store):
-        from storage import StoreError
-
-        try:
-            fact = await store.forget(fact_id, actor=None)
-        except StoreError as exc:
-            _fail(str(exc))
+        fact = await store.forget(fact_id, actor=None)
         console.print(f"forgotten #{fact.id}: {fact.content[:200]}")
 
     _run(_with_store(go))
