@@ -236,10 +236,12 @@ class FactStore:
 
     async def _check_index_consistency(self) -> None:
         """If the vector index was lost or is new while SQL has indexed facts, queue a rebuild."""
+        # Any one indexed fact proves the index once held vectors (a LIMIT 1 probe, not a count:
+        # this runs at every start).
         async with self.engines.reader.connect() as conn:
-            indexed = (await conn.execute(select(func.count()).where(FactRow.indexed_at.is_not(None)))).scalar_one()
+            indexed = (await conn.execute(select(FactRow.id).where(FactRow.indexed_at.is_not(None)).limit(1))).first()
         if indexed and await self.index.count() == 0:
-            log.warning("vector index empty but %d facts were indexed: rebuilding", indexed)
+            log.warning("vector index empty but SQL says facts were indexed: rebuilding")
             await self.reindex(wait=False)
 
     # ------------------------------------------------------------------ scopes

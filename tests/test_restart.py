@@ -115,3 +115,23 @@ async def test_indexing_failures_are_retried_and_nothing_is_dropped(store):
         assert (await store.get(fid)).indexed_at is not None
     hits = await store.recall("retry me", ["user:r"], k=5)
     assert {h.fact.id for h in hits} == set(ids)
+
+
+async def test_lost_vector_index_is_rebuilt_from_sql_at_start(store_config, embedder):
+    import shutil
+
+    store = await FactStore.open(store_config, embedder=embedder)
+    await store.ensure_scope("user:v", "user", owner="v")
+    ids = [await store.add(f"rebuild me {i}", "user:v") for i in range(3)]
+    await store.drain()
+    path = store.index.path
+    await store.aclose()
+    shutil.rmtree(path)
+    store = await FactStore.open(store_config, embedder=embedder)
+    try:
+        await store.drain(timeout=60)
+        assert await store.index.count() == 3
+        hits = await store.recall("rebuild me", ["user:v"], k=3)
+        assert {h.fact.id for h in hits} == set(ids) and all("dense" in h.signals for h in hits)
+    finally:
+        await store.aclose()
