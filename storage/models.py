@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -57,7 +58,11 @@ class MessageRow(Base):
     content: Mapped[str] = mapped_column(Text)
     external_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(TS)
-    __table_args__ = (Index("ix_messages_scope_created", "scope_id", "created_at"),)
+    session_id: Mapped[int | None] = mapped_column(PK)
+    __table_args__ = (
+        Index("ix_messages_scope_created", "scope_id", "created_at"),
+        Index("ix_messages_session", "session_id", "id"),
+    )
 
 
 class FactRow(Base):
@@ -149,3 +154,71 @@ class IndexJobRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     enqueued_at: Mapped[datetime] = mapped_column(TS)
+
+
+class SessionRow(Base):
+    """A conversation session of one user in one channel (or DM). At most one is open per
+    user×channel (partial unique index); activity times live here, not in process memory."""
+
+    __tablename__ = "sessions"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(200))
+    channel_id: Mapped[str] = mapped_column(String(200))
+    scope_id: Mapped[str] = mapped_column(ForeignKey("scopes.id", ondelete="CASCADE"))
+    is_dm: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(TS)
+    last_activity_at: Mapped[datetime] = mapped_column(TS)
+    closed_at: Mapped[datetime | None] = mapped_column(TS)
+    message_count: Mapped[int] = mapped_column(Integer)
+    previous_id: Mapped[int | None] = mapped_column(PK)
+    summary_fact_id: Mapped[int | None] = mapped_column(PK)
+    __table_args__ = (
+        Index("ix_sessions_user_channel", "user_id", "channel_id", "started_at"),
+        Index("ix_sessions_status_activity", "status", "last_activity_at"),
+        Index(
+            "uq_sessions_open",
+            "user_id",
+            "channel_id",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
+    )
+
+
+class MemoryJobRow(Base):
+    """The durable queue of background memory work (extraction, summaries): written in the same
+    transaction as the message it is about, leased by a worker, retried with backoff, and picked up
+    again after a crash when its lease runs out. `key` (unique) de-duplicates jobs."""
+
+    __tablename__ = "memory_jobs"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    key: Mapped[str | None] = mapped_column(String(200))
+    principal: Mapped[str | None] = mapped_column(String(200), index=True)
+    payload: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    run_after: Mapped[datetime] = mapped_column(TS)
+    lease_until: Mapped[datetime | None] = mapped_column(TS)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    updated_at: Mapped[datetime] = mapped_column(TS)
+    __table_args__ = (
+        UniqueConstraint("key", name="uq_memory_jobs_key"),
+        Index("ix_memory_jobs_status_run", "status", "run_after", "id"),
+    )
+
+
+class SettingRow(Base):
+    """Namespaced settings (Red-DiscordBot's Config idea): (namespace, target, key) → JSON value,
+    e.g. ("core", "channel:42", "project") → "falcon". `expires_at` for short-lived values."""
+
+    __tablename__ = "settings"
+    namespace: Mapped[str] = mapped_column(String(100), primary_key=True)
+    target: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[object | None] = mapped_column(JSON)
+    expires_at: Mapped[datetime | None] = mapped_column(TS)
+    updated_at: Mapped[datetime] = mapped_column(TS)

@@ -13,7 +13,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,10 @@ from storage import migrate
 from storage.db import Engines, async_url, make_engines
 from storage.embeddings import Embedder, make_embedder
 from storage.errors import FactNotFound, InvalidInput, ScopeDenied
+from storage.graph import Graph, upsert_entity
 from storage.indexer import Indexer
+from storage.jobs import JobQueue
+from storage.kv import SettingsStore
 from storage.models import (
     EntityRow,
     FactEntityRow,
@@ -36,8 +39,12 @@ from storage.models import (
     RelationRow,
     ScopeMemberRow,
     ScopeRow,
+    SessionRow,
 )
 from storage.recall import Recaller
+from storage.sessions import SessionStore
+from storage.sqlutil import aware as _aware
+from storage.sqlutil import dialect_insert, utcnow
 from storage.text import MAX_FACT_CHARS, check_fact_id, check_scope_id, clean_text, norm_name
 from storage.types import (
     BatchResult,
@@ -56,10 +63,6 @@ from storage.vectors import EdgeIndex, QdrantServerIndex, VectorIndex
 log = logging.getLogger(__name__)
 
 KINDS = frozenset(k.value for k in FactKind)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -110,13 +113,6 @@ def _fact(row: Any) -> Fact:
     )
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes; every time the store hands out is UTC-aware."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _importance(value: float | None) -> float:
     if value is None:
         return 0.5
@@ -151,6 +147,10 @@ class FactStore:
         self.dialect = engines.dialect
         self.indexer = Indexer(engines, embedder, index, batch=config.index_batch)
         self.recaller = Recaller(self)
+        self.jobs = JobQueue(engines)
+        self.sessions = SessionStore(engines, self.jobs)
+        self.settings = SettingsStore(engines)
+        self.graph = Graph(engines)
         self._access: Counter[int] = Counter()
         self._tasks: list[asyncio.Task] = []
         self._closed = False
@@ -268,9 +268,10 @@ class FactStore:
         wp = Policy(write_policy or default_write).value
         async with self.engines.writer.begin() as conn:
             row = (await conn.execute(select(ScopeRow).where(ScopeRow.id == scope_id))).first()
-            if row is None:
+            if row is None:  # ON CONFLICT DO NOTHING: two first messages may race to create it
                 await conn.execute(
-                    insert(ScopeRow).values(
+                    dialect_insert(self.dialect, ScopeRow)
+                    .values(
                         id=scope_id,
                         kind=kind,
                         name=name or scope_id,
@@ -279,6 +280,7 @@ class FactStore:
                         write_policy=wp,
                         created_at=utcnow(),
                     )
+                    .on_conflict_do_nothing(index_elements=["id"])
                 )
             existing = set(
                 (await conn.execute(select(ScopeMemberRow.principal).where(ScopeMemberRow.scope_id == scope_id)))
@@ -288,7 +290,10 @@ class FactStore:
             new = [m for m in dict.fromkeys(members) if m not in existing]
             if new:
                 await conn.execute(
-                    insert(ScopeMemberRow), [{"scope_id": scope_id, "principal": m, "can_write": 1} for m in new]
+                    dialect_insert(self.dialect, ScopeMemberRow).on_conflict_do_nothing(
+                        index_elements=["scope_id", "principal"]
+                    ),
+                    [{"scope_id": scope_id, "principal": m, "can_write": 1} for m in new],
                 )
         return await self.get_scope(scope_id)
 
@@ -384,17 +389,20 @@ class FactStore:
         importance: float | None = None,
         speaker: str | None = None,
         context: str | None = None,
-        entities: Sequence[str] = (),
+        entities: Sequence[str | tuple[str, str]] = (),
         source_message_ids: Sequence[int] | None = None,
         source_ref: str | None = None,
         created_by: str | None = None,
         valid_from: datetime | None = None,
         actor: str | None = None,
+        slug: str | None = None,
     ) -> int:
         """Store one fact and return its id once committed (p95 ~1-3 ms on SQLite).
 
         The embedding is computed afterwards from the durable queue; until then the fact is found
-        lexically. `entities` are names linked to the fact (created in the scope if new).
+        lexically. `entities` are names or (name, type) pairs linked to the fact (created in the
+        scope if new). With `slug`, the add is idempotent: if the scope already has a fact with that
+        slug, its id is returned and nothing is written (use `upsert` to replace text).
         Raises InvalidInput (bad text, kind, importance or unknown scope) or ScopeDenied."""
         await self.check_access([scope_id], actor, write=True)
         now = utcnow()
@@ -402,7 +410,7 @@ class FactStore:
             scope_id,
             content,
             kind=kind,
-            slug=None,
+            slug=slug,
             importance=importance,
             speaker=speaker,
             context=context,
@@ -414,14 +422,36 @@ class FactStore:
         )
         try:
             async with self.engines.writer.begin() as conn:
+                if slug is not None:
+                    existing = await self._slug_id(conn, scope_id, values["slug"])
+                    if existing is not None:
+                        return existing
                 fact_id = (await conn.execute(insert(FactRow).values(**values).returning(FactRow.id))).scalar_one()
                 await self._after_insert(conn, [fact_id], [values], actor, now)
                 if entities:
                     await self._link_entities(conn, fact_id, scope_id, entities, now)
         except IntegrityError as exc:
+            if slug is not None:  # a concurrent writer added the same slug first (PostgreSQL)
+                async with self.engines.reader.connect() as conn:
+                    existing = await self._slug_id(conn, scope_id, values["slug"])
+                if existing is not None:
+                    return existing
             raise InvalidInput(f"unknown scope {scope_id!r}") from exc
         self.indexer.notify()
         return fact_id
+
+    @staticmethod
+    async def _slug_id(conn, scope_id: str, slug: str) -> int | None:
+        q = select(FactRow.id).where(FactRow.scope_id == scope_id, FactRow.slug == slug)
+        return (await conn.execute(q)).scalar()
+
+    async def find_slug(self, scope_id: str, slug: str) -> Fact | None:
+        """The fact holding `slug` in `scope_id` (active, or None)."""
+        async with self.engines.reader.connect() as conn:
+            row = (
+                await conn.execute(select(FactRow).where(FactRow.scope_id == scope_id, FactRow.slug == slug))
+            ).first()
+        return _fact(row) if row is not None else None
 
     async def _after_insert(self, conn, ids: list[int], values: list[dict], actor: str | None, now: datetime) -> None:
         await conn.execute(
@@ -686,11 +716,22 @@ class FactStore:
                 if fact_ids
                 else 0
             )
+            sessions = select(SessionRow.id).where(or_(SessionRow.user_id == principal, SessionRow.scope_id.in_(owned)))
             report.messages = (
                 await conn.execute(
-                    delete(MessageRow).where(or_(MessageRow.scope_id.in_(owned), MessageRow.speaker_id == principal))
+                    delete(MessageRow).where(
+                        or_(
+                            MessageRow.scope_id.in_(owned),
+                            MessageRow.speaker_id == principal,
+                            MessageRow.session_id.in_(sessions),  # the bot's replies to them too
+                        )
+                    )
                 )
             ).rowcount
+            await conn.execute(delete(SessionRow).where(SessionRow.id.in_(sessions)))
+            # Pending background work about them must not re-create what is being erased.
+            await self.jobs.drop_principal(principal, conn)
+            await self.settings.purge_targets([principal, *owned], conn)
             report.entities = (await conn.execute(delete(EntityRow).where(EntityRow.scope_id.in_(owned)))).rowcount
             for chunk in _chunks(fact_ids, 500):
                 await conn.execute(delete(FactRow).where(FactRow.id.in_(chunk)))
@@ -714,6 +755,19 @@ class FactStore:
         await self._compact_after_purge()
         self.indexer.notify()
         return report
+
+    async def erase(self, fact_ids: Sequence[int]) -> int:
+        """Hard-delete facts with their history, links and vectors (for derived text that may
+        quote an erased user, e.g. a channel summary). Returns how many were erased."""
+        ids = [check_fact_id(i) for i in fact_ids]
+        if not ids:
+            return 0
+        async with self.engines.writer.begin() as conn:
+            await conn.execute(delete(FactHistoryRow).where(FactHistoryRow.fact_id.in_(ids)))
+            n = (await conn.execute(delete(FactRow).where(FactRow.id.in_(ids)))).rowcount
+            await self._enqueue(conn, ids, "delete", utcnow())
+        self.indexer.notify()
+        return n
 
     async def _compact_after_purge(self) -> None:
         """Make deleted text physically gone: merge FTS segments, checkpoint the WAL (SQLite) or
@@ -762,38 +816,25 @@ class FactStore:
         conn,
         fact_id: int,
         scope_id: str,
-        names: Sequence[str],
+        names: Sequence[str | tuple[str, str]],
         now: datetime,
         cache: dict[str, int] | None = None,
     ) -> None:
+        """Link a fact to entities given as names or (name, type) pairs, creating them in the scope."""
         cache = {} if cache is None else cache
-        for name in dict.fromkeys(names):
+        seen: set[int] = set()
+        for item in names:
+            name, etype = (item, None) if isinstance(item, str) else (str(item[0]), item[1])
             norm = norm_name(str(name))
             if not norm:
                 continue
             eid = cache.get(norm)
-            if eid is None:
-                eid = (
-                    await conn.execute(
-                        select(EntityRow.id).where(EntityRow.scope_id == scope_id, EntityRow.norm_name == norm)
-                    )
-                ).scalar()
-                if eid is None:
-                    eid = (
-                        await conn.execute(
-                            insert(EntityRow)
-                            .values(
-                                scope_id=scope_id,
-                                name=str(name)[:200],
-                                norm_name=norm[:200],
-                                type="thing",
-                                aliases=[],
-                                created_at=now,
-                            )
-                            .returning(EntityRow.id)
-                        )
-                    ).scalar_one()
+            if eid is None or etype:
+                eid = await upsert_entity(conn, scope_id, name, etype, now)
                 cache[norm] = eid
+            if eid in seen:
+                continue
+            seen.add(eid)
             await conn.execute(insert(FactEntityRow).values(fact_id=fact_id, entity_id=eid, role="mention"))
 
     async def add_message(
@@ -835,6 +876,19 @@ class FactStore:
         if row is None or (scopes is not None and row.scope_id not in scopes):
             raise FactNotFound(f"no fact #{fid}")
         return _fact(row)
+
+    async def get_many(self, fact_ids: Sequence[int], *, scopes: Sequence[str]) -> list[Fact]:
+        """Facts by id, restricted (in SQL) to `scopes`; unknown or out-of-scope ids are skipped.
+        Returned in the order of `fact_ids`."""
+        ids = [check_fact_id(i) for i in fact_ids]
+        if not ids or not scopes:
+            return []
+        async with self.engines.reader.connect() as conn:
+            rows = (
+                await conn.execute(select(FactRow).where(FactRow.id.in_(ids), FactRow.scope_id.in_(list(scopes))))
+            ).all()
+        by_id = {r.id: _fact(r) for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
 
     async def list_facts(
         self,

@@ -15,7 +15,10 @@ from storage.embeddings import make_embedder
 
 PG_URL = os.environ.get("CLARA_TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
-TABLES = "index_jobs, fact_history, relations, fact_entities, entities, facts, messages, scope_members, scopes"
+TABLES = (
+    "memory_jobs, sessions, settings, index_jobs, fact_history, relations, fact_entities, entities, facts, "
+    "messages, scope_members, scopes"
+)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,323 @@
+"""Conversation sessions and turns: one open session per user×channel (or DM), closed after an
+idle timeout. Everything is in SQL (activity times, counts, links to the previous session), so a
+restart neither loses nor doubles a session; a partial unique index enforces "one open session".
+
+`record_turn` is the acknowledgement of an incoming message: in ONE transaction it rolls the
+session over if it went idle (queueing the old one's summary), stores the raw turn, bumps the
+session and queues the background memory job. Nothing else happens before the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import desc, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from storage.db import Engines
+from storage.errors import InvalidInput
+from storage.jobs import JobQueue
+from storage.models import MessageRow, SessionRow
+from storage.sqlutil import aware
+from storage.text import MAX_FACT_CHARS, check_scope_id, clean_text
+
+SUMMARY_JOB = "session_summary"
+
+
+@dataclass(slots=True)
+class Session:
+    id: int
+    user_id: str
+    channel_id: str
+    scope_id: str
+    is_dm: bool
+    status: str
+    started_at: datetime
+    last_activity_at: datetime
+    closed_at: datetime | None
+    message_count: int
+    previous_id: int | None
+    summary_fact_id: int | None
+
+
+@dataclass(slots=True)
+class Turn:
+    id: int
+    session_id: int | None
+    speaker: str
+    speaker_id: str | None
+    role: str
+    content: str
+    created_at: datetime
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    """What `record_turn` did: the stored message id, the (possibly new) open session, and the
+    session it closed for being idle (its summary job is queued), if any."""
+
+    message_id: int
+    session: Session
+    closed: Session | None
+    new_session: bool
+
+
+def _session(r: Any) -> Session:
+    return Session(
+        r.id,
+        r.user_id,
+        r.channel_id,
+        r.scope_id,
+        bool(r.is_dm),
+        r.status,
+        aware(r.started_at),
+        aware(r.last_activity_at),
+        aware(r.closed_at),
+        r.message_count,
+        r.previous_id,
+        r.summary_fact_id,
+    )
+
+
+def _turn(r: Any) -> Turn:
+    return Turn(r.id, r.session_id, r.speaker, r.speaker_id, r.role, r.content, aware(r.created_at))
+
+
+class SessionStore:
+    def __init__(self, engines: Engines, jobs: JobQueue):
+        self.engines = engines
+        self.jobs = jobs
+        self.dialect = engines.dialect
+
+    async def record_turn(
+        self,
+        *,
+        user_id: str,
+        channel_id: str,
+        scope_id: str,
+        is_dm: bool,
+        speaker: str,
+        content: str,
+        now: datetime,
+        idle: timedelta,
+        role: str = "user",
+        external_id: str | None = None,
+        job: tuple[str, dict[str, Any]] | None = None,
+    ) -> TurnRecord:
+        """Store one turn in the user×channel session (opening/rolling it as needed) and queue `job`
+        (kind, payload; the payload gets `message_id` and `session_id`) — all in one transaction.
+        Raises InvalidInput for bad text or an unknown scope. ~2–4 ms on SQLite."""
+        check_scope_id(scope_id)
+        content = clean_text(content, "message", MAX_FACT_CHARS)
+        speaker = clean_text(speaker, "speaker", 200)
+        for attempt in range(8):
+            try:
+                return await self._record(
+                    user_id, channel_id, scope_id, is_dm, speaker, content, now, idle, role, external_id, job
+                )
+            except IntegrityError as exc:
+                # Two first messages raced to open the session (PostgreSQL); the loser retries and
+                # joins the winner's session. An unknown scope is a real error.
+                if "scope" in str(exc.orig).lower() and "foreign" in str(exc.orig).lower() or attempt == 7:
+                    raise InvalidInput(f"could not record the message in {scope_id!r}: {exc.orig}") from exc
+                await asyncio.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def _record(self, user_id, channel_id, scope_id, is_dm, speaker, content, now, idle, role, external_id, job):
+        async with self.engines.writer.begin() as conn:
+            q = select(SessionRow).where(
+                SessionRow.user_id == user_id, SessionRow.channel_id == channel_id, SessionRow.status == "open"
+            )
+            if self.dialect == "postgresql":
+                q = q.with_for_update()
+            row = (await conn.execute(q)).first()
+            closed = None
+            if row is not None and now - aware(row.last_activity_at) > idle:
+                closed = await self._close(conn, row.id, now)
+                previous_id, row = row.id, None
+            elif row is None:
+                previous_id = (
+                    await conn.execute(
+                        select(SessionRow.id)
+                        .where(SessionRow.user_id == user_id, SessionRow.channel_id == channel_id)
+                        .order_by(desc(SessionRow.started_at), desc(SessionRow.id))
+                        .limit(1)
+                    )
+                ).scalar()
+            new = row is None
+            if new:
+                sid = (
+                    await conn.execute(
+                        insert(SessionRow)
+                        .values(
+                            user_id=user_id,
+                            channel_id=channel_id,
+                            scope_id=scope_id,
+                            is_dm=int(is_dm),
+                            status="open",
+                            started_at=now,
+                            last_activity_at=now,
+                            message_count=0,
+                            previous_id=previous_id,
+                        )
+                        .returning(SessionRow.id)
+                    )
+                ).scalar_one()
+            else:
+                sid = row.id
+            mid = (
+                await conn.execute(
+                    insert(MessageRow)
+                    .values(
+                        scope_id=scope_id,
+                        channel=channel_id,
+                        speaker=speaker,
+                        speaker_id=user_id if role == "user" else None,
+                        role=role,
+                        content=content,
+                        external_id=external_id,
+                        created_at=now,
+                        session_id=sid,
+                    )
+                    .returning(MessageRow.id)
+                )
+            ).scalar_one()
+            await conn.execute(
+                update(SessionRow)
+                .where(SessionRow.id == sid)
+                .values(
+                    message_count=SessionRow.message_count + 1,
+                    last_activity_at=now if new else max(now, aware(row.last_activity_at)),
+                )
+            )
+            if job is not None:
+                kind, payload = job
+                await self.jobs.enqueue(
+                    kind, {**payload, "message_id": mid, "session_id": sid}, principal=user_id, conn=conn
+                )
+            session = _session((await conn.execute(select(SessionRow).where(SessionRow.id == sid))).one())
+        return TurnRecord(mid, session, closed, new)
+
+    async def _close(self, conn, session_id: int, now: datetime) -> Session | None:
+        """Close an open session and queue its summary, once (the UPDATE decides who closed it)."""
+        done = await conn.execute(
+            update(SessionRow)
+            .where(SessionRow.id == session_id, SessionRow.status == "open")
+            .values(status="closed", closed_at=now)
+        )
+        if done.rowcount == 0:
+            return None
+        row = (await conn.execute(select(SessionRow).where(SessionRow.id == session_id))).one()
+        await self.jobs.enqueue(
+            SUMMARY_JOB, {"session_id": session_id}, key=f"summary:{session_id}", principal=row.user_id, conn=conn
+        )
+        return _session(row)
+
+    async def close_idle(self, now: datetime, idle: timedelta, limit: int = 500) -> list[Session]:
+        """Close every open session idle for longer than `idle` (the periodic sweep); their
+        summaries are queued. Returns the sessions closed."""
+        async with self.engines.writer.begin() as conn:
+            ids = (
+                (
+                    await conn.execute(
+                        select(SessionRow.id)
+                        .where(SessionRow.status == "open", SessionRow.last_activity_at < now - idle)
+                        .limit(limit)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            closed = [await self._close(conn, sid, now) for sid in ids]
+        return [s for s in closed if s is not None]
+
+    async def close(self, session_id: int, now: datetime) -> Session | None:
+        """Close one session now (e.g. `!summary`), queueing its summary. None if already closed."""
+        async with self.engines.writer.begin() as conn:
+            return await self._close(conn, session_id, now)
+
+    async def set_summary(self, session_id: int, fact_id: int) -> None:
+        async with self.engines.writer.begin() as conn:
+            await conn.execute(update(SessionRow).where(SessionRow.id == session_id).values(summary_fact_id=fact_id))
+
+    async def record_reply(
+        self, session_id: int, scope_id: str, channel_id: str, speaker: str, content: str, now: datetime
+    ) -> int:
+        """Store the bot's reply in the session (role assistant; never mined for facts); it counts
+        as session activity."""
+        async with self.engines.writer.begin() as conn:
+            mid = (
+                await conn.execute(
+                    insert(MessageRow)
+                    .values(
+                        scope_id=scope_id,
+                        channel=channel_id,
+                        speaker=clean_text(speaker, "speaker", 200),
+                        speaker_id=None,
+                        role="assistant",
+                        content=clean_text(content or "…", "reply", MAX_FACT_CHARS),
+                        created_at=now,
+                        session_id=session_id,
+                    )
+                    .returning(MessageRow.id)
+                )
+            ).scalar_one()
+            row = (await conn.execute(select(SessionRow.last_activity_at).where(SessionRow.id == session_id))).first()
+            if row is not None:
+                await conn.execute(
+                    update(SessionRow)
+                    .where(SessionRow.id == session_id)
+                    .values(
+                        message_count=SessionRow.message_count + 1,
+                        last_activity_at=max(now, aware(row.last_activity_at)),
+                    )
+                )
+        return mid
+
+    async def get(self, session_id: int) -> Session | None:
+        async with self.engines.reader.connect() as conn:
+            row = (await conn.execute(select(SessionRow).where(SessionRow.id == session_id))).first()
+        return _session(row) if row else None
+
+    async def open_session(self, user_id: str, channel_id: str) -> Session | None:
+        async with self.engines.reader.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(SessionRow).where(
+                        SessionRow.user_id == user_id, SessionRow.channel_id == channel_id, SessionRow.status == "open"
+                    )
+                )
+            ).first()
+        return _session(row) if row else None
+
+    async def list_sessions(self, user_id: str, channel_id: str | None = None, limit: int = 20) -> list[Session]:
+        """A user's sessions, newest first (optionally in one channel)."""
+        q = select(SessionRow).where(SessionRow.user_id == user_id)
+        if channel_id is not None:
+            q = q.where(SessionRow.channel_id == channel_id)
+        async with self.engines.reader.connect() as conn:
+            rows = (await conn.execute(q.order_by(desc(SessionRow.started_at), desc(SessionRow.id)).limit(limit))).all()
+        return [_session(r) for r in rows]
+
+    async def turns(
+        self, session_id: int, limit: int = 50, *, roles: tuple[str, ...] = ("user", "assistant")
+    ) -> list[Turn]:
+        """The last `limit` turns of a session, oldest first."""
+        async with self.engines.reader.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(MessageRow)
+                    .where(MessageRow.session_id == session_id, MessageRow.role.in_(roles))
+                    .order_by(desc(MessageRow.id))
+                    .limit(limit)
+                )
+            ).all()
+        return [_turn(r) for r in reversed(rows)]
+
+    async def message(self, message_id: int) -> Turn | None:
+        async with self.engines.reader.connect() as conn:
+            row = (await conn.execute(select(MessageRow).where(MessageRow.id == message_id))).first()
+        return _turn(row) if row else None
