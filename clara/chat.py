@@ -1,238 +1,143 @@
-"""The transport-agnostic chat core (first version): commands and memory-backed replies.
+"""The transport-agnostic conversational core: one pipeline for every transport.
 
-An `IncomingMessage` comes from any transport (the terminal today, Discord next); `ChatEngine`
-answers it and records it. Scopes: each user has a private scope `user:<id>`; each channel a
-members-only scope `channel:<id>` (posting makes you a member). Messages in a channel are stored
-there (created_by = the user); DMs and `!remember` go to the user's private scope. Recall in a
-channel searches the user's scope and that channel's scope; in a DM only the user's scope.
+    message → validation → commands | (acknowledge → context → LLM, streamed → reply) → background write
+
+`ChatEngine.handle` never raises for bad input or provider trouble: the person gets a short,
+clear reply, and the message itself is already stored (acknowledged) before the LLM is called.
+Without an LLM (memory-only mode) the reply is built from what Clara recalls, and says so.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 
-import humanize
+from clara.commands import Commands
+from clara.core_tools import core_tools
+from clara.llm import LLMError, LLMProvider, run_tool_loop
+from clara.memory import MemoryManager, Where
+from clara.messages import Attachment, IncomingMessage, Reply
+from clara.settings import Settings, get_settings
+from storage import InvalidInput, RecallHit, StoreError
 
-from storage import FactStore, InvalidInput, RecallHit, StoreError
-from storage.types import Fact
+__all__ = ["MAX_MESSAGE_CHARS", "Attachment", "ChatEngine", "IncomingMessage", "Reply"]
 
+log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 8000
-PAGE = 10
-HELP = """Commands:
-  !remember <text>   save something about you (private to you, recalled in any channel)
-  !recall <query>    show what I remember that matches (numbered, with age and scope)
-  !memories [page]   list your memories, newest first
-  !forget <n|#id>    forget item n of your last list, or the fact with id #id
-  !help              this help
-Anything else is a message: I store it and tell you what I recall about it."""
+TIERS = {"!high": "high", "!mid": "mid", "!low": "low"}
+APOLOGY = "Sorry — I couldn't reach my language model just now ({why}). Your message is saved; please try again."
 
-
-@dataclass(slots=True)
-class IncomingMessage:
-    user_id: str
-    display_name: str
-    channel_id: str
-    text: str
-    is_dm: bool = False
-    guild_id: str | None = None
-    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
-@dataclass(slots=True)
-class Reply:
-    text: str
-    stored_fact_id: int | None = None
-    error: bool = False
-
-
-def _relevant(hits: list[RecallHit], min_dense: float = 0.35) -> list[RecallHit]:
-    """Hits worth showing a person: a word in common with the query, or a close embedding."""
-    return [h for h in hits if "lexical_rank" in h.signals or h.signals.get("dense", 0.0) >= min_dense]
-
-
-def _age(when: datetime, now: datetime) -> str:
-    return humanize.naturaltime(now - when)
+OnText = Callable[[str], Awaitable[None]]
 
 
 class ChatEngine:
-    """Handles messages for one store. `last_listing` remembers, per (user, channel), the fact ids
-    of the last numbered list shown, so `!forget 2` means what the user saw."""
+    """Answers messages for one store (and optional LLM). Start-up is lazy: the background memory
+    worker starts with the first message; call `aclose()` to stop it (queued work stays on disk)."""
 
-    def __init__(self, store: FactStore, *, recall_k: int = 5, extra_scopes: list[str] | None = None):
-        """`extra_scopes`: scopes every recall also reads (for a trusted local operator, e.g. an
-        imported conversation); they must exist."""
+    def __init__(
+        self,
+        store,
+        llm: LLMProvider | None = None,
+        *,
+        settings: Settings | None = None,
+        clock: Callable[[], datetime] | None = None,
+        extra_scopes: list[str] | None = None,
+        recall_k: int = 5,
+        llm_timeout: float | None = None,
+    ):
         self.store = store
-        self.extra_scopes = list(extra_scopes or [])
+        self.llm = llm
+        self.settings = settings or get_settings()
+        self.memory = MemoryManager(store, llm, settings=self.settings, clock=clock, extra_scopes=extra_scopes)
+        self.commands = Commands(self)
         self.recall_k = recall_k
-        self.last_listing: dict[tuple[str, str], list[int]] = {}
+        self.llm_timeout = llm_timeout or 120.0
 
-    # ---------------------------------------------------------------- scopes
-    @staticmethod
-    def user_scope(msg: IncomingMessage) -> str:
-        return f"user:{msg.user_id}"
+    async def drain(self, timeout: float = 120.0, *, index: bool = True) -> None:
+        """Wait for background memory writes (and indexing) to finish (tests, shutdown)."""
+        await self.memory.drain(timeout, index=index)
 
-    @staticmethod
-    def channel_scope(msg: IncomingMessage) -> str:
-        return f"channel:{msg.channel_id}"
-
-    async def _ensure_scopes(self, msg: IncomingMessage) -> list[str]:
-        """Create the user's (and channel's) scopes; returns the scopes recall may search here."""
-        us = self.user_scope(msg)
-        await self.store.ensure_scope(us, "user", name=msg.display_name, owner=msg.user_id)
-        extra = [s for s in self.extra_scopes if s != us]
-        for s in extra:
-            await self.store.get_scope(s)  # raises InvalidInput for an unknown scope
-        own = [us]
-        if not msg.is_dm:
-            cs = self.channel_scope(msg)
-            await self.store.ensure_scope(cs, "channel", name=f"#{msg.channel_id}", members=[msg.user_id])
-            own.append(cs)
-        await self.store.check_access(own, msg.user_id)  # defence in depth: fail closed
-        return [*own, *extra]
+    async def aclose(self) -> None:
+        await self.memory.aclose()
 
     # ---------------------------------------------------------------- entry point
-    async def handle(self, msg: IncomingMessage) -> Reply:
-        """Answer one message. Never raises for bad input: errors come back as a Reply with
-        `error=True` and a message fit to show the user; nothing partial is stored."""
+    async def handle(self, msg: IncomingMessage, *, on_text: OnText | None = None) -> Reply:
+        """Answer one message. `on_text` receives reply text deltas as they stream (the whole
+        reply at once in memory-only mode). Never raises for bad input or LLM failure: errors
+        come back as a Reply with `error=True` fit to show the user; nothing partial is stored."""
         try:
-            if not isinstance(msg.text, str) or "\x00" in msg.text:
-                return Reply("I can't read that message: it contains binary data. Nothing was stored.", error=True)
+            problem = self._invalid(msg)
+            if problem:
+                return Reply(problem, error=True)
             text = msg.text.strip()
-            if not text:
-                return Reply("That message was empty, so there's nothing to remember.", error=True)
-            if len(text) > MAX_MESSAGE_CHARS:
-                return Reply(
-                    f"That message is {len(text):,} characters; I store at most {MAX_MESSAGE_CHARS:,}. "
-                    "Nothing was stored — please split it up.",
-                    error=True,
-                )
-            scopes = await self._ensure_scopes(msg)
-            if text.startswith("!"):
-                return await self._command(msg, text, scopes)
-            return await self._message(msg, text, scopes)
+            where = await self.memory.where(msg)
+            tier = None
+            head = text.split(maxsplit=1)[0].lower()
+            if head in TIERS:
+                tier, text = TIERS[head], text[len(head) :].strip()
+                if not text:
+                    return Reply(f"Usage: {head} <message> — answer with the {tier} model tier.", error=True)
+            elif text.startswith("!"):
+                return await self.commands.run(msg, text, where)
+            return await self._converse(msg, text, where, tier, on_text)
         except (InvalidInput, StoreError) as exc:
             return Reply(f"Sorry, I couldn't do that: {exc}", error=True)
 
-    async def _message(self, msg: IncomingMessage, text: str, scopes: list[str]) -> Reply:
-        hits = await self.store.recall(text, scopes, k=self.recall_k)
-        reply = self._recall_reply(msg, hits)
-        fact_id = await self.record(msg, text)
-        return Reply(reply, stored_fact_id=fact_id)
+    def _invalid(self, msg: IncomingMessage) -> str | None:
+        if not isinstance(msg.text, str) or "\x00" in msg.text:
+            return "I can't read that message: it contains binary data. Nothing was stored."
+        text = msg.text.strip()
+        if not text and not msg.attachments:
+            return "That message was empty, so there's nothing to remember."
+        if len(text) > MAX_MESSAGE_CHARS:
+            return (
+                f"That message is {len(text):,} characters; I store at most {MAX_MESSAGE_CHARS:,}. "
+                "Nothing was stored — please split it up."
+            )
+        return None
 
-    async def record(self, msg: IncomingMessage, text: str) -> int:
-        """Store a user's message: the raw turn and an observation fact in the conversation's scope."""
-        scope = self.user_scope(msg) if msg.is_dm else self.channel_scope(msg)
-        mid = await self.store.add_message(
-            scope, msg.display_name, text, speaker_id=msg.user_id, channel=msg.channel_id, created_at=msg.timestamp
-        )
-        return await self.store.add(
-            f"{msg.display_name}: {text}",
-            scope,
-            kind="observation",
-            speaker=msg.display_name,
-            entities=[msg.display_name],
-            source_message_ids=[mid],
-            created_by=msg.user_id,
-            valid_from=msg.timestamp,
-        )
+    async def _converse(
+        self, msg: IncomingMessage, text: str, where: Where, tier: str | None, on_text: OnText | None
+    ) -> Reply:
+        if not text:  # attachments only
+            text = "\n".join(f"[attachment {a.filename}]\n{a.text}" for a in msg.attachments)[:MAX_MESSAGE_CHARS]
+        hits = None if self.llm else await self.memory.recall(text, where, k=self.recall_k)
+        rec = await self.memory.acknowledge(msg, text, where)
+        if self.llm is None:
+            reply = await self._recall_reply(msg, where, hits or [])
+            if on_text:
+                await on_text(reply)
+            await self.memory.record_reply(rec, where, reply, msg.timestamp)
+            return Reply(reply, message_id=rec.message_id)
+        try:
+            ctx = await self.memory.context(msg, text, where, rec)
+            result = await run_tool_loop(
+                self.llm,
+                ctx.messages,
+                core_tools(self.memory, msg, where),
+                tier=tier,
+                timeout=self.llm_timeout,
+                on_text=on_text,
+            )
+            reply = result.text.strip() or "…"
+        except LLMError as exc:
+            log.warning("LLM failed for message %s: %s", rec.message_id, exc)
+            reply = APOLOGY.format(why=str(exc)[:120])
+            await self.memory.record_reply(rec, where, reply, msg.timestamp)
+            return Reply(reply, message_id=rec.message_id, error=True)
+        await self.memory.record_reply(rec, where, reply, msg.timestamp)
+        return Reply(reply, message_id=rec.message_id)
 
-    def _recall_reply(self, msg: IncomingMessage, hits: list[RecallHit]) -> str:
-        relevant = _relevant(hits)
-        if not relevant:
+    async def _recall_reply(self, msg: IncomingMessage, where: Where, hits: list[RecallHit]) -> str:
+        if not hits:
             return (
                 "Noted — I've stored that. I don't recall anything related yet. "
                 "(No language model is configured, so I can only remember and recall, not chat.)"
             )
         lines = ["Noted. Here is what I remember that relates to it:"]
-        lines += self._numbered(msg, [h.fact for h in relevant[:3]])
+        facts = [h.fact for h in hits[:3]]
+        await self.commands.save_listing(msg, facts)
+        lines += self.commands.numbered(msg, where, facts)
         lines.append("(No language model is configured, so I answer with what I recall.)")
         return "\n".join(lines)
-
-    def _numbered(self, msg: IncomingMessage, facts: list[Fact]) -> list[str]:
-        now = datetime.now(UTC)
-        self.last_listing[(msg.user_id, msg.channel_id)] = [f.id for f in facts]
-        out = []
-        for i, f in enumerate(facts, 1):
-            where = "you (private)" if f.scope_id == self.user_scope(msg) else f.scope_id.replace("channel:", "#")
-            out.append(f"{i}. {f.content}  — {_age(f.valid_from or f.created_at, now)}, {where} [#{f.id}]")
-        return out
-
-    # ---------------------------------------------------------------- commands
-    async def _command(self, msg: IncomingMessage, text: str, scopes: list[str]) -> Reply:
-        name, _, arg = text[1:].partition(" ")
-        name, arg = name.lower().strip(), arg.strip()
-        if name == "remember":
-            if not arg:
-                return Reply("Usage: !remember <text> — for example `!remember I'm allergic to peanuts`.", error=True)
-            fid = await self.store.add(
-                arg,
-                self.user_scope(msg),
-                kind="note",
-                speaker=msg.display_name,
-                entities=[msg.display_name],
-                created_by=msg.user_id,
-                importance=0.7,
-                actor=msg.user_id,
-            )
-            return Reply(f"Got it, I'll remember that (#{fid}, private to you).", stored_fact_id=fid)
-        if name == "recall":
-            if not arg:
-                return Reply("Usage: !recall <query> — for example `!recall where do I live`.", error=True)
-            hits = _relevant(await self.store.recall(arg, scopes, k=PAGE))
-            if not hits:
-                return Reply("I don't remember anything about that.")
-            return Reply("\n".join([f"What I recall about “{arg}”:"] + self._numbered(msg, [h.fact for h in hits])))
-        if name == "memories":
-            page = int(arg) if arg.isdigit() and int(arg) > 0 else 1
-            if arg and not arg.isdigit():
-                return Reply("Usage: !memories [page number]", error=True)
-            facts = await self._own_facts(msg, scopes, page)
-            if not facts:
-                return Reply("I have no memories of you yet." if page == 1 else f"There is no page {page}.")
-            head = f"Your memories (page {page}, newest first):"
-            return Reply("\n".join([head] + self._numbered(msg, facts)))
-        if name == "forget":
-            return await self._forget(msg, arg, scopes)
-        if name == "help":
-            return Reply(HELP)
-        return Reply(f"Unknown command `!{name[:30]}`. Type !help for the list.", error=True)
-
-    async def _own_facts(self, msg: IncomingMessage, scopes: list[str], page: int) -> list[Fact]:
-        """The user's facts here, newest first: their private scope plus what they said in this
-        channel (paged in SQL, so a busy channel cannot push them out of view)."""
-        us = self.user_scope(msg)
-        want = PAGE * page
-        facts = await self.store.list_facts([us], limit=want)
-        others = [s for s in scopes if s != us and s.startswith("channel:")]
-        if others:
-            facts += await self.store.list_facts(others, created_by=msg.user_id, limit=want)
-        facts.sort(key=lambda f: (f.created_at, f.id), reverse=True)
-        return facts[(page - 1) * PAGE : want]
-
-    async def _forget(self, msg: IncomingMessage, arg: str, scopes: list[str]) -> Reply:
-        usage = "Usage: !forget <n> (item n of your last list) or !forget #<id>."
-        if not arg:
-            return Reply(usage, error=True)
-        if arg.startswith("#"):
-            if not arg[1:].isdigit():
-                return Reply(usage, error=True)
-            fid = int(arg[1:])
-        elif arg.isdigit():
-            listing = self.last_listing.get((msg.user_id, msg.channel_id), [])
-            n = int(arg)
-            if not 1 <= n <= len(listing):
-                return Reply(f"There is no item {n} in your last list. {usage}", error=True)
-            fid = listing[n - 1]
-        else:
-            return Reply(usage, error=True)
-        try:
-            fact = await self.store.get(fid, scopes=scopes)
-        except StoreError:
-            return Reply(f"I have no memory #{fid} that you can forget.", error=True)
-        if fact.scope_id != self.user_scope(msg) and fact.created_by != msg.user_id:
-            return Reply(f"Memory #{fid} isn't yours to forget.", error=True)
-        if fact.status == "deleted":
-            return Reply(f"Memory #{fid} is already forgotten.")
-        await self.store.forget(fid, scopes=scopes)
-        return Reply(f"Forgotten: “{fact.content[:200]}” (#{fid}).")

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     cohere_api_key: str | None = None
     cohere_base_url: str | None = None
 
+    session_idle_minutes: float = Field(default=30, gt=0, description="idle time that closes a session")
+    carryover_messages: int = Field(default=6, ge=0, le=50, description="previous-session turns carried over")
+    bot_name: str = Field(default="Clara", validation_alias="CLARA_BOT_NAME")
+    persona: str | None = Field(default=None, validation_alias="CLARA_PERSONA")
+    admin_users: str = Field(default="", validation_alias="CLARA_ADMIN_USERS", description="comma-separated ids")
+
     embed_threads: int = Field(default=1, ge=1, le=16, description="cores for background embedding")
     log_level: str = "WARNING"
 

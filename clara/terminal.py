@@ -13,10 +13,13 @@ from clara.chat import ChatEngine, IncomingMessage
 
 async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra_scopes: list[str]) -> None:
     from clara.app import open_store
+    from clara.llm import make_llm
 
     interactive = sys.stdin.isatty()
     store = await open_store()
-    engine = ChatEngine(store, extra_scopes=extra_scopes)
+    llm = make_llm()
+    # The person at the terminal is the local operator: admin commands (!context) are allowed.
+    engine = ChatEngine(store, llm, extra_scopes=extra_scopes)
     try:
         if interactive:
             console.print(
@@ -29,16 +32,26 @@ async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra
                 break
             if not line.strip():
                 continue
-            msg = IncomingMessage(user_id=user, display_name=user, channel_id=channel, text=line.rstrip("\n"), is_dm=dm)
+            msg = IncomingMessage(
+                user_id=user, display_name=user, channel_id=channel, text=line.rstrip("\n"), is_dm=dm, is_admin=True
+            )
             reply = await engine.handle(msg)
             style = "red" if reply.error else "green"
             console.print(f"[{style}]clara>[/{style}] {escape(reply.text)}")
-        # Give the background indexer a moment; anything left stays queued for next start.
+            for name, blob in reply.files:
+                path = store.config.data_dir / "exports" / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(blob)
+                console.print(f"[green]clara>[/green] (file saved to {escape(str(path))})")
+        # Give background memory writes a moment; anything left stays queued for the next start.
         try:
-            await store.drain(timeout=10)
+            await engine.drain(timeout=20)
         except TimeoutError:
             pass
     finally:
+        await engine.aclose()
+        if llm is not None:
+            await llm.aclose()
         await store.aclose()
 
 

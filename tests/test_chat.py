@@ -13,13 +13,15 @@ def msg(text: str, user: str = "alice", channel: str = "general", dm: bool = Fal
 
 @pytest.fixture
 async def engine(store):
-    return ChatEngine(store)
+    e = ChatEngine(store)
+    yield e
+    await e.aclose()
 
 
 async def test_tell_a_fact_then_recall_it(engine, store):
     told = await engine.handle(msg("My sister Anna is moving to Porto in June"))
-    assert not told.error and told.stored_fact_id
-    await store.drain()
+    assert not told.error and told.message_id
+    await engine.drain()
     reply = await engine.handle(msg("!recall where is my sister moving"))
     assert "Anna is moving to Porto" in reply.text and reply.text.splitlines()[1].startswith("1. ")
     assert "#general" in reply.text
@@ -31,7 +33,7 @@ async def test_tell_a_fact_then_recall_it(engine, store):
 async def test_remember_is_private_across_channels_and_users(engine, store):
     r = await engine.handle(msg("!remember my locker code is 7731"))
     assert "remember" in r.text and r.stored_fact_id
-    await store.drain()
+    await engine.drain()
     # Same user, another channel and a DM: found.
     assert "7731" in (await engine.handle(msg("!recall locker code", channel="random"))).text
     assert "7731" in (await engine.handle(msg("!recall locker code", channel="dm-alice", dm=True))).text
@@ -43,7 +45,7 @@ async def test_remember_is_private_across_channels_and_users(engine, store):
 
 async def test_channel_messages_stay_in_their_channel(engine, store):
     await engine.handle(msg("The staging server password rotates on Mondays", channel="ops"))
-    await store.drain()
+    await engine.drain()
     assert "rotates" in (await engine.handle(msg("!recall staging server", channel="ops"))).text
     assert "rotates" not in (await engine.handle(msg("!recall staging server", channel="random"))).text
     assert "rotates" not in (await engine.handle(msg("!recall staging server", channel="d", dm=True))).text
@@ -92,7 +94,7 @@ async def test_bad_input_gets_clear_error_and_stores_nothing(engine, store, text
 async def test_sql_ish_message_is_just_text(engine, store):
     r = await engine.handle(msg("'; DROP TABLE facts; -- my favourite SQL joke"))
     assert not r.error
-    await store.drain()
+    await engine.drain()
     assert "DROP TABLE" in (await engine.handle(msg("!recall SQL joke"))).text
 
 
@@ -102,6 +104,7 @@ async def test_help(engine):
 
 async def test_memories_lists_own_facts_even_in_a_busy_channel(engine, store):
     await engine.handle(msg("I grow chillies on my balcony"))
+    await engine.drain()
     await store.ensure_scope("channel:general", "channel", members=["bob"])
     await store.add_many([{"content": f"bob: message {i}", "created_by": "bob"} for i in range(300)], "channel:general")
     listing = (await engine.handle(msg("!memories"))).text
@@ -111,7 +114,7 @@ async def test_memories_lists_own_facts_even_in_a_busy_channel(engine, store):
 
 async def test_paraphrase_is_recalled_without_shared_words(engine, store):
     await engine.handle(msg("!remember I am terrified of spiders"))
-    await store.drain()
+    await engine.drain()
     reply = await engine.handle(msg("!recall arachnophobia phobia of eight-legged creatures"))
     assert "spiders" in reply.text
     assert "spiders" not in (await engine.handle(msg("!recall arachnophobia phobia", user="bob"))).text
@@ -121,6 +124,7 @@ async def test_first_message_is_recalled_immediately_in_a_fresh_store(engine, st
     """One fact, not yet embedded (bm25 is ~0 with a single document): still recalled."""
     store.indexer.stop()
     await engine.handle(msg("I love sailing", user="solo", channel="fresh"))
+    await engine.drain(index=False)  # the memory write, not the embedding
     reply = await engine.handle(msg("!recall sailing", user="solo", channel="fresh"))
     assert "I love sailing" in reply.text
     assert "sailing" not in (await engine.handle(msg("!recall sailing", user="other", channel="elsewhere"))).text

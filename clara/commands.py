@@ -1,0 +1,297 @@
+"""Prefix commands of the core (`!remember`, `!recall`, …). Transports map their own command
+syntax (e.g. Discord slash commands) onto these. Every command answers with a Reply — usage
+errors included — and never raises for bad input."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import humanize
+
+from clara.memory import CORE, Where
+from clara.messages import IncomingMessage, Reply
+from storage import StoreError
+from storage.types import Fact
+
+if TYPE_CHECKING:
+    from clara.chat import ChatEngine
+
+PAGE = 10
+HELP = """Commands:
+  !remember <text>     save something about you (private to you, recalled in any channel)
+  !recall <query>      show what I remember that matches (numbered, with age and scope)
+  !memories [page]     list your memories, newest first
+  !forget <n|#id>      forget item n of your last list, or the fact with id #id
+  !about <name>        what I know about a person, place or thing
+  !project [name|none] show, set or clear this conversation's active project
+  !summary             summarise this conversation so far
+  !export              all your memories as a JSON file
+  !forgetme            erase everything I know about you (asks for confirmation)
+  !context [text]      (admins) show the context I would assemble, with token counts
+  !high|!mid|!low <message>   answer with that model tier
+  !help                this help
+Anything else is a message: I store it and reply using what I remember."""
+
+
+def _age(when: datetime, now: datetime) -> str:
+    return humanize.naturaltime(now - when)
+
+
+class Commands:
+    def __init__(self, engine: ChatEngine):
+        self.engine = engine
+        self.memory = engine.memory
+        self.store = engine.store
+        self.forget_user_hooks: list = []  # plugins add async callables (user_id) -> None
+
+    async def run(self, msg: IncomingMessage, text: str, where: Where) -> Reply:
+        name, _, arg = text[1:].partition(" ")
+        name, arg = name.lower().strip(), arg.strip()
+        handler = getattr(self, f"cmd_{name}", None) if name.isidentifier() else None
+        if handler is None:
+            return Reply(f"Unknown command `!{name[:30]}`. Type !help for the list.", error=True)
+        return await handler(msg, arg, where)
+
+    # ---------------------------------------------------------------- listings
+    def numbered(self, msg: IncomingMessage, where: Where, facts: list[Fact]) -> list[str]:
+        """Numbered lines for a listing (pair with `save_listing` so `!forget 2` means what the
+        user saw)."""
+        now = datetime.now(UTC)
+        out = []
+        for i, f in enumerate(facts, 1):
+            where_ = "you (private)" if f.scope_id == where.user else f.scope_id.replace("channel:", "#")
+            out.append(f"{i}. {f.content}  — {_age(f.valid_from or f.created_at, now)}, {where_} [#{f.id}]")
+        return out
+
+    async def listing(self, msg: IncomingMessage, where: Where, head: str, facts: list[Fact]) -> Reply:
+        await self.save_listing(msg, facts)
+        return Reply("\n".join([head, *self.numbered(msg, where, facts)]))
+
+    async def save_listing(self, msg: IncomingMessage, facts: list[Fact]) -> None:
+        """Persist the ids of the list just shown (per user and channel)."""
+        await self.store.settings.set(
+            CORE, f"user:{msg.user_id}", f"listing:{msg.channel_id}"[:100], [f.id for f in facts]
+        )
+
+    # ---------------------------------------------------------------- memory commands
+    async def cmd_help(self, msg, arg, where) -> Reply:
+        return Reply(HELP)
+
+    async def cmd_remember(self, msg, arg, where) -> Reply:
+        if not arg:
+            return Reply("Usage: !remember <text> — for example `!remember I'm allergic to peanuts`.", error=True)
+        fid = await self.store.add(
+            arg,
+            where.user,
+            kind="note",
+            speaker=msg.display_name,
+            entities=[(msg.display_name, "person")],
+            created_by=msg.user_id,
+            importance=0.7,
+            actor=msg.user_id,
+        )
+        return Reply(f"Got it, I'll remember that (#{fid}, private to you).", stored_fact_id=fid)
+
+    async def cmd_recall(self, msg, arg, where) -> Reply:
+        if not arg:
+            return Reply("Usage: !recall <query> — for example `!recall where do I live`.", error=True)
+        hits = await self.memory.recall(arg, where, k=PAGE)
+        if not hits:
+            return Reply("I don't remember anything about that.")
+        return await self.listing(msg, where, f"What I recall about “{arg}”:", [h.fact for h in hits])
+
+    async def cmd_memories(self, msg, arg, where) -> Reply:
+        if arg and not arg.isdigit() or arg == "0":
+            return Reply("Usage: !memories [page number]", error=True)
+        page = int(arg) if arg else 1
+        facts = await self._own_facts(msg, where, page)
+        if not facts:
+            return Reply("I have no memories of you yet." if page == 1 else f"There is no page {page}.")
+        return await self.listing(msg, where, f"Your memories (page {page}, newest first):", facts)
+
+    async def _own_facts(self, msg: IncomingMessage, where: Where, page: int) -> list[Fact]:
+        """The user's facts here, newest first: their private scope plus what they said in this
+        channel (paged in SQL, so a busy channel cannot push them out of view)."""
+        want = PAGE * page
+        facts = await self.store.list_facts([where.user], limit=want)
+        others = [s for s in where.readable if s != where.user and not s.startswith("user:")]
+        if others:
+            facts += await self.store.list_facts(others, created_by=msg.user_id, limit=want)
+        facts.sort(key=lambda f: (f.created_at, f.id), reverse=True)
+        return facts[(page - 1) * PAGE : want]
+
+    async def cmd_forget(self, msg, arg, where) -> Reply:
+        usage = "Usage: !forget <n> (item n of your last list) or !forget #<id>."
+        if arg.startswith("#") and arg[1:].isdigit():
+            fid = int(arg[1:])
+        elif arg.isdigit():
+            listing = await self.store.settings.get(CORE, f"user:{msg.user_id}", f"listing:{msg.channel_id}"[:100], [])
+            n = int(arg)
+            if not 1 <= n <= len(listing):
+                return Reply(f"There is no item {n} in your last list. {usage}", error=True)
+            fid = listing[n - 1]
+        else:
+            return Reply(usage, error=True)
+        try:
+            fact = await self.store.get(fid, scopes=where.readable)
+        except StoreError:
+            return Reply(f"I have no memory #{fid} that you can forget.", error=True)
+        if fact.scope_id != where.user and fact.created_by != msg.user_id:
+            return Reply(f"Memory #{fid} isn't yours to forget.", error=True)
+        if fact.status == "deleted":
+            return Reply(f"Memory #{fid} is already forgotten.")
+        await self.store.forget(fid, scopes=where.readable)
+        return Reply(f"Forgotten: “{fact.content[:200]}” (#{fid}).")
+
+    async def cmd_about(self, msg, arg, where) -> Reply:
+        if not arg:
+            return Reply("Usage: !about <name> — for example `!about Anna` or `!about my sister`.", error=True)
+        name = arg
+        if arg.lower().startswith("my "):
+            name = f"{msg.display_name}'s {arg[3:]}"
+        entities = await self.store.graph.resolve(where.readable, name)
+        if not entities:
+            return Reply(f"I don't know anything about “{arg[:80]}” yet.")
+        ids = [e.id for e in entities]
+        # The same name in another readable scope is the same thing to the person asking.
+        names = {e.name for e in entities}
+        for n in names:
+            ids += [e.id for e in await self.store.graph.resolve(where.readable, n) if e.id not in ids]
+        main = entities[0]
+        lines = [f"{main.name} ({main.type})" + (f", also “{'”, “'.join(main.aliases[:4])}”" if main.aliases else "")]
+        rels = await self.store.graph.relations(where.readable, ids)
+        for r in rels[:8]:
+            until = f" until {r.valid_to:%Y-%m-%d}" if r.valid_to else ""
+            lines.append(f"• {r.source} {r.relation.replace('_', ' ')} {r.target}{until}")
+        fact_ids = await self.store.graph.entity_fact_ids(where.readable, ids, limit=PAGE)
+        facts = await self.store.get_many(fact_ids, scopes=where.readable)
+        if facts:
+            await self.save_listing(msg, facts)
+            lines += self.numbered(msg, where, facts)
+        return Reply("\n".join(lines))
+
+    # ---------------------------------------------------------------- conversation commands
+    async def cmd_project(self, msg, arg, where) -> Reply:
+        if not arg:
+            if where.project_name:
+                return Reply(f"The active project here is “{where.project_name}”. `!project none` clears it.")
+            return Reply("No active project here. `!project <name>` sets one.")
+        if arg.lower() in ("none", "off", "clear"):
+            await self.memory.set_project(msg, None)
+            return Reply("Active project cleared.")
+        try:
+            await self.memory.set_project(msg, arg)
+        except ValueError as exc:
+            return Reply(f"Usage: !project <name> — {exc}.", error=True)
+        return Reply(f"Active project is now “{arg}”: decisions and plans said here are kept with it.")
+
+    async def cmd_summary(self, msg, arg, where) -> Reply:
+        recent = await self.store.recent_messages(where.conversation, 120)
+        if not recent:
+            return Reply("There is nothing to summarise here yet.")
+        text = await self.memory.writer.summarize([(m["speaker"], m["content"]) for m in recent])
+        return Reply(f"Summary of the last {len(recent)} messages here:\n{text}")
+
+    async def cmd_context(self, msg, arg, where) -> Reply:
+        admins = {a.strip() for a in self.engine.settings.admin_users.split(",") if a.strip()}
+        if not (msg.is_admin or msg.user_id in admins):
+            return Reply("!context is for admins (CLARA_ADMIN_USERS).", error=True)
+        ctx = await self.memory.context(msg, arg or "(no message)", where, None)
+        return Reply(ctx.render())
+
+    # ---------------------------------------------------------------- user data
+    async def cmd_export(self, msg, arg, where) -> Reply:
+        data = await self.export_user(msg.user_id, where)
+        blob = json.dumps(data, ensure_ascii=False, indent=1, default=str).encode()
+        n = len(data["facts"])
+        return Reply(f"Here are your {n} memories as JSON.", files=[(f"clara-export-{msg.user_id}.json", blob)])
+
+    async def export_user(self, user_id: str, where: Where) -> dict:
+        """Everything about one user: facts in their scope and facts they created elsewhere (all
+        statuses, with history), their sessions and settings."""
+        facts: list[Fact] = []
+        offset = 0
+        while True:  # page through: no silent cap
+            page = await self.store.list_facts(
+                [where.user], statuses=("active", "superseded"), limit=500, offset=offset
+            )
+            facts += page
+            offset += 500
+            if len(page) < 500:
+                break
+        others = [s for s in await self.store.readable_scopes(user_id) if s != where.user]
+        offset = 0
+        while others:
+            page = await self.store.list_facts(
+                others, statuses=("active", "superseded"), created_by=user_id, limit=500, offset=offset
+            )
+            facts += page
+            offset += 500
+            if len(page) < 500:
+                break
+        sessions = await self.store.sessions.list_sessions(user_id, limit=1000)
+        return {
+            "user_id": user_id,
+            "exported_at": datetime.now(UTC).isoformat(),
+            "facts": [
+                {
+                    "id": f.id,
+                    "scope": f.scope_id,
+                    "kind": f.kind,
+                    "status": f.status,
+                    "content": f.content,
+                    "importance": f.importance,
+                    "created_at": f.created_at,
+                    "valid_from": f.valid_from,
+                    "valid_to": f.valid_to,
+                    "supersedes": f.supersedes_id,
+                    "superseded_by": f.superseded_by_id,
+                    "source_message_ids": f.source_message_ids,
+                }
+                for f in facts
+            ],
+            "sessions": [
+                {
+                    "id": s.id,
+                    "channel": s.channel_id,
+                    "started_at": s.started_at,
+                    "closed_at": s.closed_at,
+                    "messages": s.message_count,
+                    "summary_fact_id": s.summary_fact_id,
+                }
+                for s in sessions
+            ],
+            "settings": await self.store.settings.export_target(where.user),
+        }
+
+    async def cmd_forgetme(self, msg, arg, where) -> Reply:
+        target = where.user
+        if not arg:
+            code = f"{secrets.randbelow(10**6):06d}"
+            expires = datetime.now(UTC) + timedelta(minutes=5)
+            await self.store.settings.set(CORE, target, "forgetme_code", code, expires_at=expires)
+            return Reply(
+                "This erases everything I know about you — memories, messages, sessions, settings — and "
+                f"cannot be undone. To confirm, send `!forgetme {code}` within 5 minutes."
+            )
+        expected = await self.store.settings.take(CORE, target, "forgetme_code")
+        if expected is None or arg != expected:
+            return Reply("That confirmation code is wrong or expired. Send `!forgetme` to get a new one.", error=True)
+        for hook in self.forget_user_hooks:
+            await hook(msg.user_id)
+        channels = {s.scope_id for s in await self.store.sessions.list_sessions(msg.user_id, limit=100_000)}
+        report = await self.store.purge_user(msg.user_id)
+        # Channel summaries quote everyone who spoke: rebuild them without this user's words.
+        for scope in sorted(channels - {where.user}):
+            old = await self.store.find_slug(scope, "channel-summary")
+            if old is not None:
+                await self.store.erase([old.id])
+                if await self.store.recent_messages(scope, 1):
+                    await self.memory.writer.refresh_channel_summary(scope)
+        return Reply(
+            f"Done. I erased {report.facts} memories, {report.messages} messages and {report.entities} "
+            "entities about you. I no longer know anything about you."
+        )

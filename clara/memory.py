@@ -1,0 +1,332 @@
+"""MemoryManager: sessions, context gathering and the background memory write path.
+
+Per message: `where()` resolves the scopes (user, conversation, active project); `acknowledge()`
+stores the raw turn and queues its memory job in one transaction (the message is safe from here
+on); `context()` gathers memories for the prompt; `record_reply()` stores the bot's answer.
+Everything slow (extraction, entity linking, summaries) runs afterwards in `run_worker()`, a
+single background task draining the durable `memory_jobs` queue, so it never delays a reply and
+jobs left by a crash are finished after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from clara.context import AssembledContext, Budgets, ContextBuilder
+from clara.llm import LLMProvider
+from clara.messages import IncomingMessage
+from clara.settings import Settings, get_settings
+from clara.writer import EXTRACT_JOB, MemoryWriter
+from storage import FactStore, RecallHit
+from storage.sessions import SUMMARY_JOB, Session, TurnRecord
+from storage.text import norm_name
+
+log = logging.getLogger(__name__)
+
+CORE = "core"  # settings namespace of the core
+DEFAULT_PERSONA = (
+    "You are {bot}, a warm, concise assistant with a long-term memory. Use what you remember about "
+    "the people you talk to when it helps, say so when you don't know, and never invent memories. "
+    "Memories below are tagged with their ids, e.g. [#12]."
+)
+_PROJECT_NAME = re.compile(r"^[\w][\w .\-]{0,59}$")
+
+
+@dataclass(slots=True)
+class Where:
+    """The scopes of one message: the user's private scope, the conversation's scope (the user
+    scope in a DM, else the channel's), the active project's scope, and everything recall may read."""
+
+    user: str
+    conversation: str
+    project: str | None
+    project_name: str | None
+    readable: list[str]
+
+
+def _relevant(hits: list[RecallHit], min_dense: float = 0.35) -> list[RecallHit]:
+    """Hits worth showing a person: a word in common with the query, or a close embedding."""
+    return [h for h in hits if "lexical_rank" in h.signals or h.signals.get("dense", 0.0) >= min_dense]
+
+
+def project_slug(name: str) -> str:
+    return norm_name(name).replace(" ", "-")[:60]
+
+
+class MemoryManager:
+    def __init__(
+        self,
+        store: FactStore,
+        llm: LLMProvider | None = None,
+        *,
+        settings: Settings | None = None,
+        clock: Callable[[], datetime] | None = None,
+        budgets: Budgets | None = None,
+        extra_scopes: list[str] | None = None,
+        sweep_every: float = 60.0,
+        lease: float = 120.0,
+    ):
+        self.store = store
+        self.llm = llm
+        self.settings = settings or get_settings()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.idle = timedelta(minutes=self.settings.session_idle_minutes)
+        self.builder = ContextBuilder(budgets)
+        self.extra_scopes = list(extra_scopes or [])
+        self.writer = MemoryWriter(store, llm)
+        self.sweep_every = sweep_every
+        self.lease = lease
+        self._claimed: list[int] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ scopes
+    async def where(self, msg: IncomingMessage) -> Where:
+        """Create the user's (and channel's) scopes if new and return where this message lives.
+        Raises InvalidInput for an unknown extra scope; ScopeDenied if access checks fail."""
+        us = f"user:{msg.user_id}"
+        await self.store.ensure_scope(us, "user", name=msg.display_name, owner=msg.user_id)
+        conv = us
+        if not msg.is_dm:
+            conv = f"channel:{msg.channel_id}"
+            await self.store.ensure_scope(conv, "channel", name=f"#{msg.channel_id}", members=[msg.user_id])
+        own = list(dict.fromkeys([us, conv]))
+        project_name = await self.store.settings.get(CORE, conv, "project")
+        project = None
+        if project_name:
+            project = f"project:{project_slug(project_name)}"
+            await self.store.ensure_scope(project, "project", name=project_name, members=[msg.user_id])
+            own.append(project)
+        await self.store.check_access(own, msg.user_id)  # defence in depth: fail closed
+        extra = [s for s in self.extra_scopes if s not in own]
+        for s in extra:
+            await self.store.get_scope(s)  # raises InvalidInput for an unknown scope
+        return Where(us, conv, project, project_name, [*own, *extra])
+
+    async def set_project(self, msg: IncomingMessage, name: str | None) -> str | None:
+        """Set (or clear, with None) the active project of this conversation; returns its scope."""
+        conv = f"user:{msg.user_id}" if msg.is_dm else f"channel:{msg.channel_id}"
+        if name is None:
+            await self.store.settings.delete(CORE, conv, "project")
+            return None
+        name = name.strip()
+        if not _PROJECT_NAME.match(name) or not project_slug(name):
+            raise ValueError("a project name is 1–60 letters, digits, spaces, dots or dashes")
+        scope = f"project:{project_slug(name)}"
+        await self.store.ensure_scope(scope, "project", name=name, members=[msg.user_id])
+        await self.store.settings.set(CORE, conv, "project", name)
+        return scope
+
+    # ------------------------------------------------------------------ the turn
+    async def acknowledge(self, msg: IncomingMessage, text: str, where: Where) -> TurnRecord:
+        """Store the user's turn and queue its memory job (one transaction, a few ms). From here
+        on the message survives a crash; extraction happens later in the worker."""
+        payload = {
+            "user_id": msg.user_id,
+            "display_name": msg.display_name,
+            "channel_id": msg.channel_id,
+            "is_dm": msg.is_dm,
+            "user_scope": where.user,
+            "conversation_scope": where.conversation,
+            "project_scope": where.project,
+            "timestamp": msg.timestamp.isoformat(),
+        }
+        rec = await self.store.sessions.record_turn(
+            user_id=msg.user_id,
+            channel_id=msg.channel_id,
+            scope_id=where.conversation,
+            is_dm=msg.is_dm,
+            speaker=msg.display_name,
+            content=text,
+            now=msg.timestamp,
+            idle=self.idle,
+            external_id=msg.external_id,
+            job=(EXTRACT_JOB, payload),
+        )
+        self.notify()
+        return rec
+
+    async def record_reply(self, rec: TurnRecord, where: Where, text: str, now: datetime | None = None) -> int:
+        """Store the bot's reply in the session (never mined for facts)."""
+        return await self.store.sessions.record_reply(
+            rec.session.id,
+            where.conversation,
+            rec.session.channel_id,
+            self.settings.bot_name,
+            text,
+            now or self.clock(),
+        )
+
+    async def recall(self, query: str, where: Where, k: int = 5) -> list[RecallHit]:
+        return _relevant(await self.store.recall(query, where.readable, k=k))
+
+    async def context(
+        self, msg: IncomingMessage, text: str, where: Where, rec: TurnRecord | None, *, debug_query: bool = False
+    ) -> AssembledContext:
+        """Gather memories for `text` and assemble the prompt (see clara.context)."""
+        now = self.clock()
+        personal = [s for s in where.readable if s != where.project]
+        hits = _relevant(await self.store.recall(text, personal, k=10))
+        profile = await self.store.list_facts(
+            [where.user], kinds=("biographical", "preference", "note", "decision", "plan"), limit=8
+        )
+        user_facts = [h.fact for h in hits] + [f for f in profile if f.importance >= 0.5]
+        project_facts = []
+        if where.project:
+            project_facts = [h.fact for h in _relevant(await self.store.recall(text, [where.project], k=6))]
+        channel_summary = None
+        if where.conversation != where.user:
+            channel_summary = await self.store.find_slug(where.conversation, "channel-summary")
+        session = rec.session if rec else await self.store.sessions.open_session(msg.user_id, msg.channel_id)
+        recent, session_summary = await self._carry_over(session, exclude=rec.message_id if rec else None)
+        entity_lines = await self._entity_lines(text, msg.display_name, where)
+        new_text = text
+        if msg.reply_to:
+            chain = "\n".join(f"> {s}: {t}" for s, t in msg.reply_to)
+            new_text = f"(replying to)\n{chain}\n{text}"
+        for a in msg.attachments:
+            new_text += f"\n[attachment {a.filename}]\n{a.text}"
+        persona = self.settings.persona or DEFAULT_PERSONA.format(bot=self.settings.bot_name)
+        return self.builder.build(
+            persona=persona,
+            now=now,
+            speaker=msg.display_name,
+            new_message=new_text,
+            is_dm=msg.is_dm,
+            user_facts=user_facts,
+            project=where.project_name,
+            project_facts=project_facts,
+            channel_summary=channel_summary,
+            entity_lines=entity_lines,
+            session_summary=session_summary,
+            recent=recent,
+        )
+
+    async def _carry_over(self, session: Session | None, exclude: int | None):
+        """This session's turns plus the last N turns and the summary of the previous one."""
+        if session is None:
+            return [], None
+        turns = [t for t in await self.store.sessions.turns(session.id, 40) if t.id != exclude]
+        summary = None
+        if session.previous_id:
+            prev = await self.store.sessions.get(session.previous_id)
+            n = self.settings.carryover_messages
+            carried = await self.store.sessions.turns(prev.id, n) if prev and n else []
+            turns = carried + turns
+            if prev and prev.summary_fact_id:
+                got = await self.store.get_many([prev.summary_fact_id], scopes=[prev.scope_id])
+                summary = got[0] if got and got[0].status == "active" else None
+        return turns, summary
+
+    async def _entity_lines(self, text: str, speaker: str, where: Where) -> list[tuple[str, str]]:
+        """Known entities the message mentions (names and "my <relation>" aliases), with their
+        current relations, from the readable scopes only."""
+        from clara.extract import extract_entities
+
+        mentions = await asyncio.to_thread(extract_entities, text, speaker=speaker)
+        names = [m.name for m in mentions]
+        names += [f"{speaker}'s {rel}" for rel in re.findall(r"\bmy (\w+)", text, flags=re.I)]
+        lines: list[tuple[str, str]] = []
+        seen: set[int] = set()
+        for name in dict.fromkeys(names):
+            for ent in await self.store.graph.resolve(where.readable, name):
+                if ent.id in seen:
+                    continue
+                seen.add(ent.id)
+                rels = await self.store.graph.relations(where.readable, [ent.id], current_only=True)
+                desc = "; ".join(f"{r.source} {r.relation.replace('_', ' ')} {r.target}" for r in rels[:5])
+                alias = f" (aka {', '.join(ent.aliases[:3])})" if ent.aliases else ""
+                lines.append(
+                    (
+                        f"{ent.name} [{ent.type}]{alias}" + (f": {desc}" if desc else ""),
+                        f"entity {ent.id} {ent.scope_id}",
+                    )
+                )
+        return lines
+
+    # ------------------------------------------------------------------ background work
+    def start(self) -> None:
+        """Start the background worker (idempotent; also started by the first message)."""
+        if self._task is None or self._task.done():
+            self._closed = False
+            self._task = asyncio.create_task(self.run_worker(), name="clara-memory-worker")
+
+    def notify(self) -> None:
+        self._idle.clear()
+        self._wake.set()
+        self.start()
+
+    async def aclose(self) -> None:
+        """Stop the worker; unfinished jobs stay queued in SQL for the next start."""
+        self._closed = True
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        if self._claimed:
+            with contextlib.suppress(Exception):
+                await self.store.jobs.release(self._claimed)
+            self._claimed = []
+
+    async def drain(self, timeout: float = 120.0, *, index: bool = True) -> None:
+        """Wait until every due memory job is done (and, with `index`, embedded and indexed).
+        Raises TimeoutError."""
+        async with asyncio.timeout(timeout):
+            self.notify()
+            while await self.store.jobs.count(kinds=(EXTRACT_JOB, SUMMARY_JOB)):
+                self._wake.set()
+                await asyncio.sleep(0.02)
+            if index:
+                await self.store.drain(timeout)
+
+    async def sweep(self, now: datetime | None = None) -> list[Session]:
+        """Close sessions idle for longer than SESSION_IDLE_MINUTES (summaries get queued)."""
+        closed = await self.store.sessions.close_idle(now or self.clock(), self.idle)
+        if closed:
+            self.notify()
+        return closed
+
+    async def run_worker(self) -> None:
+        """Drain the memory queue forever: extraction and summaries, one job at a time (so two
+        messages never race to write the same fact in this process; slugs guard across processes)."""
+        last_sweep = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            try:
+                if loop.time() - last_sweep >= self.sweep_every:
+                    last_sweep = loop.time()
+                    await self.sweep()
+                jobs = await self.store.jobs.claim(4, lease=self.lease)
+                self._claimed = [j.id for j in jobs]
+                if not jobs:
+                    self._idle.set()
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await self._wake.wait()
+                    continue
+                for job in jobs:
+                    try:
+                        await self.writer.process(job)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # one bad job must not stop the queue
+                        log.exception("memory job %s (%s) failed", job.id, job.kind)
+                        await self.store.jobs.fail(job, f"{type(exc).__name__}: {exc}")
+                    else:
+                        await self.store.jobs.complete(job.id)
+                    self._claimed.remove(job.id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("memory worker error; retrying in 1 s")
+                await asyncio.sleep(1.0)

@@ -1,0 +1,46 @@
+"""What a transport hands the core, and what it gets back. No transport library is imported here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+
+@dataclass(slots=True)
+class Attachment:
+    """A text attachment already read by the transport (size-limited there)."""
+
+    filename: str
+    text: str
+
+
+@dataclass(slots=True)
+class IncomingMessage:
+    """One message from a person. `user_id` is the stable identity (Discord user id, terminal
+    name); `display_name` may change. `reply_to` holds the text of the replied-to chain, oldest
+    first, as (speaker, text) pairs."""
+
+    user_id: str
+    display_name: str
+    channel_id: str
+    text: str
+    is_dm: bool = False
+    guild_id: str | None = None
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+    attachments: list[Attachment] = field(default_factory=list)
+    reply_to: list[tuple[str, str]] = field(default_factory=list)
+    external_id: str | None = None
+    is_admin: bool = False
+
+
+@dataclass(slots=True)
+class Reply:
+    """The core's answer. `files` are (filename, bytes) for the transport to attach (e.g. `!export`).
+    `message_id` is the stored turn (its memory write is queued); `stored_fact_id` is set when a
+    command stored a fact directly."""
+
+    text: str
+    stored_fact_id: int | None = None
+    message_id: int | None = None
+    error: bool = False
+    files: list[tuple[str, bytes]] = field(default_factory=list)

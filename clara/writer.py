@@ -1,0 +1,335 @@
+"""The memory write path, run by the worker after the reply (never on the reply's path).
+
+For each user turn (the bot's own words are never mined):
+1. the raw turn becomes an `observation` fact in the conversation's scope (idempotent: slug
+   `msg:<id>`), linked to the speaker and the entities found in it — so nothing is lost even if
+   every later step fails;
+2. typed facts are extracted with an explicit subject — by the LLM when one is configured (strict
+   JSON, one repair retry, then the offline path), else by `clara.extract.heuristics`;
+3. each candidate is compared with similar existing facts → ADD, UPDATE (supersede; the old fact
+   and its history stay) or NOOP. Keyed attributes ("alice/lives_in") supersede by slug; other
+   facts are de-duplicated by a content slug and a near-duplicate embedding check;
+4. entities are linked with types, relations recorded with validity (a new "lives_in" closes the
+   old one), and aliases like "alice's sister" attached.
+
+Where a fact goes: about the speaker → their private user scope; decisions/plans/errors/insights
+while a project is active → the project scope; anything else → the conversation's scope.
+Session summaries (and the channel summary) are written here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from clara.llm import ChatMessage, LLMError, LLMProvider
+from storage import FactStore, InvalidInput
+from storage.jobs import Job
+from storage.sessions import SUMMARY_JOB
+from storage.text import norm_name
+
+log = logging.getLogger(__name__)
+
+EXTRACT_JOB = "extract"
+PROJECT_KINDS = frozenset({"decision", "plan", "error", "insight"})
+NEAR_DUPLICATE = 0.92  # cosine above which a new fact is taken as already known
+
+
+@dataclass(slots=True)
+class Proposal:
+    """One candidate fact, whichever extractor produced it."""
+
+    content: str
+    kind: str
+    subject: str
+    importance: float
+    action: str = "ADD"
+    target_id: int | None = None
+    entities: list[tuple[str, str]] = field(default_factory=list)
+    relation: tuple[str, str, str] | None = None
+    slug: str | None = None
+    event_date: date | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    action: str
+    fact_id: int | None
+    content: str
+
+
+def _entity_pairs(items: Any) -> list[tuple[str, str]]:
+    out = []
+    for e in items or []:
+        if isinstance(e, dict):
+            out.append((str(e.get("name", "")), str(e.get("type", "thing"))))
+        elif isinstance(e, tuple | list):
+            out.append((str(e[0]), str(e[1]) if len(e) > 1 else "thing"))
+        else:
+            out.append((str(getattr(e, "name", e)), str(getattr(e, "type", "thing"))))
+    return [(n, t) for n, t in out if norm_name(n)]
+
+
+def content_slug(kind: str, content: str) -> str:
+    return "auto:" + hashlib.sha1(f"{kind}|{norm_name(content)}".encode()).hexdigest()[:20]
+
+
+class MemoryWriter:
+    def __init__(self, store: FactStore, llm: LLMProvider | None = None, *, llm_timeout: float = 60.0):
+        self.store = store
+        self.llm = llm
+        self.llm_timeout = llm_timeout
+
+    async def process(self, job: Job) -> None:
+        """Do one queued job. Raises on transient failure (the queue retries with backoff)."""
+        if job.kind == EXTRACT_JOB:
+            await self.extract(job.payload)
+        elif job.kind == SUMMARY_JOB:
+            await self.summarize_session(job.payload["session_id"])
+        else:
+            log.warning("unknown memory job kind %r dropped", job.kind)
+
+    # ------------------------------------------------------------------ extraction
+    async def extract(self, p: dict[str, Any]) -> list[Outcome]:
+        from clara.extract import candidate_facts, extract_entities, relationship_mentions
+
+        turn = await self.store.sessions.message(p["message_id"])
+        if turn is None:  # erased (forgetme) before we got to it
+            return []
+        name, user_id = p["display_name"], p["user_id"]
+        conv, user_scope, project = p["conversation_scope"], p["user_scope"], p.get("project_scope")
+        when = datetime.fromisoformat(p["timestamp"])
+        text = turn.content
+        mentions = await asyncio.to_thread(extract_entities, text, speaker=name)
+        ents = [(name, "person"), *_entity_pairs(mentions)]
+        previous = [t for t in await self.store.sessions.turns(p["session_id"], 3) if t.id < turn.id]
+        context = f"{previous[-1].speaker}: {previous[-1].content}" if previous else None
+        obs_id = await self.store.add(
+            f"{name}: {text}",
+            conv,
+            kind="observation",
+            importance=0.3,
+            speaker=name,
+            context=context[:2000] if context else None,
+            entities=ents,
+            source_message_ids=[turn.id],
+            created_by=user_id,
+            valid_from=when,
+            slug=f"msg:{turn.id}",
+        )
+        outcomes = [Outcome("ADD", obs_id, text)]
+        writable = [s for s in dict.fromkeys([user_scope, conv, project]) if s]
+        proposals: list[Proposal] | None = None
+        if self.llm is not None:
+            proposals = await self._llm_proposals(text, name, writable, when)
+        if proposals is None:
+            cands = await asyncio.to_thread(candidate_facts, text, speaker=name, speaker_id=user_id, now=when)
+            proposals = [
+                Proposal(
+                    content=c.content,
+                    kind=c.kind,
+                    subject=c.subject,
+                    importance=float(c.importance),
+                    entities=_entity_pairs(c.entities),
+                    relation=tuple(c.relation) if c.relation else None,
+                    slug=c.slug,
+                    event_date=c.event_date,
+                )
+                for c in cands
+                if c.kind != "observation"
+            ]
+        for prop in proposals:
+            try:
+                outcomes.append(await self._apply(prop, name, user_id, user_scope, conv, project, turn.id, when))
+            except InvalidInput as exc:  # one bad candidate must not sink the others
+                log.warning("candidate fact rejected: %s", exc)
+        for rel, other in await asyncio.to_thread(relationship_mentions, text):
+            for scope in dict.fromkeys([user_scope, conv]):
+                await self.store.graph.add_alias(scope, other, f"{name}'s {rel}", "person")
+        return outcomes
+
+    async def _llm_proposals(self, text: str, name: str, writable: list[str], when: datetime) -> list[Proposal] | None:
+        """LLM extraction + ADD/UPDATE/NOOP decision. None means "use the offline path"."""
+        from clara.extract import ExtractionParseError, extraction_messages, parse_extraction
+
+        similar = await self.store.recall(text, writable, k=8, bump=False)
+        existing = [(h.fact.id, h.fact.content) for h in similar if h.fact.kind not in ("observation", "summary")]
+        messages = [
+            ChatMessage(role=m["role"], content=m["content"]) for m in extraction_messages([text], name, existing, when)
+        ]
+        ids = {i for i, _ in existing}
+        for attempt in range(2):
+            try:
+                done = await self.llm.complete(
+                    messages, tier="low", json_mode=True, max_tokens=1200, timeout=self.llm_timeout
+                )
+                facts = parse_extraction(done.text, existing_ids=ids)
+            except ExtractionParseError as exc:
+                if attempt == 0:
+                    messages += [
+                        ChatMessage(role="assistant", content=done.text[:4000]),
+                        ChatMessage(
+                            role="user",
+                            content=f"That was not valid: {exc}. Reply with the JSON "
+                            "object only, exactly in the schema.",
+                        ),
+                    ]
+                    continue
+                log.warning("extraction output unusable twice; using the offline extractor")
+                return None
+            except LLMError as exc:
+                log.warning("LLM extraction failed (%s); using the offline extractor", exc)
+                return None
+            return [
+                Proposal(
+                    content=f.content,
+                    kind=f.kind,
+                    subject=f.subject,
+                    importance=float(f.importance),
+                    action=f.action,
+                    target_id=f.target_id,
+                    entities=_entity_pairs(f.entities),
+                    relation=tuple(f.relation) if f.relation else None,
+                    event_date=f.event_date,
+                )
+                for f in facts
+            ]
+        return None
+
+    async def _apply(
+        self,
+        prop: Proposal,
+        name: str,
+        user_id: str,
+        user_scope: str,
+        conv: str,
+        project: str | None,
+        message_id: int,
+        when: datetime,
+    ) -> Outcome:
+        if prop.action == "NOOP":
+            return Outcome("NOOP", prop.target_id, prop.content)
+        about_speaker = norm_name(prop.subject) in {norm_name(name), norm_name(user_id), "i", "me", "user"}
+        if about_speaker and prop.kind not in PROJECT_KINDS or (about_speaker and not project):
+            scope = user_scope
+        elif project and prop.kind in PROJECT_KINDS:
+            scope = project
+        else:
+            scope = conv
+        content = prop.content
+        if prop.event_date and prop.event_date.isoformat() not in content:
+            content = f"{content} (on {prop.event_date.isoformat()})"
+        ents = list(
+            dict.fromkeys([(prop.subject, "person") if about_speaker else (prop.subject, "thing"), *prop.entities])
+        )
+        ents = [e for e in ents if norm_name(e[0])]
+        common = dict(kind=prop.kind, importance=max(0.0, min(1.0, prop.importance)), source_message_ids=[message_id])
+        writable = [s for s in (user_scope, conv, project) if s]
+
+        if prop.action == "UPDATE" and prop.target_id:
+            got = await self.store.get_many([prop.target_id], scopes=writable)
+            if got and got[0].status == "active":
+                if norm_name(got[0].content) == norm_name(content):
+                    return Outcome("NOOP", got[0].id, content)
+                fid = await self.store.supersede(got[0].id, content, **common)
+                await self._relate(prop, got[0].scope_id, fid, when)
+                return Outcome("UPDATE", fid, content)
+        if prop.slug:
+            existing = await self.store.find_slug(scope, prop.slug)
+            if existing is not None and existing.status == "active":
+                if norm_name(existing.content) == norm_name(content):
+                    return Outcome("NOOP", existing.id, content)
+                fid = await self.store.supersede(existing.id, content, **common)
+                await self._relate(prop, scope, fid, when)
+                return Outcome("UPDATE", fid, content)
+        else:
+            for hit in await self.store.recall(content, [scope], k=3, kinds=[prop.kind], bump=False):
+                same = norm_name(hit.fact.content) == norm_name(content)
+                if same or hit.signals.get("dense", 0.0) >= NEAR_DUPLICATE:
+                    return Outcome("NOOP", hit.fact.id, content)
+        fid = await self.store.add(
+            content,
+            scope,
+            speaker=name,
+            entities=ents,
+            created_by=user_id,
+            valid_from=when,
+            slug=prop.slug or content_slug(prop.kind, content),
+            **common,
+        )
+        await self._relate(prop, scope, fid, when)
+        return Outcome("ADD", fid, content)
+
+    async def _relate(self, prop: Proposal, scope: str, fact_id: int, when: datetime) -> None:
+        if not prop.relation or len(prop.relation) != 3:
+            return
+        s, r, o = (str(x) for x in prop.relation)
+        if not (norm_name(s) and norm_name(r) and norm_name(o)):
+            return
+        otype = next((t for n, t in prop.entities if norm_name(n) == norm_name(o)), "thing")
+        await self.store.graph.relate(
+            scope,
+            (s, "person"),
+            r,
+            (o, otype),
+            fact_id=fact_id,
+            valid_from=when,
+            single_valued=prop.slug is not None or r in SINGLE_VALUED,
+        )
+
+    # ------------------------------------------------------------------ summaries
+    async def summarize_session(self, session_id: int) -> int | None:
+        """Summarise a closed session into a `summary` fact in its scope (idempotent) and, for a
+        channel, refresh the channel summary. Returns the summary fact id (None: empty session)."""
+        session = await self.store.sessions.get(session_id)
+        if session is None:
+            return None
+        turns = await self.store.sessions.turns(session_id, 200)
+        if not turns:
+            return None
+        pairs = [(t.speaker, t.content) for t in turns]
+        text = await self.summarize(pairs)
+        day = session.started_at.strftime("%Y-%m-%d")
+        fid = await self.store.add(
+            f"Conversation summary ({day}): {text}",
+            session.scope_id,
+            kind="summary",
+            importance=0.6,
+            created_by=session.user_id,
+            valid_from=session.started_at,
+            source_message_ids=[t.id for t in turns[-100:]],
+            slug=f"session:{session_id}",
+        )
+        await self.store.sessions.set_summary(session_id, fid)
+        if not session.is_dm:
+            await self.refresh_channel_summary(session.scope_id)
+        return fid
+
+    async def refresh_channel_summary(self, scope_id: str) -> int:
+        recent = await self.store.recent_messages(scope_id, 120)
+        text = await self.summarize([(m["speaker"], m["content"]) for m in recent])
+        fid, _ = await self.store.upsert(
+            "channel-summary", f"Channel summary: {text}", scope_id, kind="summary", importance=0.5
+        )
+        return fid
+
+    async def summarize(self, turns: list[tuple[str, str]]) -> str:
+        """LLM summary when configured (falls back on any LLM error), else extractive."""
+        from clara.extract import extractive_summary, summary_messages
+
+        if self.llm is not None and turns:
+            try:
+                msgs = [ChatMessage(role=m["role"], content=m["content"]) for m in summary_messages(turns)]
+                done = await self.llm.complete(msgs, tier="low", max_tokens=400, timeout=self.llm_timeout)
+                if done.text.strip():
+                    return done.text.strip()[:4000]
+            except LLMError as exc:
+                log.warning("LLM summary failed (%s); using the extractive summary", exc)
+        return await asyncio.to_thread(extractive_summary, turns) or "(nothing to summarise)"
+
+
+SINGLE_VALUED = frozenset({"lives_in", "works_at", "name", "age", "job", "partner", "spouse"})
