@@ -85,6 +85,22 @@ def query_terms(text: str, limit: int = 24) -> list[str]:
     return list(seen)
 
 
+def without_names(text: str, names: list[str]) -> str:
+    """`text` without its whitespace-separated tokens made only of words of `names` (normalised
+    entity names; 1-letter words such as a possessive "s" are ignored), or `text` unchanged if that
+    would leave no word. "What did Caroline's sister paint?" with "caroline" -> "What did sister paint?"."""
+    name_words = {w for n in names for w in n.split()}
+    if not name_words:
+        return text
+    kept = []
+    for tok in text.split():
+        ws = [w for w in words(tok) if len(w) > 1]
+        if not (ws and all(w.casefold() in name_words for w in ws)):
+            kept.append(tok)
+    out = " ".join(kept)
+    return out if words(out) else text
+
+
 def norm_name(name: str) -> str:
     """Normalised entity name used for matching: case-folded words joined by one space."""
     return " ".join(w.casefold() for w in _WORD.findall(name))
