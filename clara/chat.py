@@ -15,7 +15,7 @@ from datetime import datetime
 
 from clara.commands import Commands
 from clara.core_tools import core_tools
-from clara.llm import LLMError, LLMProvider, run_tool_loop
+from clara.llm import ChatMessage, LLMError, LLMProvider, run_tool_loop
 from clara.memory import MemoryManager, Where
 from clara.messages import Attachment, IncomingMessage, Reply
 from clara.settings import Settings, get_settings
@@ -26,6 +26,11 @@ __all__ = ["MAX_MESSAGE_CHARS", "Attachment", "ChatEngine", "IncomingMessage", "
 log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 8000
 TIERS = {"!high": "high", "!mid": "mid", "!low": "low"}
+TIER_PROMPT = (
+    "Classify how demanding it is to answer the user's next message. Reply with exactly one word: "
+    "low (greetings, small talk, quick facts), mid (explanations, summaries, most questions) or high "
+    "(complex reasoning, long code, careful analysis)."
+)
 APOLOGY = "Sorry — I couldn't reach my language model just now ({why}). Your message is saved; please try again."
 
 OnText = Callable[[str], Awaitable[None]]
@@ -45,6 +50,7 @@ class ChatEngine:
         extra_scopes: list[str] | None = None,
         recall_k: int = 5,
         llm_timeout: float | None = None,
+        auto_tier: bool = False,
     ):
         self.store = store
         self.llm = llm
@@ -53,6 +59,7 @@ class ChatEngine:
         self.commands = Commands(self)
         self.recall_k = recall_k
         self.llm_timeout = llm_timeout or 120.0
+        self.auto_tier = auto_tier
 
     async def drain(self, timeout: float = 120.0, *, index: bool = True) -> None:
         """Wait for background memory writes (and indexing) to finish (tests, shutdown)."""
@@ -111,6 +118,8 @@ class ChatEngine:
             await self.memory.record_reply(rec, where, reply, msg.timestamp)
             return Reply(reply, message_id=rec.message_id)
         try:
+            if tier is None and self.auto_tier:
+                tier = await self.choose_tier(text)
             ctx = await self.memory.context(msg, text, where, rec)
             result = await run_tool_loop(
                 self.llm,
@@ -128,6 +137,22 @@ class ChatEngine:
             return Reply(reply, message_id=rec.message_id, error=True)
         await self.memory.record_reply(rec, where, reply, msg.timestamp)
         return Reply(reply, message_id=rec.message_id)
+
+    async def choose_tier(self, text: str) -> str | None:
+        """AUTO_TIER_SELECTION: ask the low-tier model how demanding `text` is (one word). None
+        (= the default tier) when the answer is unusable or the call fails; never raises."""
+        try:
+            done = await self.llm.complete(
+                [ChatMessage(role="system", content=TIER_PROMPT), ChatMessage(role="user", content=text[:2000])],
+                tier="low",
+                max_tokens=3,
+                timeout=min(15.0, self.llm_timeout),
+            )
+        except LLMError as exc:
+            log.info("tier selection failed (%s); using the default tier", exc)
+            return None
+        word = done.text.strip().strip(".").lower()
+        return word if word in ("low", "mid", "high") else None
 
     async def _recall_reply(self, msg: IncomingMessage, where: Where, hits: list[RecallHit]) -> str:
         if not hits:

@@ -13,13 +13,14 @@ from clara.chat import ChatEngine, IncomingMessage
 
 async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra_scopes: list[str]) -> None:
     from clara.app import open_store
-    from clara.llm import make_llm
+    from clara.llm import LLMSettings, make_llm
 
     interactive = sys.stdin.isatty()
     store = await open_store()
-    llm = make_llm()
+    llm_settings = LLMSettings()
+    llm = make_llm(llm_settings)
     # The person at the terminal is the local operator: admin commands (!context) are allowed.
-    engine = ChatEngine(store, llm, extra_scopes=extra_scopes)
+    engine = ChatEngine(store, llm, extra_scopes=extra_scopes, auto_tier=llm_settings.auto_tier_selection)
     try:
         if interactive:
             console.print(

@@ -55,6 +55,8 @@ class Peer:
         self.extract: collections.deque = collections.deque()
 
     def __call__(self, body: dict):
+        if "Classify how demanding" in _prompt_text(body):
+            return Reply(text="high" if "prove" in body["messages"][-1]["content"] else "banana")
         if body.get("tools") and self.chat:
             return self.chat.popleft()
         if body.get("response_format") and self.extract:
@@ -198,6 +200,19 @@ async def test_streaming_deltas_and_tier_prefix(engine, stub, peer):
     assert chat_requests(stub)[-1]["messages"][-1]["content"] == "tell me a story"
     await engine.handle(m("plain message", at=T0 + timedelta(minutes=1)))
     assert chat_requests(stub)[-1]["model"] == "base-model"
+
+
+async def test_auto_tier_selection(store, stub, settings):
+    llm = llm_for(stub)
+    engine = ChatEngine(store, llm, settings=settings, clock=lambda: T0, auto_tier=True)
+    try:
+        await engine.handle(m("please prove that sqrt(2) is irrational", at=T0))
+        assert chat_requests(stub)[-1]["model"] == "big-model"
+        await engine.handle(m("hi!", at=T0 + timedelta(minutes=1)))  # unusable answer → default tier
+        assert chat_requests(stub)[-1]["model"] == "base-model"
+    finally:
+        await engine.aclose()
+        await llm.aclose()
 
 
 async def test_model_uses_recall_tool_within_the_callers_scopes(engine, store, stub, peer):
