@@ -192,7 +192,7 @@ class Commands:
         recent = await self.store.recent_messages(where.conversation, 120)
         if not recent:
             return Reply("There is nothing to summarise here yet.")
-        text = await self.memory.writer.summarize([(m["speaker"], m["content"]) for m in recent])
+        text = await self.memory.writer.summarize([(m["speaker"], m["content"], m["role"]) for m in recent])
         return Reply(f"Summary of the last {len(recent)} messages here:\n{text}")
 
     async def cmd_context(self, msg, arg, where) -> Reply:

@@ -44,6 +44,10 @@ async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(blob)
                 console.print(f"[green]clara>[/green] (file saved to {escape(str(path))})")
+            if not interactive:
+                # Scripted input arrives faster than anyone types: let each line's memory write land
+                # before the next line, embedded and indexed.
+                await engine.drain(timeout=60)
         # Give background memory writes a moment; anything left stays queued for the next start.
         try:
             await engine.drain(timeout=20)

@@ -227,7 +227,14 @@ class MemoryWriter:
             dict.fromkeys([(prop.subject, "person") if about_speaker else (prop.subject, "thing"), *prop.entities])
         )
         ents = [e for e in ents if norm_name(e[0])]
-        common = dict(kind=prop.kind, importance=max(0.0, min(1.0, prop.importance)), source_message_ids=[message_id])
+        # The relation in plain words ("alice lives in Porto") is searchable context for "moved to Porto".
+        rel_text = " ".join(str(x).replace("_", " ") for x in prop.relation) if prop.relation else None
+        common = dict(
+            kind=prop.kind,
+            importance=max(0.0, min(1.0, prop.importance)),
+            source_message_ids=[message_id],
+            context=rel_text,
+        )
         writable = [s for s in (user_scope, conv, project) if s]
 
         if prop.action == "UPDATE" and prop.target_id:
@@ -291,8 +298,7 @@ class MemoryWriter:
         turns = await self.store.sessions.turns(session_id, 200)
         if not turns:
             return None
-        pairs = [(t.speaker, t.content) for t in turns]
-        text = await self.summarize(pairs)
+        text = await self.summarize([(t.speaker, t.content, t.role) for t in turns])
         day = session.started_at.strftime("%Y-%m-%d")
         fid = await self.store.add(
             f"Conversation summary ({day}): {text}",
@@ -311,25 +317,28 @@ class MemoryWriter:
 
     async def refresh_channel_summary(self, scope_id: str) -> int:
         recent = await self.store.recent_messages(scope_id, 120)
-        text = await self.summarize([(m["speaker"], m["content"]) for m in recent])
+        text = await self.summarize([(m["speaker"], m["content"], m["role"]) for m in recent])
         fid, _ = await self.store.upsert(
             "channel-summary", f"Channel summary: {text}", scope_id, kind="summary", importance=0.5
         )
         return fid
 
-    async def summarize(self, turns: list[tuple[str, str]]) -> str:
-        """LLM summary when configured (falls back on any LLM error), else extractive."""
+    async def summarize(self, turns: list[tuple[str, str, str]]) -> str:
+        """Summary of (speaker, text, role) turns: by the LLM when configured (falling back on any
+        LLM error), else extractive over the people's turns (the bot's words carry no new facts)."""
         from clara.extract import extractive_summary, summary_messages
 
+        pairs = [(speaker, text) for speaker, text, _ in turns]
         if self.llm is not None and turns:
             try:
-                msgs = [ChatMessage(role=m["role"], content=m["content"]) for m in summary_messages(turns)]
+                msgs = [ChatMessage(role=m["role"], content=m["content"]) for m in summary_messages(pairs)]
                 done = await self.llm.complete(msgs, tier="low", max_tokens=400, timeout=self.llm_timeout)
                 if done.text.strip():
                     return done.text.strip()[:4000]
             except LLMError as exc:
                 log.warning("LLM summary failed (%s); using the extractive summary", exc)
-        return await asyncio.to_thread(extractive_summary, turns) or "(nothing to summarise)"
+        people = [(speaker, text) for speaker, text, role in turns if role == "user"]
+        return await asyncio.to_thread(extractive_summary, people) or "(nothing to summarise)"
 
 
 SINGLE_VALUED = frozenset({"lives_in", "works_at", "name", "age", "job", "partner", "spouse"})

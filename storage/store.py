@@ -621,6 +621,7 @@ class FactStore:
         kind: str | None = None,
         importance: float | None = None,
         source_message_ids: Sequence[int] | None = None,
+        context: str | None = None,
     ) -> int:
         """Replace an active fact with a new one: the old fact stays (status superseded, valid_to
         now, superseded_by set), the new fact points back via supersedes_id and takes over the
@@ -641,7 +642,7 @@ class FactStore:
                 slug=None,
                 importance=old.importance if importance is None else importance,
                 speaker=old.speaker,
-                context=None,
+                context=context,
                 source_message_ids=source_message_ids,
                 source_ref=old.source_ref,
                 created_by=actor or old.created_by,
@@ -956,7 +957,7 @@ class FactStore:
                 )
             ).all()
         return [
-            {"id": r.id, "speaker": r.speaker, "content": r.content, "created_at": _aware(r.created_at)}
+            {"id": r.id, "speaker": r.speaker, "role": r.role, "content": r.content, "created_at": _aware(r.created_at)}
             for r in reversed(rows)
         ]
 
