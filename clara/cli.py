@@ -370,6 +370,24 @@ def bench_scale(
     _write_json(res, json_out)
 
 
+@bench_app.command("chat")
+def bench_chat(
+    users: int = 20,
+    messages: int = 10,
+    json_out: Annotated[Path | None, typer.Option("--json")] = None,
+    database_url: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """The chat pipeline's own costs: acknowledgement, turn, context assembly, background writes."""
+    from clara.bench import pipeline
+
+    with _progress() as prog:
+        progress = _named_tasks(prog)
+        res = _run(pipeline.run(users, messages, database_url=database_url, progress=progress))
+    cols = sorted({c for v in res.values() for c in v}, key=lambda c: (c != "n", c))
+    _print_bench(res, f"Chat pipeline, {users} users x {messages} messages concurrently (ms)", cols)
+    _write_json(res, json_out)
+
+
 @bench_app.command("startup")
 def bench_startup(runs: int = 5, json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
     """Cold-start time of `clara chat` to its first reply, and its idle RSS."""

@@ -264,13 +264,18 @@ class MemoryManager:
         self._wake.set()
         self.start()
 
-    async def aclose(self) -> None:
-        """Stop the worker; unfinished jobs stay queued in SQL for the next start."""
+    async def aclose(self, grace: float = 10.0) -> None:
+        """Stop the worker: it finishes the job in hand (up to `grace` s, then it is cancelled);
+        jobs it had claimed but not started are handed back; everything else stays queued in SQL."""
         self._closed = True
+        self._wake.set()
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
+            except (TimeoutError, asyncio.CancelledError, Exception):
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
             self._task = None
         if self._claimed:
             with contextlib.suppress(Exception):
@@ -305,7 +310,14 @@ class MemoryManager:
                 if loop.time() - last_sweep >= self.sweep_every:
                     last_sweep = loop.time()
                     await self.sweep()
-                jobs = await self.store.jobs.claim(4, lease=self.lease)
+                # Shielded: a cancellation must not lose track of jobs the database already leased us.
+                claim = asyncio.ensure_future(self.store.jobs.claim(4, lease=self.lease))
+                try:
+                    jobs = await asyncio.shield(claim)
+                except asyncio.CancelledError:
+                    with contextlib.suppress(Exception):
+                        await self.store.jobs.release([j.id for j in await claim])
+                    raise
                 self._claimed = [j.id for j in jobs]
                 if not jobs:
                     self._idle.set()
@@ -315,6 +327,8 @@ class MemoryManager:
                             await self._wake.wait()
                     continue
                 for job in jobs:
+                    if self._closed:
+                        break  # aclose hands the rest back
                     try:
                         await self.writer.process(job)
                     except asyncio.CancelledError:

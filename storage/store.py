@@ -266,6 +266,14 @@ class FactStore:
         default_write = {"user": "owner", "agent": "owner"}.get(kind, "members")
         rp = Policy(read_policy or default_read).value
         wp = Policy(write_policy or default_write).value
+        members = list(dict.fromkeys(members))
+        # Fast path (every message calls this): nothing to write → no write transaction.
+        try:
+            known = await self.get_scope(scope_id)
+        except InvalidInput:
+            known = None
+        if known is not None and set(members) <= set(known.members):
+            return known
         async with self.engines.writer.begin() as conn:
             row = (await conn.execute(select(ScopeRow).where(ScopeRow.id == scope_id))).first()
             if row is None:  # ON CONFLICT DO NOTHING: two first messages may race to create it
