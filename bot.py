@@ -1,10 +1,9 @@
-"""Run Clara. The Discord adapter arrives with issue #4; until then (and whenever no
-DISCORD_BOT_TOKEN is set) this starts the local terminal chat on the embedded store, exactly like
-`clara chat`."""
+"""Run Clara on Discord (same as `clara bot`): needs DISCORD_BOT_TOKEN in the environment or
+`.env`; without it, this says so and exits (the local terminal chat is `make run` / `clara chat`)."""
 
 import sys
 
 from clara.cli import app
 
 if __name__ == "__main__":
-    sys.exit(app(["chat", *sys.argv[1:]]))
+    sys.exit(app(["bot", *sys.argv[1:]]))

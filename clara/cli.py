@@ -89,6 +89,18 @@ def chat(
     _run(run_chat(user=user, channel=channel, dm=dm, console=console, extra_scopes=scope or []))
 
 
+@app.command("bot")
+def bot() -> None:
+    """Run Clara on Discord (needs DISCORD_BOT_TOKEN; LLM_PROVIDER optional). Stops on SIGTERM."""
+    from clara.discord_adapter.run import MissingToken, run_bot
+
+    try:
+        _run(run_bot())
+    except MissingToken as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
 # --------------------------------------------------------------------------- memory
 async def _with_store(fn, bulk: bool = False):
     from clara.app import open_store

@@ -778,6 +778,34 @@ class FactStore:
         self.indexer.notify()
         return n
 
+    async def erase_user_in(self, principal: str, scope_ids: Sequence[str]) -> PurgeReport:
+        """Erase what `principal` said in the given (shared) scopes only: their facts (with
+        history and vectors) and raw messages there. Their private scope is untouched."""
+        principal = clean_text(principal, "user id", 200)
+        report = PurgeReport()
+        scopes = [check_scope_id(s) for s in scope_ids]
+        if not scopes:
+            return report
+        async with self.engines.writer.begin() as conn:
+            ids = (
+                (
+                    await conn.execute(
+                        select(FactRow.id).where(FactRow.scope_id.in_(scopes), FactRow.created_by == principal)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            report.messages = (
+                await conn.execute(
+                    delete(MessageRow).where(MessageRow.scope_id.in_(scopes), MessageRow.speaker_id == principal)
+                )
+            ).rowcount
+        report.facts = await self.erase(ids)
+        report.vectors = len(ids)
+        await self._compact_after_purge()
+        return report
+
     async def _compact_after_purge(self) -> None:
         """Make deleted text physically gone: merge FTS segments, checkpoint the WAL (SQLite) or
         VACUUM the touched tables (PostgreSQL)."""

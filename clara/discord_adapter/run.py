@@ -1,0 +1,69 @@
+"""`clara bot` / `python bot.py`: run Clara on Discord until SIGINT/SIGTERM.
+
+Opens the store and the LLM from the settings, starts discord.py (which reconnects on its own
+and handles rate limits), and on a signal closes the gateway, lets the memory worker finish the
+job in hand (queued work stays on disk for the next start) and closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+log = logging.getLogger(__name__)
+
+
+class MissingToken(RuntimeError):
+    pass
+
+
+async def run_bot() -> None:
+    """Raises MissingToken when DISCORD_BOT_TOKEN is not set; discord.LoginFailure for a bad one."""
+    from clara.app import open_store
+    from clara.chat import ChatEngine
+    from clara.discord_adapter.bot import ClaraBot
+    from clara.discord_adapter.settings import DiscordSettings
+    from clara.llm import LLMSettings, make_llm
+
+    dsettings = DiscordSettings()
+    if not dsettings.discord_bot_token:
+        raise MissingToken("DISCORD_BOT_TOKEN is not set (for the local terminal chat run `make run`).")
+    if dsettings.discord_api_base:
+        _point_at(dsettings.discord_api_base, dsettings.discord_gateway_url)
+    store = await open_store()
+    llm_settings = LLMSettings()
+    llm = make_llm(llm_settings)
+    engine = ChatEngine(store, llm, auto_tier=llm_settings.auto_tier_selection)
+    bot = ClaraBot(engine, dsettings)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    runner = asyncio.create_task(bot.start(dsettings.discord_bot_token, reconnect=True))
+    try:
+        waiter = asyncio.create_task(stopping.wait())
+        done, _ = await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if runner in done:
+            runner.result()  # re-raise a login failure
+        log.info("stopping: closing the gateway")
+    finally:
+        await bot.close()
+        if not runner.done():
+            runner.cancel()
+        await engine.aclose()
+        if llm is not None:
+            await llm.aclose()
+        await store.aclose()
+
+
+def _point_at(api_base: str, gateway: str | None) -> None:
+    """Use another Discord endpoint (an API proxy, or the test suite's local fake)."""
+    import discord.gateway
+    import discord.http
+    import yarl
+
+    discord.http.Route.BASE = api_base.rstrip("/")
+    if gateway:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)

@@ -1,0 +1,286 @@
+"""Clara on Discord end to end: the real discord.py client against the in-repo fake Discord
+(REST + gateway on 127.0.0.1) and the real openai client against the LLM stub."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+
+discord = pytest.importorskip("discord")
+
+from clara.chat import ChatEngine  # noqa: E402
+from clara.discord_adapter.bot import ClaraBot  # noqa: E402
+from clara.discord_adapter.settings import DiscordSettings  # noqa: E402
+from clara.llm import OpenAICompatProvider  # noqa: E402
+from clara.settings import Settings  # noqa: E402
+from tests.conftest import assert_private  # noqa: E402
+from tests.fake_discord import FakeDiscord  # noqa: E402
+from tests.llm_stub import LLMStub, Reply, last_user_text  # noqa: E402
+
+pytestmark = pytest.mark.timeout(60)
+OWNER, ALICE, BOB, ADA = 1001, 1002, 1003, 1004
+
+
+@pytest.fixture
+def backend():
+    return "sqlite"  # the adapter is storage-agnostic; the store runs on both in its own tests
+
+
+class Model:
+    """The LLM peer: chat requests answer "You said: …" unless replies are queued."""
+
+    def __init__(self):
+        self.chat: list[Reply] = []
+
+    def __call__(self, body):
+        if body.get("tools"):
+            if self.chat:
+                return self.chat.pop(0)
+            return Reply(text=f"You said: {last_user_text(body)[-200:]}")
+        if body.get("response_format"):
+            return Reply(text='{"facts": []}')
+        return Reply(text="A short summary.")
+
+
+@dataclass
+class World:
+    fake: FakeDiscord
+    bot: ClaraBot
+    stub: LLMStub
+    model: Model
+    engine: ChatEngine
+    guild: object
+    general: object
+    random: object
+
+
+async def _world(store, tmp_path, **discord_settings):
+    model = Model()
+    stub = LLMStub(responder=model).start()
+    llm = OpenAICompatProvider(base_url=stub.base_url, api_key="k", model="chat-model", timeout=10, max_retries=0)
+    engine = ChatEngine(store, llm, settings=Settings(CLARA_DATA_DIR=tmp_path))
+    fake = FakeDiscord(token="t", app_owner_id=OWNER)
+    await fake.start()
+    guild = fake.add_guild("Home", owner_id=OWNER)
+    general = fake.add_channel(guild, "general")
+    random = fake.add_channel(guild, "random")
+    admin = fake.add_role(guild, "Admin", permissions=discord.Permissions(administrator=True).value)
+    fake.add_member(guild, ALICE, "alice")
+    fake.add_member(guild, BOB, "bob")
+    fake.add_member(guild, ADA, "ada", roles=[admin])
+    patch = fake.patch_discord()
+    bot = ClaraBot(engine, DiscordSettings(discord_edit_interval=0.05, **discord_settings))
+    running = fake.running(bot)
+    await running.__aenter__()
+
+    async def close():
+        await running.__aexit__(None, None, None)
+        patch.restore()
+        await fake.close()
+        await engine.aclose()
+        await llm.aclose()
+        stub.stop()
+
+    return World(fake, bot, stub, model, engine, guild, general, random), close
+
+
+@pytest.fixture
+async def world(store, tmp_path):
+    w, close = await _world(store, tmp_path)
+    yield w
+    await close()
+
+
+def contents(fake, channel) -> list[str]:
+    return [m["content"] for m in fake.sent(channel)]
+
+
+async def test_mention_gets_a_streamed_reply_and_plain_messages_are_ignored(world):
+    fake = world.fake
+    world.model.chat.append(Reply(text=" ".join(f"word{i}" for i in range(40)), chunk_delay=0.01))
+    asked = await fake.post_message(world.general, ALICE, "tell me something", mentions_bot=True)
+    reply = await fake.wait_for_message(world.general, lambda m: m["content"].endswith("word39"), after=asked)
+    assert len(fake.edits(reply["id"])) >= 1  # streamed: shown early, then edited
+    assert reply.get("message_reference", {}).get("message_id") == str(asked["id"])
+    # Mention-only mode: a message without a mention gets no answer.
+    quiet = await fake.post_message(world.general, BOB, "just chatting")
+    await asyncio.sleep(0.3)
+    assert all(int(m["id"]) < int(quiet["id"]) for m in fake.sent(world.general))
+    # A DM is always answered.
+    dm = fake.dm_channel(BOB)
+    await fake.post_message(dm, BOB, "hello in private")
+    got = await fake.wait_for_message(dm, lambda m: "hello in private" in m["content"])
+    assert got["content"].startswith("You said:")
+
+
+async def test_remember_then_recall_elsewhere_respects_scopes(world, store):
+    fake = world.fake
+    await fake.post_message(world.general, ALICE, "!remember my locker code is 7731")
+    await fake.wait_for_message(world.general, lambda m: "remember that" in m["content"])
+    # Alice in another channel: the answer goes to her DMs (private memories are never posted).
+    await fake.post_message(world.random, ALICE, "!recall locker code")
+    await fake.wait_for_message(world.random, lambda m: "DM" in m["content"])
+    dm = fake.dm_channel(ALICE)
+    found = await fake.wait_for_message(dm, lambda m: "7731" in m["content"])
+    assert "locker code" in found["content"]
+    # Bob never sees it, by prefix or slash command.
+    await fake.post_message(world.general, BOB, "!recall locker code")
+    bob_dm = fake.dm_channel(BOB)
+    answer = await fake.wait_for_message(bob_dm, lambda m: "remember" in m["content"])
+    assert "7731" not in answer["content"]
+    interaction = await fake.invoke_slash(world.general, BOB, "recall", {"query": "locker code"})
+    await interaction.wait_done()
+    assert all("7731" not in (m.get("content") or "") for m in interaction.messages)
+    assert interaction.ephemeral
+    await assert_private(store, "locker code 7731", str(BOB), f"user:{ALICE}")
+
+
+async def test_stop_phrase_cancels_the_running_reply_and_clears_the_queue(world):
+    fake = world.fake
+    world.model.chat.append(Reply(text=" ".join(f"slow{i}" for i in range(200)), chunk_delay=0.05))
+    first = await fake.post_message(world.general, ALICE, "write a long story", mentions_bot=True)
+    await fake.wait_for_message(world.general, lambda m: "slow3" in m["content"], after=first)
+    await fake.post_message(world.general, ALICE, "and another one", mentions_bot=True)  # queued
+    await fake.post_message(world.general, ALICE, "clara stop")
+    await fake.wait_for_message(world.general, lambda m: m["content"] == "Stopped.")
+    stopped = await fake.wait_for_message(world.general, lambda m: "(stopped)" in m["content"], after=first)
+    assert "slow199" not in stopped["content"]
+    await asyncio.sleep(0.5)
+    assert not any("another one" in c for c in contents(fake, world.general))  # the queue was dropped
+
+
+async def test_long_reply_is_split_without_breaking_code_fences(world):
+    fake = world.fake
+    code = "```python\n" + "\n".join(f"print('line {i}')" for i in range(200)) + "\n```"
+    world.model.chat.append(Reply(text="Here you go.\n\n" + code + "\n\nThat's all."))
+    asked = await fake.post_message(world.general, ALICE, "code please", mentions_bot=True)
+    await fake.wait_for_message(world.general, lambda m: "That's all." in m["content"], after=asked)
+    parts = [m["content"] for m in fake.sent(world.general) if int(m["id"]) > int(asked["id"])]
+    assert len(parts) >= 2 and all(len(p) <= 2000 for p in parts)
+    assert all(p.count("```") % 2 == 0 for p in parts)
+    assert sum(p.count("print('line") for p in parts) == 200
+
+
+async def test_admin_slash_commands_and_fail_closed_privileges(world):
+    fake = world.fake
+    done = await fake.invoke_slash(world.general, ADA, "memory", {}, subcommand="stats")
+    await done.wait_done()
+    assert "active memories" in done.messages[0]["content"]
+    refused = await fake.invoke_slash(world.general, BOB, "memory", {}, subcommand="stats")
+    await refused.wait_done()
+    assert "need to be admin" in refused.messages[0]["content"]
+    # /channel mode is read where it matters: active mode answers without a mention, off ignores.
+    refused = await fake.invoke_slash(world.general, BOB, "channel", {"mode": "active"}, subcommand="mode")
+    await refused.wait_done()
+    assert "need to be admin" in refused.messages[0]["content"]
+    ok = await fake.invoke_slash(world.general, ADA, "channel", {"mode": "active"}, subcommand="mode")
+    await ok.wait_done()
+    msg = await fake.post_message(world.general, BOB, "no mention needed now")
+    await fake.wait_for_message(world.general, lambda m: "no mention needed" in m["content"], after=msg)
+    ok = await fake.invoke_slash(world.general, ADA, "channel", {"mode": "off"}, subcommand="mode")
+    await ok.wait_done()
+    msg = await fake.post_message(world.general, BOB, "hello?", mentions_bot=True)
+    await asyncio.sleep(0.4)
+    assert all(int(m["id"]) < int(msg["id"]) for m in fake.sent(world.general))
+
+
+async def test_allow_lists_are_respected(store, tmp_path):
+    w, close = await _world(store, tmp_path)
+    try:
+        w.bot.dsettings = DiscordSettings(discord_edit_interval=0.05, discord_allowed_channels=str(w.random.id))
+        ignored = await w.fake.post_message(w.general, ALICE, "anyone there?", mentions_bot=True)
+        answered = await w.fake.post_message(w.random, ALICE, "anyone here?", mentions_bot=True)
+        await w.fake.wait_for_message(w.random, lambda m: "anyone here" in m["content"], after=answered)
+        assert all(int(m["id"]) < int(ignored["id"]) for m in w.fake.sent(w.general))
+        role = w.fake.add_role(w.guild, "Friends")
+        w.bot.dsettings = DiscordSettings(discord_edit_interval=0.05, discord_allowed_roles=str(role.id))
+        ignored = await w.fake.post_message(w.random, BOB, "me too?", mentions_bot=True)
+        await asyncio.sleep(0.4)
+        assert all(int(m["id"]) < int(ignored["id"]) for m in w.fake.sent(w.random))
+    finally:
+        await close()
+
+
+async def test_reply_chain_reaches_the_prompt(world):
+    fake = world.fake
+    first = await fake.post_message(world.general, BOB, "The deploy key rotates every Tuesday")
+    asked = await fake.post_message(
+        world.general, ALICE, "what day was that again?", mentions_bot=True, reply_to=first["id"]
+    )
+    await fake.wait_for_message(world.general, lambda m: "what day" in m["content"], after=asked)
+    chat = [r for r in world.stub.requests if r.get("tools")][-1]
+    prompt = "\n".join(str(m.get("content")) for m in chat["messages"])
+    assert "The deploy key rotates every Tuesday" in prompt
+
+
+async def test_clara_bot_process_answers_and_stops_gracefully_on_sigterm(tmp_path):
+    """`clara bot` as a real process against the fake: logs in, answers a mention, and exits 0
+    on SIGTERM."""
+    import os
+    import signal
+    import sys
+
+    async with FakeDiscord(token="proc-token", app_owner_id=OWNER) as fake:
+        guild = fake.add_guild("Home", owner_id=OWNER)
+        general = fake.add_channel(guild, "general")
+        fake.add_member(guild, ALICE, "alice")
+        env = {
+            **os.environ,
+            "CLARA_DATA_DIR": str(tmp_path),
+            "DISCORD_BOT_TOKEN": "proc-token",
+            "DISCORD_API_BASE": fake.api_url,
+            "DISCORD_GATEWAY_URL": fake.gateway_url,
+            "LLM_PROVIDER": "none",
+        }
+        env.pop("DATABASE_URL", None)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "clara.cli",
+            "bot",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await fake.wait_until_connected(timeout=40)
+            await asyncio.sleep(0.5)
+            asked = await fake.post_message(general, ALICE, "I keep bees on my roof", mentions_bot=True)
+            reply = await fake.wait_for_message(general, after=asked, timeout=30)
+            assert "stored" in reply["content"]  # memory-only mode says so plainly
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def test_attachments_export_file_and_proactive_send(world):
+    fake = world.fake
+    asked = await fake.post_message(
+        world.general,
+        ALICE,
+        "summarise this file",
+        mentions_bot=True,
+        attachments=[("notes.txt", b"Quarterly goal: ship the ledger by March.")],
+    )
+    await fake.wait_for_message(world.general, lambda m: "summarise" in m["content"], after=asked)
+    chat = [r for r in world.stub.requests if r.get("tools")][-1]
+    assert "Quarterly goal: ship the ledger by March." in str(chat["messages"][-1]["content"])
+    # !export answers in DMs with a JSON file.
+    await fake.post_message(world.general, ALICE, "!export")
+    dm = fake.dm_channel(ALICE)
+    with_file = await fake.wait_for_message(dm, lambda m: bool(m.get("attachments")))
+    blob = fake.read_attachment(with_file["attachments"][0])
+    assert b'"facts"' in blob
+    # Proactive messages: one API for channels and DMs.
+    await world.bot.send(f"channel:{world.random.id}", "Reminder: standup in 5 minutes")
+    await fake.wait_for_message(world.random, lambda m: m["content"] == "Reminder: standup in 5 minutes")
+    await world.bot.send(f"user:{BOB}", "x" * 4100)
+    bob = [m["content"] for m in fake.sent(fake.dm_channel(BOB))]
+    assert len(bob) == 3 and all(len(c) <= 2000 for c in bob)
+    with pytest.raises(ValueError):
+        await world.bot.send("guild:1", "nope")
