@@ -105,7 +105,8 @@ class MemoryWriter:
         when = datetime.fromisoformat(p["timestamp"])
         text = turn.content
         mentions = await asyncio.to_thread(extract_entities, text, speaker=name)
-        ents = [(name, "person"), *_entity_pairs(mentions)]
+        writable = [s for s in dict.fromkeys([user_scope, conv, project]) if s]
+        ents = await self._resolve([(name, "person"), *_entity_pairs(mentions)], writable)
         previous = [t for t in await self.store.sessions.turns(p["session_id"], 3) if t.id < turn.id]
         context = f"{previous[-1].speaker}: {previous[-1].content}" if previous else None
         obs_id = await self.store.add(
@@ -122,7 +123,6 @@ class MemoryWriter:
             slug=f"msg:{turn.id}",
         )
         outcomes = [Outcome("ADD", obs_id, text)]
-        writable = [s for s in dict.fromkeys([user_scope, conv, project]) if s]
         proposals: list[Proposal] | None = None
         if self.llm is not None:
             proposals = await self._llm_proposals(text, name, writable, when)
@@ -143,6 +143,7 @@ class MemoryWriter:
                 if c.kind != "observation"
             ]
         for prop in proposals:
+            prop.entities = await self._resolve(prop.entities, writable)
             try:
                 outcomes.append(await self._apply(prop, name, user_id, user_scope, conv, project, turn.id, when))
             except InvalidInput as exc:  # one bad candidate must not sink the others
@@ -151,6 +152,18 @@ class MemoryWriter:
             for scope in dict.fromkeys([user_scope, conv]):
                 await self.store.graph.add_alias(scope, other, f"{name}'s {rel}", "person")
         return outcomes
+
+    async def _resolve(self, pairs: list[tuple[str, str]], scopes: list[str]) -> list[tuple[str, str]]:
+        """Map mentions onto entities already known in these scopes, by name or alias: "alice's
+        sister" becomes "Anna" once Alice has said "my sister Anna"."""
+        out = []
+        for name, etype in pairs:
+            known = await self.store.graph.resolve(scopes, name)
+            if known and norm_name(known[0].name) != norm_name(name):
+                out.append((known[0].name, known[0].type if known[0].type != "thing" else etype))
+            else:
+                out.append((name, etype))
+        return list(dict.fromkeys(out))
 
     async def _llm_proposals(self, text: str, name: str, writable: list[str], when: datetime) -> list[Proposal] | None:
         """LLM extraction + ADD/UPDATE/NOOP decision. None means "use the offline path"."""

@@ -135,6 +135,10 @@ async def test_remember_then_recall_elsewhere_respects_scopes(world, store):
     assert all("7731" not in (m.get("content") or "") for m in interaction.messages)
     assert interaction.ephemeral
     await assert_private(store, "locker code 7731", str(BOB), f"user:{ALICE}")
+    # !about shows private memories too: answered by DM, never in the channel.
+    await fake.post_message(world.general, ALICE, "!about alice")
+    await fake.wait_for_message(world.general, lambda m: "DM" in m["content"])
+    assert not any("7731" in c for c in contents(fake, world.general))
 
 
 async def test_stop_phrase_cancels_the_running_reply_and_clears_the_queue(world):

@@ -132,6 +132,10 @@ async def test_entities_aliases_and_about(engine, store):
     await engine.drain()
     about = (await engine.handle(msg("!about my sister", dm=True, channel="dm"))).text
     assert "Anna" in about and "person" in about
+    # Later, "my sister" alone resolves to Anna: the new fact is linked to her entity.
+    await engine.handle(msg("My sister got a new job at Globex", dm=True, channel="dm", at=T0 + timedelta(hours=1)))
+    await engine.drain()
+    assert "new job at Globex" in (await engine.handle(msg("!about Anna", dm=True, channel="dm"))).text
     assert "Anna" in (await engine.handle(msg("!about Anna", dm=True, channel="dm"))).text
     # Bob knows nothing about Alice's sister.
     refused = (await engine.handle(msg("!about Anna", user="bob", dm=True, channel="dm-b"))).text

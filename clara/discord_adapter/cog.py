@@ -23,7 +23,7 @@ from clara.messages import IncomingMessage, Reply
 if TYPE_CHECKING:
     from clara.discord_adapter.bot import ClaraBot
 
-PRIVATE = {"recall", "memories", "export", "forgetme"}
+PRIVATE = {"recall", "memories", "export", "forgetme", "about", "context"}
 
 
 class MemoryCog(commands.Cog, name="Memory"):
@@ -95,6 +95,14 @@ class MemoryCog(commands.Cog, name="Memory"):
     @commands.hybrid_command(description="Your memories as a JSON file.")
     async def export(self, ctx: commands.Context) -> None:
         await self._run(ctx, "export")
+
+    @commands.hybrid_command(description="What Clara knows about a person, place or thing.")
+    async def about(self, ctx: commands.Context, *, name: str) -> None:
+        await self._run(ctx, "about", name)
+
+    @commands.hybrid_command(description="(admins) The context Clara would assemble, with token counts.")
+    async def context(self, ctx: commands.Context, *, text: str = "") -> None:
+        await self._run(ctx, "context", text)
 
     async def _tier(self, ctx: commands.Context, tier: str, message: str) -> None:
         if ctx.interaction:
