@@ -9,6 +9,7 @@ Without an LLM (memory-only mode) the reply is built from what Clara recalls, an
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -51,6 +52,7 @@ class ChatEngine:
         recall_k: int = 5,
         llm_timeout: float | None = None,
         auto_tier: bool = False,
+        plugins=None,
     ):
         self.store = store
         self.llm = llm
@@ -60,13 +62,44 @@ class ChatEngine:
         self.recall_k = recall_k
         self.llm_timeout = llm_timeout or 120.0
         self.auto_tier = auto_tier
+        self.plugins = plugins  # clara.plugin_host.PluginHost, optional
+        self._background: set[asyncio.Task] = set()
+        if plugins is not None:
+            self.memory.writer.on_session_closed = self._session_closed
 
     async def drain(self, timeout: float = 120.0, *, index: bool = True) -> None:
         """Wait for background memory writes (and indexing) to finish (tests, shutdown)."""
         await self.memory.drain(timeout, index=index)
 
     async def aclose(self) -> None:
+        for t in list(self._background):
+            t.cancel()
         await self.memory.aclose()
+
+    def invocation(self, msg: IncomingMessage, where: Where):
+        """The plugin API's view of who is asking, and where."""
+        from clara.plugin_api import Invocation, Level
+
+        return Invocation(
+            user_id=msg.user_id,
+            display_name=msg.display_name,
+            channel_id=msg.channel_id,
+            guild_id=msg.guild_id,
+            is_dm=msg.is_dm,
+            level=Level(min(int(msg.effective_level), int(Level.BOT_OWNER))),
+            now=msg.timestamp,
+            user_scope=where.user,
+            conversation_scope=where.conversation,
+        )
+
+    async def _session_closed(self, session) -> None:
+        await self.plugins.emit("session_closed", session.id, session.user_id, session.channel_id)
+
+    def _emit_later(self, event: str, *args) -> None:
+        """Plugin event hooks run after the reply, off its path (errors isolated by the host)."""
+        task = asyncio.create_task(self.plugins.emit(event, *args))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # ---------------------------------------------------------------- entry point
     async def handle(self, msg: IncomingMessage, *, on_text: OnText | None = None) -> Reply:
@@ -116,7 +149,12 @@ class ChatEngine:
             if on_text:
                 await on_text(reply)
             await self.memory.record_reply(rec, where, reply, msg.timestamp)
+            if self.plugins is not None:
+                self._emit_later("message", self.invocation(msg, where), text)
             return Reply(reply, message_id=rec.message_id)
+        tools = core_tools(self.memory, msg, where)
+        if self.plugins is not None:
+            tools += self.plugins.tools(self.invocation(msg, where))
         try:
             if tier is None and self.auto_tier:
                 tier = await self.choose_tier(text)
@@ -124,7 +162,7 @@ class ChatEngine:
             result = await run_tool_loop(
                 self.llm,
                 ctx.messages,
-                core_tools(self.memory, msg, where),
+                tools,
                 tier=tier,
                 timeout=self.llm_timeout,
                 on_text=on_text,
@@ -136,6 +174,8 @@ class ChatEngine:
             await self.memory.record_reply(rec, where, reply, msg.timestamp)
             return Reply(reply, message_id=rec.message_id, error=True)
         await self.memory.record_reply(rec, where, reply, msg.timestamp)
+        if self.plugins is not None:
+            self._emit_later("message", self.invocation(msg, where), text)
         return Reply(reply, message_id=rec.message_id)
 
     async def choose_tier(self, text: str) -> str | None:

@@ -45,12 +45,15 @@ class Commands:
         self.engine = engine
         self.memory = engine.memory
         self.store = engine.store
-        self.forget_user_hooks: list = []  # plugins add async callables (user_id) -> None
 
     async def run(self, msg: IncomingMessage, text: str, where: Where) -> Reply:
         name, _, arg = text[1:].partition(" ")
         name, arg = name.lower().strip(), arg.strip()
         handler = getattr(self, f"cmd_{name}", None) if name.isidentifier() else None
+        if handler is None and self.engine.plugins is not None:
+            res = await self.engine.plugins.run_command(self.engine.invocation(msg, where), name, arg)
+            if res is not None:
+                return Reply(res.text, error=res.error, files=list(res.files), private=res.private)
         if handler is None:
             return Reply(f"Unknown command `!{name[:30]}`. Type !help for the list.", error=True)
         return await handler(msg, arg, where)
@@ -78,7 +81,14 @@ class Commands:
 
     # ---------------------------------------------------------------- memory commands
     async def cmd_help(self, msg, arg, where) -> Reply:
-        return Reply(HELP)
+        text = HELP
+        if self.engine.plugins is not None:
+            cmds = sorted(self.engine.plugins.commands().values(), key=lambda c: c.name)
+            if cmds:
+                text += "\nPlugins:\n" + "\n".join(
+                    f"  !{c.name} {c.usage}".rstrip() + f"   {c.help} ({c.plugin})" for c in cmds
+                )
+        return Reply(text)
 
     async def cmd_remember(self, msg, arg, where) -> Reply:
         if not arg:
@@ -205,9 +215,13 @@ class Commands:
     # ---------------------------------------------------------------- user data
     async def cmd_export(self, msg, arg, where) -> Reply:
         data = await self.export_user(msg.user_id, where)
+        if self.engine.plugins is not None:
+            data["plugins"] = await self.engine.plugins.export_user_data(msg.user_id)
         blob = json.dumps(data, ensure_ascii=False, indent=1, default=str).encode()
         n = len(data["facts"])
-        return Reply(f"Here are your {n} memories as JSON.", files=[(f"clara-export-{msg.user_id}.json", blob)])
+        return Reply(
+            f"Here are your {n} memories as JSON.", files=[(f"clara-export-{msg.user_id}.json", blob)], private=True
+        )
 
     async def export_user(self, user_id: str, where: Where) -> dict:
         """Everything about one user: facts in their scope and facts they created elsewhere (all
@@ -280,8 +294,8 @@ class Commands:
         expected = await self.store.settings.take(CORE, target, "forgetme_code")
         if expected is None or arg != expected:
             return Reply("That confirmation code is wrong or expired. Send `!forgetme` to get a new one.", error=True)
-        for hook in self.forget_user_hooks:
-            await hook(msg.user_id)
+        if self.engine.plugins is not None:
+            await self.engine.plugins.delete_user_data(msg.user_id)
         channels = {s.scope_id for s in await self.store.sessions.list_sessions(msg.user_id, limit=100_000)}
         report = await self.store.purge_user(msg.user_id)
         # Channel summaries quote everyone who spoke: rebuild them without this user's words.

@@ -31,6 +31,11 @@ class IncomingMessage:
     reply_to: list[tuple[str, str]] = field(default_factory=list)
     external_id: str | None = None
     is_admin: bool = False
+    level: int = 0  # clara.plugin_api.Level, computed by the transport (fail-closed)
+
+    @property
+    def effective_level(self) -> int:
+        return max(self.level, 2 if self.is_admin else 0)
 
 
 @dataclass(slots=True)
@@ -44,3 +49,4 @@ class Reply:
     message_id: int | None = None
     error: bool = False
     files: list[tuple[str, bytes]] = field(default_factory=list)
+    private: bool = False  # shows private data: transports keep it out of shared channels

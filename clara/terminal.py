@@ -20,7 +20,15 @@ async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra
     llm_settings = LLMSettings()
     llm = make_llm(llm_settings)
     # The person at the terminal is the local operator: admin commands (!context) are allowed.
-    engine = ChatEngine(store, llm, extra_scopes=extra_scopes, auto_tier=llm_settings.auto_tier_selection)
+    from clara.plugin_host import PluginHost
+
+    plugins = PluginHost(store)
+    for result in await plugins.load_all():
+        if not result.ok:
+            console.print(f"[yellow]plugin {escape(result.name)} not loaded: {escape(result.error or '')}[/yellow]")
+    engine = ChatEngine(
+        store, llm, extra_scopes=extra_scopes, auto_tier=llm_settings.auto_tier_selection, plugins=plugins
+    )
     try:
         if interactive:
             console.print(
@@ -34,7 +42,7 @@ async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra
             if not line.strip():
                 continue
             msg = IncomingMessage(
-                user_id=user, display_name=user, channel_id=channel, text=line.rstrip("\n"), is_dm=dm, is_admin=True
+                user_id=user, display_name=user, channel_id=channel, text=line.rstrip("\n"), is_dm=dm, level=4
             )
             reply = await engine.handle(msg)
             style = "red" if reply.error else "green"
@@ -54,6 +62,7 @@ async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra
         except TimeoutError:
             pass
     finally:
+        await plugins.aclose()
         await engine.aclose()
         if llm is not None:
             await llm.aclose()

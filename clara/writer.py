@@ -83,6 +83,7 @@ class MemoryWriter:
         self.store = store
         self.llm = llm
         self.llm_timeout = llm_timeout
+        self.on_session_closed = None  # async callable(session), e.g. plugin event fan-out
 
     async def process(self, job: Job) -> None:
         """Do one queued job. Raises on transient failure (the queue retries with backoff)."""
@@ -326,6 +327,8 @@ class MemoryWriter:
         await self.store.sessions.set_summary(session_id, fid)
         if not session.is_dm:
             await self.refresh_channel_summary(session.scope_id)
+        if self.on_session_closed is not None:
+            await self.on_session_closed(session)
         return fid
 
     async def refresh_channel_summary(self, scope_id: str) -> int:

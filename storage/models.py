@@ -13,8 +13,10 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
+    Unicode,
     UniqueConstraint,
     text,
 )
@@ -222,3 +224,12 @@ class SettingRow(Base):
     value: Mapped[object | None] = mapped_column(JSON)
     expires_at: Mapped[datetime | None] = mapped_column(TS)
     updated_at: Mapped[datetime] = mapped_column(TS)
+
+
+class SchedulerJobRow(Base):
+    """APScheduler's SQLAlchemyJobStore table (plugins' persisted jobs), owned by Alembic here."""
+
+    __tablename__ = "scheduler_jobs"
+    id: Mapped[str] = mapped_column(Unicode(191), primary_key=True)
+    next_run_time: Mapped[float | None] = mapped_column(Float(25), index=True)
+    job_state: Mapped[bytes] = mapped_column(LargeBinary)

@@ -16,8 +16,8 @@ from storage.embeddings import make_embedder
 PG_URL = os.environ.get("CLARA_TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 TABLES = (
-    "memory_jobs, sessions, settings, index_jobs, fact_history, relations, fact_entities, entities, facts, "
-    "messages, scope_members, scopes"
+    "scheduler_jobs, memory_jobs, sessions, settings, index_jobs, fact_history, relations, fact_entities, "
+    "entities, facts, messages, scope_members, scopes"
 )
 
 
@@ -53,7 +53,15 @@ def _truncate(url: str) -> None:
 
     plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+        # Plugins' own tables too (they are created when a test loads a plugin).
+        extra = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE 'alembic_version%'"
+            ).fetchall()
+        ]
+        names = sorted({t.strip() for t in TABLES.split(",")} | set(extra))
+        conn.execute(f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE")
 
 
 @pytest.fixture(params=BACKENDS)

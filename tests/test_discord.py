@@ -56,11 +56,11 @@ class World:
     random: object
 
 
-async def _world(store, tmp_path, **discord_settings):
+async def _world(store, tmp_path, plugins=None, **discord_settings):
     model = Model()
     stub = LLMStub(responder=model).start()
     llm = OpenAICompatProvider(base_url=stub.base_url, api_key="k", model="chat-model", timeout=10, max_retries=0)
-    engine = ChatEngine(store, llm, settings=Settings(CLARA_DATA_DIR=tmp_path))
+    engine = ChatEngine(store, llm, settings=Settings(CLARA_DATA_DIR=tmp_path), plugins=plugins)
     fake = FakeDiscord(token="t", app_owner_id=OWNER)
     await fake.start()
     guild = fake.add_guild("Home", owner_id=OWNER)
@@ -288,3 +288,36 @@ async def test_attachments_export_file_and_proactive_send(world):
     assert len(bob) == 3 and all(len(c) <= 2000 for c in bob)
     with pytest.raises(ValueError):
         await world.bot.send("guild:1", "nope")
+
+
+async def test_plugins_commands_and_per_guild_switch(store, tmp_path):
+    from clara.plugin_host import PluginHost
+
+    host = PluginHost(store, packages="tests.plugin_fixtures")
+    await host.load_all()
+    w, close = await _world(store, tmp_path, plugins=host)
+    try:
+        fake = w.fake
+        listing = await fake.invoke_slash(w.general, ADA, "plugins", {}, subcommand="list")
+        await listing.wait_done()
+        text = listing.messages[0]["content"]
+        assert "notes" in text and "broken" in text and "failed" in text
+        refused = await fake.invoke_slash(w.general, BOB, "plugins", {"name": "notes"}, subcommand="disable")
+        await refused.wait_done()
+        assert "need to be admin" in refused.messages[0]["content"]
+        # A plugin command as a slash command (ephemeral in a server), and by prefix.
+        note = await fake.invoke_slash(w.general, ALICE, "note", {"args": "water the ficus"})
+        await note.wait_done()
+        assert note.messages[-1]["content"] == "noted (1)" and note.ephemeral
+        await fake.post_message(w.general, ALICE, "!note feed the cat")
+        await fake.wait_for_message(w.general, lambda m: m["content"] == "noted (2)")
+        off = await fake.invoke_slash(w.general, ADA, "plugins", {"name": "notes"}, subcommand="disable")
+        await off.wait_done()
+        await fake.post_message(w.general, ALICE, "!note one more")
+        await fake.wait_for_message(w.general, lambda m: "disabled here" in m["content"])
+        # Its proactive send goes through the adapter.
+        assert await host.loaded["notes"].ctx.send(f"channel:{w.random.id}", "plugin says hi")
+        await fake.wait_for_message(w.random, lambda m: m["content"] == "plugin says hi")
+    finally:
+        await close()
+        await host.aclose()

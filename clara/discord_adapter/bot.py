@@ -51,13 +51,17 @@ class ClaraBot(commands.Bot):
         self.store = engine.store
         self.dsettings = settings or DiscordSettings()
         self.lanes: dict[int, ChannelLane] = {}
+        self._gates: dict[int, asyncio.Lock] = {}
         self._app_owner_ids: frozenset[int] = frozenset()
 
     # ------------------------------------------------------------------ lifecycle
     async def setup_hook(self) -> None:
-        from clara.discord_adapter.cog import MemoryCog
+        from clara.discord_adapter.cog import MemoryCog, PluginCommands
 
         await self.add_cog(MemoryCog(self))
+        if self.engine.plugins is not None:
+            self.engine.plugins.sender = self.send
+            await self.add_cog(PluginCommands(self))
         try:
             info = await self.application_info()
             owners = {info.owner.id} if info.owner else set()
@@ -112,6 +116,13 @@ class ClaraBot(commands.Bot):
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or not self.allowed(message):
             return
+        # discord.py runs each event in its own task: a per-channel FIFO lock, taken before any
+        # other await, keeps messages in arrival order (a stop phrase sees what came before it).
+        gate = self._gates.setdefault(message.channel.id, asyncio.Lock())
+        async with gate:
+            await self._on_message(message)
+
+    async def _on_message(self, message: discord.Message) -> None:
         text = self._strip_mention(message.content)
         if text.lower().strip(" .!") in self.dsettings.stop_phrases and message.channel.id in self.lanes:
             if message.guild is None or await self.channel_mode(message.channel.id) != "off":
@@ -181,7 +192,7 @@ class ClaraBot(commands.Bot):
             attachments=await self._attachments(message),
             reply_to=await self._reply_chain(message),
             external_id=str(message.id),
-            is_admin=self.level(message.author, message.guild) >= Level.ADMIN,
+            level=int(self.level(message.author, message.guild)),
         )
 
     async def respond(self, message: discord.Message, text: str) -> None:
@@ -190,8 +201,16 @@ class ClaraBot(commands.Bot):
         reply_box = StreamingReply(message.channel, reference=message, interval=self.dsettings.discord_edit_interval)
         try:
             async with message.channel.typing():
-                reply = await self.engine.handle(incoming, on_text=reply_box.feed)
-            await reply_box.finish(reply.text, reply.files)
+                if incoming.text.startswith("!"):  # a command: answered whole, never streamed
+                    reply = await self.engine.handle(incoming)
+                else:
+                    reply = await self.engine.handle(incoming, on_text=reply_box.feed)
+            if reply.private and message.guild is not None:
+                dm = message.author.dm_channel or await message.author.create_dm()
+                await StreamingReply(dm, interval=0).finish(reply.text, reply.files)
+                await reply_box.finish("I've sent you the answer in a DM (it includes private data).")
+            else:
+                await reply_box.finish(reply.text, reply.files)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await reply_box.finish(reply_box.text.rstrip() + " … (stopped)")

@@ -44,7 +44,7 @@ class MemoryCog(commands.Cog, name="Memory"):
             guild_id=str(ctx.guild.id) if ctx.guild else None,
             timestamp=msg.created_at if msg else discord.utils.utcnow(),
             external_id=str(msg.id) if msg and not ctx.interaction else None,
-            is_admin=self.bot.level(ctx.author, ctx.guild) >= Level.ADMIN,
+            level=int(self.bot.level(ctx.author, ctx.guild)),
         )
 
     async def _run(self, ctx: commands.Context, name: str, arg: str = "") -> None:
@@ -216,3 +216,81 @@ class MemoryCog(commands.Cog, name="Memory"):
             return
         await self.store.settings.set(NS, f"channel:{interaction.channel_id}", "mode", mode)
         await interaction.response.send_message(f"Reply mode for this channel is now **{mode}**.")
+
+
+class PluginCommands(commands.Cog, name="Plugins"):
+    """`/plugins list|enable|disable` (per guild, admins) and every plugin command as a slash
+    command with one free-text `args` option (the prefix form `!name args` works through the chat
+    pipeline). Privilege levels and per-guild switches are checked by the plugin host."""
+
+    plugins_group = app_commands.Group(name="plugins", description="Plugins in this server", guild_only=True)
+
+    def __init__(self, bot: ClaraBot):
+        self.bot = bot
+        self.host = bot.engine.plugins
+        for cmd in self.host.commands().values():
+            bot.tree.add_command(self._slash(cmd))
+
+    def _slash(self, cmd) -> app_commands.Command:
+        async def callback(interaction: discord.Interaction, args: str = "") -> None:
+            await interaction.response.defer(ephemeral=interaction.guild is not None)
+            msg = IncomingMessage(
+                user_id=str(interaction.user.id),
+                display_name=getattr(interaction.user, "display_name", interaction.user.name),
+                channel_id=str(interaction.channel_id),
+                text=f"!{cmd.name} {args}".strip(),
+                is_dm=interaction.guild is None,
+                guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+                level=int(self.bot.level(interaction.user, interaction.guild)),
+            )
+            reply = await self.bot.engine.handle(msg)
+            chunks = split_message(reply.text) or ["(no reply)"]
+            files = [discord.File(io.BytesIO(b), filename=n) for n, b in reply.files]
+            for i, chunk in enumerate(chunks):
+                last = i == len(chunks) - 1
+                await interaction.followup.send(
+                    chunk,
+                    ephemeral=interaction.guild is not None,
+                    files=files if last and files else discord.utils.MISSING,
+                )
+
+        return app_commands.Command(name=cmd.name, description=(cmd.help or cmd.name)[:100], callback=callback)
+
+    async def _admin(self, interaction: discord.Interaction) -> bool:
+        if self.bot.level(interaction.user, interaction.guild) < Level.ADMIN:
+            await interaction.response.send_message("You need to be admin or higher for that.", ephemeral=True)
+            return False
+        return True
+
+    @plugins_group.command(name="list", description="Plugins and whether they are on here.")
+    async def plugins_list(self, interaction: discord.Interaction) -> None:
+        if not await self._admin(interaction):
+            return
+        lines = []
+        for p in self.host.plugins():
+            on = await self.host.enabled(p.name, str(interaction.guild_id))
+            state = "on" if on else ("off here" if p.status == "loaded" else p.status)
+            lines.append(f"• **{p.name}** {p.version} — {state}: {p.description} _Data: {p.data_statement}_")
+        await interaction.response.send_message("\n".join(lines) or "No plugins.", ephemeral=True)
+
+    @plugins_group.command(name="enable", description="Turn a plugin on in this server.")
+    async def plugins_enable(self, interaction: discord.Interaction, name: str) -> None:
+        await self._switch(interaction, name, True)
+
+    @plugins_group.command(name="disable", description="Turn a plugin off in this server.")
+    async def plugins_disable(self, interaction: discord.Interaction, name: str) -> None:
+        await self._switch(interaction, name, False)
+
+    async def _switch(self, interaction: discord.Interaction, name: str, on: bool) -> None:
+        if not await self._admin(interaction):
+            return
+        from clara.plugin_api import PluginError
+
+        try:
+            await self.host.set_enabled(name, str(interaction.guild_id), on)
+        except PluginError as exc:
+            await interaction.response.send_message(str(exc), ephemeral=True)
+            return
+        await interaction.response.send_message(
+            f"Plugin **{name}** is now {'on' if on else 'off'} in this server.", ephemeral=True
+        )

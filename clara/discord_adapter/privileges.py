@@ -7,19 +7,12 @@ question (a bare User, a member of another guild, missing data) is a plain membe
 
 from __future__ import annotations
 
-from enum import IntEnum
-
 import discord
 
 from clara.discord_adapter.settings import DiscordSettings
+from clara.plugin_api import Level
 
-
-class Level(IntEnum):
-    MEMBER = 0
-    MOD = 1
-    ADMIN = 2
-    GUILD_OWNER = 3
-    BOT_OWNER = 4
+__all__ = ["Level", "privilege"]
 
 
 def privilege(

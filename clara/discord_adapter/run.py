@@ -34,8 +34,15 @@ async def run_bot() -> None:
     store = await open_store()
     llm_settings = LLMSettings()
     llm = make_llm(llm_settings)
-    engine = ChatEngine(store, llm, auto_tier=llm_settings.auto_tier_selection)
+    from clara.plugin_host import PluginHost
+
+    plugins = PluginHost(store, scheduler=True)
+    for result in await plugins.load_all():
+        if not result.ok:
+            log.error("plugin %s not loaded: %s", result.name, result.error)
+    engine = ChatEngine(store, llm, auto_tier=llm_settings.auto_tier_selection, plugins=plugins)
     bot = ClaraBot(engine, dsettings)
+    await plugins.start()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -52,6 +59,7 @@ async def run_bot() -> None:
         await bot.close()
         if not runner.done():
             runner.cancel()
+        await plugins.aclose()
         await engine.aclose()
         if llm is not None:
             await llm.aclose()

@@ -1,0 +1,493 @@
+"""The plugin host: loads plugins from a package (default `plugins`), gives each a
+`PluginContext`, and routes commands, LLM tools, events, scheduled jobs and user-data hooks to
+them — isolating every call (see clara/plugin_api.py for the plugin side).
+
+Lifecycle (modelled on discord.py's cogs): `load` imports the package, runs its own migrations,
+then `setup`; `reload` re-imports and swaps atomically (the old registrations stay if the new
+setup fails); `unload` calls `teardown` and drops every registration. Per-guild enable/disable is a
+setting read on every call. A plugin whose setup fails is marked failed; one whose handlers fail
+`MAX_FAILURES` times in a row is disabled; neither ever takes the bot down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import pkgutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from clara.llm import Tool, ToolSpec, validate_arguments
+from clara.plugin_api import EVENTS, Invocation, Level, Manifest, PluginError, Result
+
+log = logging.getLogger(__name__)
+CORE_NS = "core"
+MAX_FAILURES = 5
+SETUP_TIMEOUT = 30.0
+CALL_TIMEOUT = 60.0
+_HOSTS: list[PluginHost] = []  # for scheduled-job trampolines (APScheduler stores a module-level ref)
+
+
+@dataclass
+class LoadResult:
+    name: str
+    ok: bool
+    error: str | None = None
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str
+    description: str
+    data_statement: str
+    status: str  # loaded | failed | disabled
+    error: str | None = None
+
+
+@dataclass
+class _Command:
+    plugin: str
+    name: str
+    help: str
+    level: Level
+    usage: str
+    handler: Callable
+
+
+@dataclass
+class _ToolReg:
+    plugin: str
+    spec: ToolSpec
+    handler: Callable
+
+
+@dataclass
+class _Loaded:
+    module: Any
+    manifest: Manifest
+    ctx: _Context
+    commands: dict[str, _Command] = field(default_factory=dict)
+    tools: dict[str, _ToolReg] = field(default_factory=dict)
+    events: dict[str, list[Callable]] = field(default_factory=dict)
+    jobs: dict[str, Callable] = field(default_factory=dict)
+    triggers: dict[str, tuple[str, dict]] = field(default_factory=dict)
+    failures: int = 0
+    status: str = "loaded"
+    error: str | None = None
+
+
+class _Config:
+    def __init__(self, store, name: str):
+        self._s = store.settings
+        self._ns = f"plugin:{name}"
+
+    async def get(self, target: str, key: str, default: Any = None) -> Any:
+        return await self._s.get(self._ns, target, key, default)
+
+    async def set(self, target: str, key: str, value: Any) -> None:
+        await self._s.set(self._ns, target, key, value)
+
+    async def delete(self, target: str, key: str | None = None) -> int:
+        return await self._s.delete(self._ns, target, key)
+
+
+class _Memory:
+    """The store verbs a plugin may use (trusted writes: the plugin decides the scope)."""
+
+    def __init__(self, store, name: str):
+        self._store = store
+        self._name = name
+
+    async def add(self, content, scope, *, kind="note", importance=0.5, entities=(), slug=None, created_by=None):
+        return await self._store.add(
+            content,
+            scope,
+            kind=kind,
+            importance=importance,
+            entities=entities,
+            slug=slug,
+            created_by=created_by,
+            source_ref=f"plugin:{self._name}",
+        )
+
+    async def upsert(self, slug, content, scope, *, kind="note", importance=0.5):
+        return await self._store.upsert(slug, content, scope, kind=kind, importance=importance)
+
+    async def supersede(self, fact_id, content):
+        return await self._store.supersede(fact_id, content)
+
+    async def forget(self, fact_id):
+        await self._store.forget(fact_id)
+
+    async def find_slug(self, scope, slug):
+        return await self._store.find_slug(scope, slug)
+
+    async def recall(self, query, scopes, k=5):
+        return await self._store.recall(query, list(scopes), k=k)
+
+    async def ensure_scope(self, scope, kind, *, name=None, owner=None, members=()):
+        await self._store.ensure_scope(scope, kind, name=name, owner=owner, members=members)
+
+    async def erase(self, fact_ids):
+        return await self._store.erase(list(fact_ids))
+
+    async def list_facts(self, scopes, **kw):
+        return await self._store.list_facts(list(scopes), **kw)
+
+
+class _Context:
+    def __init__(self, host: PluginHost, manifest: Manifest, loaded: _Loaded | None = None):
+        self.host = host
+        self.manifest = manifest
+        self.config = _Config(host.store, manifest.name)
+        self.memory = _Memory(host.store, manifest.name)
+        self.log = logging.getLogger(f"clara.plugins.{manifest.name}")
+        self._reg: _Loaded | None = loaded
+        self._now: datetime | None = None
+
+    def command(self, name: str, *, help: str, level: Level = Level.MEMBER, usage: str = ""):
+        if not name.replace("-", "").isalnum() or name.lower() != name:
+            raise ValueError(f"bad command name {name!r}: lowercase letters, digits and dashes")
+
+        def deco(fn):
+            self._reg.commands[name] = _Command(self.manifest.name, name, help, Level(level), usage, fn)
+            return fn
+
+        return deco
+
+    def tool(self, name: str, *, description: str, parameters: dict[str, Any]):
+        def deco(fn):
+            self._reg.tools[name] = _ToolReg(self.manifest.name, ToolSpec(name, description, parameters), fn)
+            return fn
+
+        return deco
+
+    def on(self, event: str):
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r} (one of {', '.join(EVENTS)})")
+
+        def deco(fn):
+            self._reg.events.setdefault(event, []).append(fn)
+            return fn
+
+        return deco
+
+    def schedule(self, job_id: str, func, *, trigger: str = "cron", **trigger_args) -> None:
+        self._reg.jobs[job_id] = func
+        self._reg.triggers[job_id] = (trigger, trigger_args)
+
+    def db(self):
+        return self.host.store.engines.writer.begin()
+
+    def read(self):
+        return self.host.store.engines.reader.connect()
+
+    async def send(self, target: str, text: str) -> bool:
+        if self.host.sender is None:
+            return False
+        try:
+            await self.host.sender(target, text)
+            return True
+        except Exception:
+            self.log.exception("proactive send to %s failed", target)
+            return False
+
+    def now(self) -> datetime:
+        return self._now or self.host.clock()
+
+
+class PluginHost:
+    def __init__(
+        self,
+        store,
+        *,
+        packages: str = "plugins",
+        clock: Callable[[], datetime] | None = None,
+        sender: Callable | None = None,
+        scheduler: bool = False,
+    ):
+        """`sender(target, text)` delivers proactive messages (the transport's send API);
+        `scheduler=True` runs persisted jobs (APScheduler, SQL job store) — the bot turns it on."""
+        self.store = store
+        self.package = packages
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.sender = sender
+        self.loaded: dict[str, _Loaded] = {}
+        self.failed: dict[str, LoadResult] = {}
+        self._scheduler = None
+        self._want_scheduler = scheduler
+        _HOSTS.append(self)
+
+    # ------------------------------------------------------------------ discovery and lifecycle
+    def available(self) -> list[str]:
+        """Plugin package names found under the plugins package."""
+        pkg = importlib.import_module(self.package)
+        return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.ispkg)
+
+    async def load_all(self, names: list[str] | None = None) -> list[LoadResult]:
+        return [await self.load(n) for n in (names if names is not None else self.available())]
+
+    async def load(self, name: str, *, fresh_import: bool = False) -> LoadResult:
+        """Import, migrate and set up plugin `name`. Never raises: a failure is logged and
+        returned; a plugin already loaded keeps running if its replacement fails."""
+        modname = f"{self.package}.{name}"
+        try:
+            if fresh_import:
+                for key in [k for k in sys.modules if k == modname or k.startswith(modname + ".")]:
+                    del sys.modules[key]
+            module = importlib.import_module(modname)
+            manifest = getattr(module, "MANIFEST", None)
+            if not isinstance(manifest, Manifest) or manifest.name != name:
+                raise PluginError(f"{modname}.MANIFEST must be a Manifest named {name!r}")
+            for hook in ("setup", "delete_user_data", "export_user_data"):
+                if not asyncio.iscoroutinefunction(getattr(module, hook, None)):
+                    raise PluginError(f"{modname} must define `async def {hook}(...)`")
+            versions = Path(module.__file__).parent / "migrations" / "versions"
+            if versions.is_dir():
+                from storage import migrate
+
+                url = self.store.engines.writer.url.render_as_string(hide_password=False)
+                await asyncio.to_thread(migrate.upgrade_branch, url, versions, f"alembic_version_{name}")
+            reg = _Loaded(module, manifest, None)  # type: ignore[arg-type]
+            reg.ctx = _Context(self, manifest, reg)
+            async with asyncio.timeout(SETUP_TIMEOUT):
+                await module.setup(reg.ctx)
+            clash = [c for c in reg.commands if c in self._commands(exclude=name) or c in _core_commands()]
+            if clash:
+                raise PluginError(f"command names already taken: {', '.join(clash)}")
+        except Exception as exc:
+            log.exception("plugin %s failed to load", name)
+            res = LoadResult(name, False, f"{type(exc).__name__}: {exc}")
+            if name not in self.loaded:
+                self.failed[name] = res
+            return res
+        old = self.loaded.get(name)
+        self.loaded[name] = reg
+        self.failed.pop(name, None)
+        if old is not None:
+            await self._teardown(name, old)
+        for job_id, (trigger, args) in reg.triggers.items():
+            self._schedule(name, job_id, trigger, args)
+        return LoadResult(name, True)
+
+    async def reload(self, name: str) -> LoadResult:
+        """Re-import the plugin's code and swap it in atomically."""
+        return await self.load(name, fresh_import=True)
+
+    async def unload(self, name: str) -> bool:
+        reg = self.loaded.pop(name, None)
+        if reg is None:
+            return False
+        await self._teardown(name, reg)
+        return True
+
+    async def _teardown(self, name: str, reg: _Loaded) -> None:
+        teardown = getattr(reg.module, "teardown", None)
+        if teardown is not None:
+            try:
+                async with asyncio.timeout(SETUP_TIMEOUT):
+                    await teardown(reg.ctx)
+            except Exception:
+                log.exception("plugin %s failed in teardown", name)
+        if self._scheduler is not None:
+            for job_id in reg.jobs:
+                if name not in self.loaded or job_id not in self.loaded[name].jobs:
+                    with contextlib.suppress(Exception):
+                        self._scheduler.remove_job(f"{name}:{job_id}")
+
+    def plugins(self) -> list[PluginInfo]:
+        out = [
+            PluginInfo(n, r.manifest.version, r.manifest.description, r.manifest.data_statement, r.status, r.error)
+            for n, r in sorted(self.loaded.items())
+        ]
+        out += [PluginInfo(n, "?", "", "", "failed", f.error) for n, f in sorted(self.failed.items())]
+        return out
+
+    # ------------------------------------------------------------------ per-guild switch
+    async def enabled(self, name: str, guild_id: str | None) -> bool:
+        reg = self.loaded.get(name)
+        if reg is None or reg.status != "loaded":
+            return False
+        if guild_id is None:
+            return True
+        return not await self.store.settings.get(CORE_NS, f"guild:{guild_id}", f"plugin-off:{name}", False)
+
+    async def set_enabled(self, name: str, guild_id: str, on: bool) -> None:
+        if name not in self.loaded and name not in self.failed:
+            raise PluginError(f"no plugin called {name!r}")
+        if on:
+            await self.store.settings.delete(CORE_NS, f"guild:{guild_id}", f"plugin-off:{name}")
+        else:
+            await self.store.settings.set(CORE_NS, f"guild:{guild_id}", f"plugin-off:{name}", True)
+
+    # ------------------------------------------------------------------ calls into plugins
+    def _commands(self, exclude: str | None = None) -> dict[str, _Command]:
+        return {
+            c: cmd
+            for n, r in self.loaded.items()
+            if n != exclude and r.status == "loaded"
+            for c, cmd in r.commands.items()
+        }
+
+    def commands(self) -> dict[str, _Command]:
+        return self._commands()
+
+    async def _guarded(self, plugin: str, what: str, coro):
+        """Run a plugin call: PluginError → its message; anything else → logged, counted, and
+        after MAX_FAILURES in a row the plugin is disabled. Returns (ok, value_or_message)."""
+        reg = self.loaded[plugin]
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT):
+                value = await coro
+        except PluginError as exc:
+            return False, str(exc)
+        except Exception as exc:
+            reg.failures += 1
+            log.exception("plugin %s failed in %s (%d in a row)", plugin, what, reg.failures)
+            if reg.failures >= MAX_FAILURES:
+                reg.status, reg.error = "disabled", f"{type(exc).__name__}: {exc}"
+                log.error("plugin %s disabled after %d failures", plugin, reg.failures)
+            return False, f"The {plugin} plugin failed on that (it has been logged)."
+        reg.failures = 0
+        return True, value
+
+    async def run_command(self, inv: Invocation, name: str, args: str) -> Result | None:
+        """Run a plugin command; None if no plugin has it. Checks the per-guild switch and the
+        command's privilege level (fail-closed: the transport computed `inv.level`)."""
+        cmd = self.commands().get(name)
+        if cmd is None:
+            return None
+        if not await self.enabled(cmd.plugin, inv.guild_id):
+            return Result(f"The {cmd.plugin} plugin is disabled here.", error=True)
+        if inv.level < cmd.level:
+            return Result(f"!{name} needs {cmd.level.name.lower().replace('_', ' ')} rights.", error=True)
+        ok, value = await self._guarded(cmd.plugin, f"!{name}", cmd.handler(inv, args))
+        if not ok:
+            return Result(value, error=True)
+        return value if isinstance(value, Result) else Result(str(value))
+
+    def tools(self, inv: Invocation) -> list[Tool]:
+        """The loaded plugins' LLM tools bound to this invocation (arguments validated against
+        the schema before the handler runs)."""
+        out = []
+        for reg in [r for r in self.loaded.values() if r.status == "loaded"]:
+            for t in reg.tools.values():
+                out.append(Tool(t.spec, self._tool_handler(t, inv)))
+        return out
+
+    def _tool_handler(self, t: _ToolReg, inv: Invocation):
+        async def handler(args: dict) -> str:
+            if not await self.enabled(t.plugin, inv.guild_id):
+                return f"error: the {t.plugin} plugin is disabled here"
+            problems = validate_arguments(t.spec.parameters, args)
+            if problems:
+                return "error: invalid arguments: " + "; ".join(problems)
+            ok, value = await self._guarded(t.plugin, f"tool {t.spec.name}", t.handler(inv, args))
+            return str(value) if ok else f"error: {value}"
+
+        return handler
+
+    async def emit(self, event: str, *args: Any) -> None:
+        """Call every plugin's handlers for `event` (errors isolated)."""
+        for name, reg in list(self.loaded.items()):
+            if reg.status != "loaded":
+                continue
+            for fn in reg.events.get(event, []):
+                await self._guarded(name, f"event {event}", fn(*args))
+
+    async def delete_user_data(self, user_id: str) -> dict[str, Any]:
+        """Fan out `!forgetme` to every plugin (loaded or disabled: the data is still there)."""
+        out = {}
+        for name, reg in list(self.loaded.items()):
+            ok, value = await self._guarded(name, "delete_user_data", reg.module.delete_user_data(reg.ctx, user_id))
+            out[name] = value if ok else f"error: {value}"
+        await self.emit("user_forgotten", user_id)
+        return out
+
+    async def export_user_data(self, user_id: str) -> dict[str, Any]:
+        out = {}
+        for name, reg in list(self.loaded.items()):
+            ok, value = await self._guarded(name, "export_user_data", reg.module.export_user_data(reg.ctx, user_id))
+            out[name] = value if ok else {"error": value}
+        return out
+
+    # ------------------------------------------------------------------ scheduled jobs
+    async def run_job(self, plugin: str, job_id: str, now: datetime | None = None) -> bool:
+        """Run a plugin's scheduled job now (the scheduler calls this; tests pass `now`)."""
+        reg = self.loaded.get(plugin)
+        if reg is None or reg.status != "loaded" or job_id not in reg.jobs:
+            return False
+        reg.ctx._now = now
+        try:
+            ok, _ = await self._guarded(plugin, f"job {job_id}", reg.jobs[job_id](reg.ctx))
+        finally:
+            reg.ctx._now = None
+        return ok
+
+    def _schedule(self, plugin: str, job_id: str, trigger: str, trigger_args: dict) -> None:
+        if self._scheduler is None:
+            return
+        job_key = f"{plugin}:{job_id}"
+        if self._scheduler.get_job(job_key) is not None:
+            return  # persisted by an earlier run: keep its next run time (a restart never doubles a run)
+        self._scheduler.add_job(
+            _job_trampoline,
+            trigger,
+            args=[plugin, job_id],
+            id=job_key,
+            coalesce=True,
+            misfire_grace_time=6 * 3600,
+            **trigger_args,
+        )
+
+    async def start(self) -> None:
+        """Start the persisted scheduler (jobs survive restarts; missed runs within the grace
+        window run late, once)."""
+        if not self._want_scheduler or self._scheduler is not None:
+            return
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        from storage.db import sync_url
+
+        url = sync_url(self.store.engines.writer.url.render_as_string(hide_password=False))
+        self._scheduler = AsyncIOScheduler(
+            jobstores={"default": SQLAlchemyJobStore(url=url, tablename="scheduler_jobs")}, timezone="UTC"
+        )
+        self._scheduler.start()
+        for name, reg in self.loaded.items():
+            for job_id, (trigger, args) in reg.triggers.items():
+                self._schedule(name, job_id, trigger, args)
+
+    async def aclose(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        for name in list(self.loaded):
+            await self.unload(name)
+        with contextlib.suppress(ValueError):
+            _HOSTS.remove(self)
+
+
+def _core_commands() -> set[str]:
+    """Names the core's own commands use (a plugin may not take them)."""
+    from clara.chat import TIERS
+    from clara.commands import Commands
+
+    return {n[4:] for n in dir(Commands) if n.startswith("cmd_")} | {t[1:] for t in TIERS}
+
+
+async def _job_trampoline(plugin: str, job_id: str) -> None:
+    """What the persisted job store references: finds the running host and runs the job."""
+    for host in list(_HOSTS):
+        if plugin in host.loaded:
+            await host.run_job(plugin, job_id)
+            return
+    log.warning("scheduled job %s:%s fired with no host running it", plugin, job_id)
