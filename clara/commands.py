@@ -5,6 +5,7 @@ errors included — and never raises for bad input."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -47,8 +48,8 @@ class Commands:
         self.store = engine.store
 
     async def run(self, msg: IncomingMessage, text: str, where: Where) -> Reply:
-        name, _, arg = text[1:].partition(" ")
-        name, arg = name.lower().strip(), arg.strip()
+        parts = re.split(r"\s", text[1:], maxsplit=1)
+        name, arg = parts[0].lower().strip(), (parts[1] if len(parts) > 1 else "").strip()
         handler = getattr(self, f"cmd_{name}", None) if name.isidentifier() else None
         if handler is None and self.engine.plugins is not None:
             res = await self.engine.plugins.run_command(self.engine.invocation(msg, where), name, arg)

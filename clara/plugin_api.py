@@ -141,7 +141,9 @@ class PluginContext(Protocol):
     def schedule(
         self, job_id: str, func: Callable[..., Awaitable[None]], *, trigger: str = "cron", **trigger_args: Any
     ) -> None: ...
-    def db(self) -> Any: ...  # async context manager → AsyncConnection in a transaction (own tables)
+    # async context manager → AsyncConnection in a write transaction (own tables). On SQLite this is
+    # THE writer connection: never call ctx.memory (or anything else that writes) inside it.
+    def db(self) -> Any: ...
     def read(self) -> Any: ...  # async context manager → AsyncConnection for reads
     async def send(self, target: str, text: str) -> bool: ...  # "channel:<id>" | "user:<id>"
     def now(self) -> datetime: ...  # the host's clock (injected in tests; use it, not datetime.now)

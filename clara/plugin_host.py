@@ -242,6 +242,7 @@ class PluginHost:
             if fresh_import:
                 for key in [k for k in sys.modules if k == modname or k.startswith(modname + ".")]:
                     del sys.modules[key]
+                _forget_tables(name)
             module = importlib.import_module(modname)
             manifest = getattr(module, "MANIFEST", None)
             if not isinstance(manifest, Manifest) or manifest.name != name:
@@ -474,6 +475,15 @@ class PluginHost:
             await self.unload(name)
         with contextlib.suppress(ValueError):
             _HOSTS.remove(self)
+
+
+def _forget_tables(name: str) -> None:
+    """Drop a plugin's table definitions from the shared metadata so a re-import can declare
+    them again (reload); the tables in the database are untouched."""
+    from clara.plugin_api import PluginBase
+
+    for table in [t for t in PluginBase.metadata.tables.values() if t.name.startswith(f"{name}_")]:
+        PluginBase.metadata.remove(table)
 
 
 def _core_commands() -> set[str]:
