@@ -66,6 +66,8 @@ class ChatEngine:
         self._background: set[asyncio.Task] = set()
         if plugins is not None:
             self.memory.writer.on_session_closed = self._session_closed
+            if plugins.llm is None:
+                plugins.llm = llm
 
     async def drain(self, timeout: float = 120.0, *, index: bool = True) -> None:
         """Wait for background memory writes (and indexing) to finish (tests, shutdown)."""

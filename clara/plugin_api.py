@@ -145,5 +145,11 @@ class PluginContext(Protocol):
     # THE writer connection: never call ctx.memory (or anything else that writes) inside it.
     def db(self) -> Any: ...
     def read(self) -> Any: ...  # async context manager → AsyncConnection for reads
-    async def send(self, target: str, text: str) -> bool: ...  # "channel:<id>" | "user:<id>"
+    # "channel:<id>" | "user:<id>"; also written into that conversation's history. False if undeliverable.
+    async def send(self, target: str, text: str) -> bool: ...
+    async def call_tool(self, name: str, inv: Invocation, args: dict[str, Any]) -> str: ...  # another plugin's tool
+    # One LLM completion; None when no LLM is configured or the call failed (use a rule-based path then).
+    async def complete(
+        self, system: str, user: str, *, tier: str = "low", json_mode: bool = False, max_tokens: int = 600
+    ) -> str | None: ...
     def now(self) -> datetime: ...  # the host's clock (injected in tests; use it, not datetime.now)

@@ -190,14 +190,63 @@ class _Context:
         return self.host.store.engines.reader.connect()
 
     async def send(self, target: str, text: str) -> bool:
+        """Deliver a proactive message through the transport and write it into the conversation
+        history of that channel/DM (role assistant). False if there is no transport or it failed."""
         if self.host.sender is None:
             return False
         try:
             await self.host.sender(target, text)
-            return True
         except Exception:
             self.log.exception("proactive send to %s failed", target)
             return False
+        kind, _, raw = target.partition(":")
+        scope = f"user:{raw}" if kind == "user" else f"channel:{raw}"
+        try:
+            await self.host.store.ensure_scope(
+                scope, "user" if kind == "user" else "channel", owner=raw if kind == "user" else None
+            )
+            await self.host.store.add_message(
+                scope,
+                self.host.bot_name,
+                text,
+                role="assistant",
+                channel=raw if kind == "channel" else f"dm-{raw}",
+                created_at=self.now(),
+            )
+        except Exception:
+            self.log.exception("could not record the proactive message to %s", target)
+        return True
+
+    async def call_tool(self, name: str, inv: Invocation, args: dict) -> str:
+        """Call another plugin's LLM tool (e.g. reminders asking invoices for overdue clients);
+        validated and isolated like a model's call. "error: ..." if missing or disabled."""
+        for tool in self.host.tools(inv):
+            if tool.spec.name == name:
+                return await tool.handler(args)
+        return f"error: no tool {name!r}"
+
+    async def complete(
+        self, system: str, user: str, *, tier: str = "low", json_mode: bool = False, max_tokens: int = 600
+    ) -> str | None:
+        """One LLM completion, or None when no LLM is configured or it failed (callers fall back
+        to their rule-based path)."""
+        llm = self.host.llm
+        if llm is None:
+            return None
+        from clara.llm import ChatMessage, LLMError
+
+        try:
+            done = await llm.complete(
+                [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)],
+                tier=tier,
+                json_mode=json_mode,
+                max_tokens=max_tokens,
+                timeout=60,
+            )
+        except LLMError as exc:
+            self.log.warning("LLM call failed: %s", exc)
+            return None
+        return done.text
 
     def now(self) -> datetime:
         return self._now or self.host.clock()
@@ -212,6 +261,8 @@ class PluginHost:
         clock: Callable[[], datetime] | None = None,
         sender: Callable | None = None,
         scheduler: bool = False,
+        llm=None,
+        bot_name: str = "Clara",
     ):
         """`sender(target, text)` delivers proactive messages (the transport's send API);
         `scheduler=True` runs persisted jobs (APScheduler, SQL job store) — the bot turns it on."""
@@ -219,6 +270,8 @@ class PluginHost:
         self.package = packages
         self.clock = clock or (lambda: datetime.now(UTC))
         self.sender = sender
+        self.llm = llm  # clara.llm.LLMProvider or None (memory-only): plugins use ctx.complete()
+        self.bot_name = bot_name
         self.loaded: dict[str, _Loaded] = {}
         self.failed: dict[str, LoadResult] = {}
         self._scheduler = None

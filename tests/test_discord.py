@@ -318,6 +318,8 @@ async def test_plugins_commands_and_per_guild_switch(store, tmp_path):
         # Its proactive send goes through the adapter.
         assert await host.loaded["notes"].ctx.send(f"channel:{w.random.id}", "plugin says hi")
         await fake.wait_for_message(w.random, lambda m: m["content"] == "plugin says hi")
+        history = await store.recent_messages(f"channel:{w.random.id}", 5)  # written into the conversation
+        assert [(m["role"], m["content"]) for m in history] == [("assistant", "plugin says hi")]
     finally:
         await close()
         await host.aclose()
