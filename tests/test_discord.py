@@ -288,6 +288,9 @@ async def test_attachments_export_file_and_proactive_send(world):
     assert len(bob) == 3 and all(len(c) <= 2000 for c in bob)
     with pytest.raises(ValueError):
         await world.bot.send("guild:1", "nope")
+    await world.bot.store.settings.set("discord", f"channel:{world.random.id}", "mode", "off")
+    with pytest.raises(PermissionError):
+        await world.bot.send(f"channel:{world.random.id}", "not in an off channel")
 
 
 async def test_plugins_commands_and_per_guild_switch(store, tmp_path):

@@ -253,7 +253,8 @@ class ClaraBot(commands.Bot):
     # ------------------------------------------------------------------ proactive
     async def send(self, target: str, text: str, files: list[tuple[str, bytes]] = ()) -> list[discord.Message]:
         """Send a message on Clara's own initiative: `target` is "channel:<id>" or "user:<id>" (a
-        DM). Long text is split; returns the messages sent. Raises ValueError for a bad target."""
+        DM). Long text is split; returns the messages sent. Raises ValueError for a bad target and
+        PermissionError for a channel whose mode is off."""
         kind, _, raw = target.partition(":")
         if not raw.isdigit() or kind not in ("channel", "user"):
             raise ValueError(f"bad target {target!r}: use channel:<id> or user:<id>")
@@ -261,5 +262,7 @@ class ClaraBot(commands.Bot):
             user = self.get_user(int(raw)) or await self.fetch_user(int(raw))
             channel = user.dm_channel or await user.create_dm()
         else:
+            if await self.channel_mode(int(raw)) == "off":  # channel modes bind proactive messages too
+                raise PermissionError(f"channel {raw} is in mode off")
             channel = self.get_channel(int(raw)) or await self.fetch_channel(int(raw))
         return await StreamingReply(channel, interval=0).finish(text, list(files))

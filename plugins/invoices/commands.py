@@ -259,7 +259,21 @@ def register(ctx) -> None:
             )
             await after_change(owner, view)
             status = L.invoice_status(facts, today) or "unpaid"
-            return Result(f"Added {fmt_invoice(facts, status, today)}.", private=True)
+            note = ""
+            if facts.due >= today:  # a due-date reminder, when the reminders plugin is there
+                done = await ctx.call_tool(
+                    "create_reminder",
+                    inv,
+                    {
+                        "text": f"invoice {facts.number} ({L.format_money(facts.amount, facts.currency)}) is due today",
+                        "when": f"{facts.due.isoformat()} 09:00",
+                        "where": "dm",
+                        "source": "plugin:invoices",
+                    },
+                )
+                if not done.startswith("error"):
+                    note = " I'll remind you on the due date."
+            return Result(f"Added {fmt_invoice(facts, status, today)}.{note}", private=True)
         if verb == "pay":
             head, kw = _keyword_split(rest, {"on": "on", "by": "by", "via": "by", "with": "by"})
             if not head:
