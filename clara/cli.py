@@ -101,6 +101,35 @@ def bot() -> None:
         raise typer.Exit(2) from None
 
 
+mcp_app = typer.Typer(help="Share Clara's memory with other agents over MCP.", no_args_is_help=True)
+app.add_typer(mcp_app, name="mcp")
+
+
+@mcp_app.command("serve")
+def mcp_serve(
+    agent: Annotated[str | None, typer.Option(help="stdio: the agent identity (or CLARA_MCP_AGENT).")] = None,
+    scope: Annotated[list[str] | None, typer.Option(help="stdio: a shared scope the agent joins.")] = None,
+    http: Annotated[bool, typer.Option(help="Serve streamable HTTP at /mcp instead of stdio.")] = False,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    grant: Annotated[list[str] | None, typer.Option(help="http: AGENT=SCOPE (repeatable).")] = None,
+) -> None:
+    """The memory MCP server (tools memory_store_fact, memory_recall, …). stdio: one agent per
+    process; HTTP: one agent per bearer token from CLARA_MCP_TOKENS="token=agent,…"."""
+    from clara.mcp_server.__main__ import main as mcp_main
+
+    argv = ["--host", host, "--port", str(port)]
+    if http:
+        argv.append("--http")
+    if agent:
+        argv += ["--agent", agent]
+    for s in scope or []:
+        argv += ["--scope", s]
+    for g in grant or []:
+        argv += ["--grant", g]
+    mcp_main(argv)
+
+
 # --------------------------------------------------------------------------- memory
 async def _with_store(fn, bulk: bool = False):
     from clara.app import open_store

@@ -137,6 +137,7 @@ class PluginContext(Protocol):
     def tool(
         self, name: str, *, description: str, parameters: dict[str, Any]
     ) -> Callable[[ToolHandler], ToolHandler]: ...
+    def remove_tool(self, name: str) -> bool: ...  # tools may also be added/removed after setup
     def on(self, event: str) -> Callable[[EventHandler], EventHandler]: ...
     def schedule(
         self, job_id: str, func: Callable[..., Awaitable[None]], *, trigger: str = "cron", **trigger_args: Any

@@ -169,6 +169,10 @@ class _Context:
 
         return deco
 
+    def remove_tool(self, name: str) -> bool:
+        """Unregister a tool added earlier (e.g. a bridged server went away)."""
+        return self._reg.tools.pop(name, None) is not None
+
     def on(self, event: str):
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r} (one of {', '.join(EVENTS)})")

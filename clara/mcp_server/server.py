@@ -1,0 +1,350 @@
+"""The memory MCP server ("Engram" tool names) over stdio or streamable HTTP.
+
+Each connection acts as one agent: over stdio the agent named when the process was started
+(`--agent` / CLARA_MCP_AGENT); over HTTP the agent its bearer token maps to (checked twice: an
+ASGI guard answers 401 before the MCP layer, and every tool call resolves the token again from the
+request headers — no header, no identity, no call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
+
+from clara.mcp_server.query import OPS
+from clara.mcp_server.service import EXPECTED, MemoryService, check_agent_name, check_grants
+from storage.errors import ScopeDenied
+
+log = logging.getLogger(__name__)
+MIN_TOKEN_CHARS = 16
+Scopes = Annotated[list[str] | None, Field(description="scope ids to read (default: every scope you may read)")]
+KINDS = "observation, preference, decision, plan, event, biographical, error, insight, summary, note"
+
+
+class _Holder:
+    """Where the tools find the service (set once the store is open, in the server's event loop)."""
+
+    def __init__(self, service: MemoryService | None = None):
+        self.service = service
+
+    def get(self) -> MemoryService:
+        if self.service is None:
+            raise ToolError("the memory store is not open yet")
+        return self.service
+
+
+def bearer_token(headers: Mapping[str, str] | None) -> str | None:
+    if not headers:
+        return None
+    value = headers.get("authorization") or headers.get("Authorization") or ""
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def check_tokens(tokens: Mapping[str, str]) -> dict[str, str]:
+    if not tokens:
+        raise ValueError("the HTTP memory server needs at least one token → agent mapping")
+    for token, agent in tokens.items():
+        check_agent_name(agent)
+        if not isinstance(token, str) or len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+            raise ValueError(f"tokens must be at least {MIN_TOKEN_CHARS} non-blank characters")
+    return dict(tokens)
+
+
+def agent_for_token(tokens: Mapping[str, str], token: str | None) -> str | None:
+    """The agent `token` belongs to (constant-time comparison against every configured token)."""
+    if not token:
+        return None
+    found = None
+    for known, agent in tokens.items():
+        if hmac.compare_digest(known.encode(), token.encode()):
+            found = agent
+    return found
+
+
+def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: str = "clara-memory") -> MCPServer:
+    """The MCPServer with the eight memory tools; `identify(ctx)` names the calling agent (raises
+    ToolError when it cannot)."""
+    mcp = MCPServer(
+        name,
+        instructions=(
+            "Clara's shared memory. You act as one agent with a private scope (agent:<name>) and the shared "
+            "scopes the operator granted you. Store atomic facts, recall by meaning, search by words, link "
+            "entities, and call memory_get_context for a warm start on a topic."
+        ),
+        log_level="WARNING",
+    )
+
+    async def call(ctx: Context, method: str, *args, **kwargs) -> dict[str, Any]:
+        agent = identify(ctx)
+        service = holder.get()
+        try:
+            return await getattr(service, method)(agent, *args, **kwargs)
+        except ScopeDenied as exc:
+            raise ToolError(f"scope denied: {exc}") from exc
+        except EXPECTED as exc:
+            raise ToolError(str(exc)) from exc
+
+    @mcp.tool(structured_output=True)
+    async def memory_store_fact(
+        ctx: Context,
+        content: Annotated[str, Field(min_length=1, max_length=4000, description="one atomic fact")],
+        scope: Annotated[str | None, Field(description="scope id to write (default: your private scope)")] = None,
+        kind: Annotated[str, Field(description=f"one of: {KINDS}")] = "observation",
+        importance: Annotated[float | None, Field(ge=0, le=1)] = None,
+        entities: Annotated[list[str], Field(description="names of entities the fact mentions")] = [],  # noqa: B006
+        source: Annotated[str | None, Field(max_length=200, description="source attribution")] = None,
+        tags: list[str] = [],  # noqa: B006
+    ) -> dict[str, Any]:
+        """Store one atomic fact in a scope you may write; returns its id. It is found lexically at once
+        and by meaning once embedded (background)."""
+        return await call(
+            ctx,
+            "store_fact",
+            content,
+            scope=scope,
+            kind=kind,
+            importance=importance,
+            entities=entities,
+            source=source,
+            tags=tags,
+        )
+
+    @mcp.tool(structured_output=True)
+    async def memory_recall(
+        ctx: Context,
+        query: Annotated[str, Field(min_length=1, max_length=2000)],
+        scopes: Scopes = None,
+        k: Annotated[int, Field(ge=1, le=50)] = 10,
+        kinds: list[str] | None = None,
+        include_superseded: bool = False,
+    ) -> dict[str, Any]:
+        """Recall the facts most relevant to `query` (hybrid: meaning, words, entities, importance)
+        from the scopes you may read, best first."""
+        return await call(ctx, "recall", query, scopes=scopes, k=k, kinds=kinds, include_superseded=include_superseded)
+
+    @mcp.tool(structured_output=True)
+    async def memory_search(
+        ctx: Context,
+        query: Annotated[str | None, Field(max_length=2000, description="words to match; omit to list")] = None,
+        scopes: Scopes = None,
+        kinds: list[str] | None = None,
+        created_by: Annotated[str | None, Field(description="principal, e.g. agent:coder")] = None,
+        limit: Annotated[int, Field(ge=1, le=100)] = 20,
+    ) -> dict[str, Any]:
+        """Full-text search (exact words, no embeddings) with filters by kind and author; without a
+        query, the newest facts matching the filters."""
+        return await call(ctx, "search", query, scopes=scopes, kinds=kinds, created_by=created_by, limit=limit)
+
+    @mcp.tool(structured_output=True)
+    async def memory_link_entity(
+        ctx: Context,
+        entity: Annotated[str, Field(min_length=1, max_length=200)],
+        entity_type: Annotated[
+            str | None, Field(description="person, place, organisation, project, pet, date or thing")
+        ] = None,
+        fact_id: Annotated[int | None, Field(description="link the entity to this fact (in its scope)")] = None,
+        scope: Annotated[str | None, Field(description="scope of the entity (default: the fact's, else yours)")] = None,
+        alias: Annotated[str | None, Field(max_length=200)] = None,
+        relation: Annotated[str | None, Field(max_length=100, description="e.g. works_on, lives_in")] = None,
+        target: Annotated[str | None, Field(max_length=200)] = None,
+        target_type: str | None = None,
+    ) -> dict[str, Any]:
+        """Create or find an entity in a scope you may write; optionally link it to a fact, add an
+        alias, or record `entity -relation-> target` (a new single-valued relation closes the old)."""
+        return await call(
+            ctx,
+            "link_entity",
+            entity,
+            entity_type=entity_type,
+            scope=scope,
+            fact_id=fact_id,
+            alias=alias,
+            relation=relation,
+            target=target,
+            target_type=target_type,
+        )
+
+    @mcp.tool(structured_output=True)
+    async def memory_get_context(
+        ctx: Context,
+        topic: Annotated[str, Field(min_length=1, max_length=2000)],
+        scopes: Scopes = None,
+        k: Annotated[int, Field(ge=1, le=30)] = 8,
+    ) -> dict[str, Any]:
+        """Warm-start bundle for a topic: relevant facts, the entities it names (relations, linked
+        facts), your latest facts and recent conversation sessions in scopes you may read."""
+        return await call(ctx, "get_context", topic, scopes=scopes, k=k)
+
+    @mcp.tool(structured_output=True)
+    async def memory_observe(
+        ctx: Context,
+        content: Annotated[str, Field(min_length=1, max_length=4000)],
+        scope: str | None = None,
+    ) -> dict[str, Any]:
+        """Fire-and-forget: record a low-importance observation; returns at once (the write
+        happens in the background; access is checked before accepting)."""
+        return await call(ctx, "observe", content, scope=scope)
+
+    @mcp.tool(structured_output=True)
+    async def memory_register_agent(
+        ctx: Context,
+        agent_id: Annotated[str | None, Field(description="must be your connection's agent, if given")] = None,
+        description: Annotated[str | None, Field(max_length=500)] = None,
+        capabilities: list[str] = [],  # noqa: B006
+    ) -> dict[str, Any]:
+        """Register (or refresh) this agent: creates its private scope, joins the shared scopes the
+        operator granted, and returns the scopes it can read and write."""
+        agent = identify(ctx)
+        if agent_id is not None and agent_id != agent:
+            raise ToolError(f"this connection is agent {agent!r}; it cannot register as {agent_id!r}")
+        return await call(ctx, "register_agent", description=description, capabilities=capabilities)
+
+    @mcp.tool(structured_output=True)
+    async def memory_query_raw(
+        ctx: Context,
+        table: Annotated[str, Field(description="facts, entities, relations, sessions or scopes")],
+        filters: Annotated[
+            dict[str, Any],
+            Field(description="{column: value} or {column: {op: value}}; ops: " + " ".join(OPS)),
+        ] = {},  # noqa: B006
+        columns: list[str] | None = None,
+        order_by: str | None = None,
+        descending: bool = True,
+        limit: Annotated[int, Field(ge=1, le=200)] = 50,
+        operation: Annotated[str, Field(description="select or count (read-only)")] = "select",
+    ) -> dict[str, Any]:
+        """Read-only structured query over whitelisted tables and columns, always limited to the
+        scopes you may read. No SQL is accepted."""
+        return await call(
+            ctx,
+            "query_raw",
+            table,
+            filters=filters,
+            columns=columns,
+            order_by=order_by,
+            descending=descending,
+            limit=limit,
+            operation=operation,
+        )
+
+    return mcp
+
+
+# ---------------------------------------------------------------------- stdio
+def stdio_server(service: MemoryService, agent: str) -> MCPServer:
+    """An MCPServer acting as `agent` on an already-open service (also used in-process in tests)."""
+    check_agent_name(agent)
+    return build_server(_Holder(service), lambda ctx: agent)
+
+
+async def run_stdio(agent: str, *, scopes: Sequence[str] = (), settings=None) -> None:
+    from clara.app import open_store
+
+    check_agent_name(agent)
+    grants = check_grants({agent: list(scopes)})
+    store = await open_store(settings)
+    service = MemoryService(store, grants)
+    try:
+        await service.ensure_agent(agent)
+        await stdio_server(service, agent).run_stdio_async()
+    finally:
+        await service.aclose()
+        await store.aclose()
+
+
+def main_stdio(agent: str, *, scopes: Sequence[str] = (), settings=None) -> None:
+    """`clara mcp serve --agent NAME [--scope channel:42 ...]`: serve the memory tools on
+    stdin/stdout as agent NAME (store from the settings: CLARA_DATA_DIR / DATABASE_URL), joined to
+    the given shared scopes. Logs go to stderr."""
+    asyncio.run(run_stdio(agent, scopes=scopes, settings=settings))
+
+
+# ---------------------------------------------------------------------- HTTP
+class _BearerGuard:
+    """ASGI wrapper: HTTP requests without a configured bearer token get 401 (fail closed)."""
+
+    def __init__(self, app, tokens: Mapping[str, str]):
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            if agent_for_token(self.tokens, bearer_token(headers)) is None:
+                body = json.dumps({"error": "unauthorized"}).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"www-authenticate", b'Bearer realm="clara-memory"'),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def http_app(
+    tokens: Mapping[str, str],
+    *,
+    grants: Mapping[str, Sequence[str]] | None = None,
+    store=None,
+    settings=None,
+    path: str = "/mcp",
+    host: str = "127.0.0.1",
+):
+    """The streamable-HTTP memory server as an ASGI app (serve with uvicorn). `tokens` maps bearer
+    token → agent name (each ≥ 16 characters); `grants` maps agent name → shared scope ids it
+    joins. With `store=None` the store is opened from `settings` in the app's lifespan (and
+    closed after); pass an open FactStore to share the bot's (same event loop). `host` is the
+    host clients connect to (DNS-rebinding protection allows it and localhost)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    tokens = check_tokens(tokens)
+    grants = check_grants(grants)
+    holder = _Holder()
+
+    def identify(ctx: Context) -> str:
+        agent = agent_for_token(tokens, bearer_token(ctx.headers))
+        if agent is None:
+            raise ToolError("unauthenticated: no valid bearer token on this request")
+        return agent
+
+    mcp = build_server(holder, identify)
+    inner = mcp.streamable_http_app(streamable_http_path=path, host=host)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        own = store is None
+        if own:
+            from clara.app import open_store
+
+            s = await open_store(settings)
+        else:
+            s = store
+        holder.service = MemoryService(s, grants)
+        try:
+            async with inner.router.lifespan_context(inner):
+                yield
+        finally:
+            await holder.service.aclose()
+            holder.service = None
+            if own:
+                await s.aclose()
+
+    return Starlette(routes=[Mount("/", app=_BearerGuard(inner, tokens))], lifespan=lifespan)

@@ -1,0 +1,438 @@
+"""The memory service behind the MCP tools: one method per tool, each acting as one agent.
+
+Identity: an agent named `coder` acts as the principal `agent:coder` and owns the private scope
+`agent:coder` (owner-only read and write). Shared scopes are granted by the operator (`grants`:
+agent name → scope ids); the agent becomes a member of them when it first acts (members policy:
+readable and writable by members; `public:*` scopes are readable by anyone, writable by members).
+Agents can never be granted `user:*` or `agent:*` scopes.
+
+Every call passes `actor=<principal>` to the store (which raises ScopeDenied) or restricts its
+SQL to the principal's readable scopes, so a private scope is never readable by another agent and
+a user's private facts are never returned to an agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import desc, select
+
+from clara.mcp_server.query import run_query
+from storage import FactStore
+from storage.errors import FactNotFound, InvalidInput, ScopeDenied
+from storage.graph import upsert_entity
+from storage.models import FactEntityRow, SessionRow
+from storage.sqlutil import utcnow
+from storage.text import check_scope_id, norm_name
+
+log = logging.getLogger(__name__)
+
+AGENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SETTINGS_NS = "mcp"
+_GRANT_KINDS = {"channel": "channel", "guild": "guild", "project": "project", "public": "public", "shared": "project"}
+
+
+class ToolFailure(Exception):
+    """An expected failure with a message fit to return to the agent."""
+
+
+def check_agent_name(name: object) -> str:
+    if not isinstance(name, str) or not AGENT_RE.match(name):
+        raise ValueError(f"bad agent name {name!r}: 1-64 of letters, digits, '_', '.', '-'")
+    return name
+
+
+def principal_of(agent: str) -> str:
+    return f"agent:{check_agent_name(agent)}"
+
+
+def check_grants(grants: Mapping[str, Sequence[str]] | None) -> dict[str, list[str]]:
+    """Validate operator grants (agent name → shared scope ids). Raises ValueError."""
+    out: dict[str, list[str]] = {}
+    for agent, scopes in (grants or {}).items():
+        check_agent_name(agent)
+        for sid in scopes:
+            check_scope_id(sid)
+            kind = sid.partition(":")[0]
+            if kind not in _GRANT_KINDS:
+                raise ValueError(
+                    f"cannot grant scope {sid!r} to an agent (shared scopes: {', '.join(sorted(_GRANT_KINDS))})"
+                )
+        out[agent] = list(dict.fromkeys(scopes))
+    return out
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def fact_dict(f, score: float | None = None) -> dict[str, Any]:
+    out = {
+        "id": f.id,
+        "scope": f.scope_id,
+        "content": f.content,
+        "kind": f.kind,
+        "status": f.status,
+        "importance": f.importance,
+        "created_by": f.created_by,
+        "created_at": _iso(f.created_at),
+    }
+    if f.context:
+        out["context"] = f.context
+    if f.superseded_by_id:
+        out["superseded_by"] = f.superseded_by_id
+    if score is not None:
+        out["score"] = round(float(score), 4)
+    return out
+
+
+class MemoryService:
+    def __init__(self, store: FactStore, grants: Mapping[str, Sequence[str]] | None = None):
+        self.store = store
+        self.grants = check_grants(grants)
+        self._ready: set[str] = set()
+        self._lock = asyncio.Lock()
+        self._background: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ identity
+    async def ensure_agent(self, agent: str) -> tuple[str, bool]:
+        """Create the agent's private scope and join its granted shared scopes (once per process).
+        Returns (principal, whether the private scope was new)."""
+        principal = principal_of(agent)
+        if principal in self._ready:
+            return principal, False
+        async with self._lock:
+            if principal in self._ready:
+                return principal, False
+            try:
+                await self.store.get_scope(principal)
+                new = False
+            except InvalidInput:
+                new = True
+            scope = await self.store.ensure_scope(principal, "agent", name=f"agent {agent}", owner=principal)
+            if scope.owner != principal or scope.read_policy != "owner":
+                # Someone pre-created this id with another owner or policy: refuse to use it.
+                raise ToolFailure(f"scope {principal} exists but is not this agent's private scope")
+            for sid in self.grants.get(agent, []):
+                kind = _GRANT_KINDS[sid.partition(":")[0]]
+                await self.store.ensure_scope(sid, kind, members=[principal])
+            self._ready.add(principal)
+            return principal, new
+
+    async def _readable(self, principal: str, scopes: Sequence[str] | None) -> list[str]:
+        """The scopes to read: all readable ones by default; requested ones are checked (ScopeDenied)."""
+        if scopes:
+            wanted = list(dict.fromkeys(check_scope_id(s) for s in scopes))
+            await self.store.check_access(wanted, principal)
+            return wanted
+        return await self.store.readable_scopes(principal)
+
+    async def _writable(self, principal: str, scopes: Sequence[str]) -> list[str]:
+        out = []
+        for sid in scopes:
+            try:
+                await self.store.check_access([sid], principal, write=True)
+                out.append(sid)
+            except (ScopeDenied, InvalidInput):
+                pass
+        return out
+
+    # ------------------------------------------------------------------ tools
+    async def register_agent(
+        self, agent: str, *, description: str | None = None, capabilities: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        principal, new = await self.ensure_agent(agent)
+        profile = {
+            "description": (description or "")[:500],
+            "capabilities": [str(c)[:50] for c in list(capabilities)[:20]],
+            "last_seen": datetime.now(UTC).isoformat(),
+        }
+        await self.store.settings.set(SETTINGS_NS, principal, "profile", profile)
+        readable = await self.store.readable_scopes(principal)
+        return {
+            "agent": agent,
+            "principal": principal,
+            "private_scope": principal,
+            "new": new,
+            "readable_scopes": readable,
+            "writable_scopes": await self._writable(principal, readable),
+        }
+
+    async def store_fact(
+        self,
+        agent: str,
+        content: str,
+        *,
+        scope: str | None = None,
+        kind: str = "observation",
+        importance: float | None = None,
+        entities: Sequence[str] = (),
+        source: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        principal, _ = await self.ensure_agent(agent)
+        sid = scope or principal
+        context = "; ".join(
+            part for part in (f"source: {source}" if source else "", f"tags: {', '.join(tags)}" if tags else "") if part
+        )
+        fid = await self.store.add(
+            content,
+            sid,
+            kind=kind,
+            importance=importance,
+            entities=list(entities),
+            context=context or None,
+            source_ref=f"mcp:{agent}",
+            created_by=principal,
+            actor=principal,
+        )
+        return {"fact_id": fid, "scope": sid}
+
+    async def observe(self, agent: str, content: str, *, scope: str | None = None) -> dict[str, Any]:
+        """Fire-and-forget: the access check and input check happen now, the write after return."""
+        principal, _ = await self.ensure_agent(agent)
+        sid = scope or principal
+        await self.store.check_access([sid], principal, write=True)
+        if not isinstance(content, str) or not content.strip():
+            raise InvalidInput("observation is empty")
+
+        async def write() -> None:
+            try:
+                await self.store.add(
+                    content,
+                    sid,
+                    kind="observation",
+                    importance=0.3,
+                    source_ref=f"mcp:{agent}",
+                    created_by=principal,
+                    actor=principal,
+                )
+            except Exception:
+                log.exception("memory_observe write for %s failed", principal)
+
+        task = asyncio.create_task(write())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return {"accepted": True, "scope": sid}
+
+    async def recall(
+        self,
+        agent: str,
+        query: str,
+        *,
+        scopes: Sequence[str] | None = None,
+        k: int = 10,
+        kinds: Sequence[str] | None = None,
+        include_superseded: bool = False,
+    ) -> dict[str, Any]:
+        principal, _ = await self.ensure_agent(agent)
+        readable = await self._readable(principal, scopes)
+        hits = await self.store.recall(
+            query,
+            readable,
+            k=max(1, min(int(k), 50)),
+            kinds=list(kinds) if kinds else None,
+            include_superseded=include_superseded,
+            actor=principal,
+        )
+        return {"facts": [fact_dict(h.fact, h.score) for h in hits]}
+
+    async def search(
+        self,
+        agent: str,
+        query: str | None = None,
+        *,
+        scopes: Sequence[str] | None = None,
+        kinds: Sequence[str] | None = None,
+        created_by: str | None = None,
+        limit: int = 20,
+    ) -> dict[str, Any]:
+        """Full-text (exact words, no embeddings) search with filters; without `query`, the newest
+        facts matching the filters."""
+        principal, _ = await self.ensure_agent(agent)
+        readable = await self._readable(principal, scopes)
+        limit = max(1, min(int(limit), 100))
+        if not readable:
+            return {"facts": []}
+        if not query or not query.strip():
+            facts = await self.store.list_facts(readable, kinds=kinds or None, created_by=created_by, limit=limit)
+            return {"facts": [fact_dict(f) for f in facts]}
+        rows = await self.store.engines.run_read(
+            self.store.recaller.lexical, query, readable, ("active",), max(limit * 4, 50)
+        )
+        facts = await self.store.get_many([r[0] for r in rows], scopes=readable)
+        score = {r[0]: r[2] for r in rows}
+        facts = [
+            f for f in facts if (not kinds or f.kind in kinds) and (created_by is None or f.created_by == created_by)
+        ][:limit]
+        return {"facts": [fact_dict(f, score.get(f.id)) for f in facts]}
+
+    async def link_entity(
+        self,
+        agent: str,
+        entity: str,
+        *,
+        entity_type: str | None = None,
+        scope: str | None = None,
+        fact_id: int | None = None,
+        alias: str | None = None,
+        relation: str | None = None,
+        target: str | None = None,
+        target_type: str | None = None,
+    ) -> dict[str, Any]:
+        """Create/find an entity in a scope the agent may write, and optionally link it to a fact
+        (in that scope), give it an alias, or relate it to a target entity."""
+        principal, _ = await self.ensure_agent(agent)
+        if bool(relation) != bool(target):
+            raise InvalidInput("relation and target go together")
+        sid = scope
+        if fact_id is not None:
+            readable = await self.store.readable_scopes(principal)
+            fact = await self.store.get(fact_id, scopes=readable)  # FactNotFound if not readable
+            if fact.status == "deleted":
+                raise FactNotFound(f"no fact #{fact.id}")
+            if sid is not None and sid != fact.scope_id:
+                raise InvalidInput(f"fact #{fact.id} is in scope {fact.scope_id}, not {sid}")
+            sid = fact.scope_id
+        sid = sid or principal
+        await self.store.check_access([check_scope_id(sid)], principal, write=True)
+        if not norm_name(str(entity)):
+            raise InvalidInput(f"bad entity name {entity!r}")
+        now = utcnow()
+        linked = False
+        async with self.store.engines.writer.begin() as conn:
+            eid = await upsert_entity(conn, sid, entity, entity_type, now, aliases=[alias] if alias else ())
+            if fact_id is not None:
+                exists = (
+                    await conn.execute(
+                        select(FactEntityRow.fact_id).where(
+                            FactEntityRow.fact_id == int(fact_id), FactEntityRow.entity_id == eid
+                        )
+                    )
+                ).first()
+                if exists is None:
+                    await conn.execute(FactEntityRow.__table__.insert().values(fact_id=int(fact_id), entity_id=eid))
+                linked = True
+        out: dict[str, Any] = {"entity_id": eid, "scope": sid, "linked_fact": int(fact_id) if linked else None}
+        if relation:
+            rid, closed = await self.store.graph.relate(
+                sid, (entity, entity_type), relation, (target, target_type), fact_id=fact_id
+            )
+            out["relation_id"], out["closed_relations"] = rid, closed
+        ents = await self.store.graph.resolve([sid], entity)
+        out["entity"] = [{"id": e.id, "name": e.name, "type": e.type, "aliases": e.aliases} for e in ents][:1]
+        return out
+
+    async def get_context(
+        self, agent: str, topic: str, *, scopes: Sequence[str] | None = None, k: int = 8
+    ) -> dict[str, Any]:
+        """A warm-start bundle for `topic`: the best facts, the entities named in it with their
+        current relations and linked facts, the agent's own latest facts, and recent sessions in
+        the readable scopes (with their summaries when readable)."""
+        principal, _ = await self.ensure_agent(agent)
+        readable = await self._readable(principal, scopes)
+        k = max(1, min(int(k), 30))
+        hits = await self.store.recall(topic, readable, k=k, actor=principal) if readable else []
+        entities: list[dict] = []
+        seen: set[int] = set()
+        words = [w for w in re.split(r"[\s,;]+", topic) if w]
+        candidates = [topic, *words, *(" ".join(words[i : i + 2]) for i in range(len(words) - 1))]
+        for name in dict.fromkeys(candidates):
+            if len(entities) >= 10 or not norm_name(name):
+                continue
+            for e in await self.store.graph.resolve(readable, name):
+                if e.id in seen:
+                    continue
+                seen.add(e.id)
+                rels = await self.store.graph.relations(readable, [e.id], current_only=True)
+                fids = await self.store.graph.entity_fact_ids(readable, [e.id], limit=5)
+                facts = await self.store.get_many(fids, scopes=readable)
+                entities.append(
+                    {
+                        "id": e.id,
+                        "name": e.name,
+                        "type": e.type,
+                        "scope": e.scope_id,
+                        "aliases": e.aliases,
+                        "relations": [
+                            {"source": r.source, "relation": r.relation, "target": r.target} for r in rels[:10]
+                        ],
+                        "facts": [fact_dict(f) for f in facts],
+                    }
+                )
+        mine = await self.store.list_facts(readable, created_by=principal, limit=5) if readable else []
+        sessions = []
+        if readable:
+            async with self.store.engines.reader.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        select(SessionRow)
+                        .where(SessionRow.scope_id.in_(readable))
+                        .order_by(desc(SessionRow.last_activity_at), desc(SessionRow.id))
+                        .limit(5)
+                    )
+                ).all()
+            summaries = await self.store.get_many(
+                [r.summary_fact_id for r in rows if r.summary_fact_id], scopes=readable
+            )
+            by_id = {f.id: f.content for f in summaries}
+            sessions = [
+                {
+                    "id": r.id,
+                    "scope": r.scope_id,
+                    "status": r.status,
+                    "started_at": _iso(r.started_at),
+                    "last_activity_at": _iso(r.last_activity_at),
+                    "messages": r.message_count,
+                    "summary": by_id.get(r.summary_fact_id),
+                }
+                for r in rows
+            ]
+        return {
+            "topic": topic,
+            "facts": [fact_dict(h.fact, h.score) for h in hits],
+            "entities": entities,
+            "my_recent_facts": [fact_dict(f) for f in mine],
+            "recent_sessions": sessions,
+            "scopes": readable,
+        }
+
+    async def query_raw(
+        self,
+        agent: str,
+        table: str,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        columns: Sequence[str] | None = None,
+        order_by: str | None = None,
+        descending: bool = True,
+        limit: int = 50,
+        operation: str = "select",
+    ) -> dict[str, Any]:
+        principal, _ = await self.ensure_agent(agent)
+        readable = await self.store.readable_scopes(principal)
+        return await run_query(
+            self.store,
+            readable,
+            table,
+            filters=filters or {},
+            columns=columns,
+            order_by=order_by,
+            descending=descending,
+            limit=limit,
+            operation=operation,
+        )
+
+    async def aclose(self) -> None:
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=10)
+
+
+EXPECTED = (ToolFailure, InvalidInput, ScopeDenied, FactNotFound, ValueError)
+
+__all__ = ["EXPECTED", "MemoryService", "ToolFailure", "check_agent_name", "principal_of"]

@@ -1,0 +1,1 @@
+"""Small MCP servers the bridge tests run as child processes."""

@@ -1,0 +1,438 @@
+"""The memory MCP server (in-process, stdio subprocess, streamable HTTP with bearer tokens) and
+the MCP client bridge plugin (stdio child servers that crash or hang, HTTP, env allow-list)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
+
+from clara.chat import ChatEngine, IncomingMessage
+from clara.mcp_server import MemoryService, http_app, stdio_server
+from clara.plugin_api import Invocation, Level
+from clara.plugin_host import PluginHost
+from clara.settings import Settings
+from tests.conftest import assert_private
+
+ROOT = Path(__file__).resolve().parents[1]
+ECHO = str(ROOT / "tests" / "mcp_fixtures" / "echo_server.py")
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+TOKENS = {"tok-coder-0123456789abcdef": "coder", "tok-reviewer-0123456789abcd": "reviewer"}
+GRANTS = {"coder": ["project:falcon", "channel:c1"], "reviewer": ["project:falcon"]}
+TOOLS = {
+    "memory_store_fact",
+    "memory_recall",
+    "memory_search",
+    "memory_link_entity",
+    "memory_get_context",
+    "memory_observe",
+    "memory_register_agent",
+    "memory_query_raw",
+}
+
+
+async def call(client, tool: str, **args):
+    """Call a tool; returns (is_error, structured content or the error text)."""
+    res = await client.call_tool(tool, args)
+    if res.is_error:
+        return True, res.content[0].text
+    return False, res.structured_content
+
+
+async def ok(client, tool: str, **args):
+    err, value = await call(client, tool, **args)
+    assert not err, value
+    return value
+
+
+async def denied(client, tool: str, **args) -> str:
+    err, value = await call(client, tool, **args)
+    assert err, f"{tool} {args} should have failed: {value}"
+    return value
+
+
+def contents(result) -> list[str]:
+    return [f["content"] for f in result["facts"]]
+
+
+async def agents_share_and_stay_private(coder, reviewer) -> None:
+    """The scenario every transport runs: two agents, one shared scope, private scopes."""
+    reg = await ok(coder, "memory_register_agent", capabilities=["code"])
+    assert reg["private_scope"] == "agent:coder" and "project:falcon" in reg["writable_scopes"]
+    assert "agent:reviewer" not in reg["readable_scopes"]
+    assert "cannot register as" in await denied(coder, "memory_register_agent", agent_id="reviewer")
+    rev = await ok(reviewer, "memory_register_agent")
+    assert "agent:coder" not in rev["readable_scopes"] and "project:falcon" in rev["readable_scopes"]
+
+    shared = await ok(
+        coder,
+        "memory_store_fact",
+        content="The falcon service deploys with blue-green releases",
+        scope="project:falcon",
+        kind="decision",
+        entities=["Falcon"],
+        tags=["deploy"],
+    )
+    await ok(coder, "memory_store_fact", content="My scratch idea: rewrite the falcon parser in Rust")
+    # Shared scope: the reviewer recalls and searches the coder's fact.
+    got = await ok(reviewer, "memory_recall", query="how does falcon deploy")
+    assert "The falcon service deploys with blue-green releases" in contents(got)
+    assert all(f["scope"] != "agent:coder" for f in got["facts"])
+    found = await ok(reviewer, "memory_search", query="blue-green", kinds=["decision"])
+    assert [f["id"] for f in found["facts"]] == [shared["fact_id"]]
+    assert (await ok(reviewer, "memory_search", created_by="agent:coder"))["facts"][0]["id"] == shared["fact_id"]
+    # Private scope: never readable by another agent, by recall, search, scopes or raw query.
+    assert "rewrite the falcon parser" in " ".join(contents(await ok(coder, "memory_recall", query="falcon parser")))
+    for tool, args in [
+        ("memory_recall", {"query": "falcon parser"}),
+        ("memory_search", {"query": "parser"}),
+        ("memory_get_context", {"topic": "falcon parser"}),
+    ]:
+        assert "rewrite" not in json.dumps(await ok(reviewer, tool, **args))
+    assert "scope denied" in await denied(reviewer, "memory_recall", query="parser", scopes=["agent:coder"])
+    assert "scope denied" in await denied(reviewer, "memory_store_fact", content="x", scope="agent:coder")
+    assert "scope denied" in await denied(reviewer, "memory_observe", content="x", scope="agent:coder")
+    raw = await ok(reviewer, "memory_query_raw", table="facts", filters={"scope_id": "agent:coder"})
+    assert raw["rows"] == []
+    # Entities and relations, then the warm-start bundle.
+    link = await ok(reviewer, "memory_link_entity", entity="Falcon", entity_type="project", fact_id=shared["fact_id"])
+    assert link["scope"] == "project:falcon" and link["linked_fact"] == shared["fact_id"]
+    await ok(
+        reviewer,
+        "memory_link_entity",
+        entity="Falcon",
+        scope="project:falcon",
+        relation="owned_by",
+        target="Platform team",
+        target_type="organisation",
+        alias="the bird service",
+    )
+    assert "scope denied" in await denied(reviewer, "memory_link_entity", entity="Falcon", scope="agent:coder")
+    ctx = await ok(coder, "memory_get_context", topic="Falcon")
+    ent = next(e for e in ctx["entities"] if e["name"] == "Falcon")
+    assert ent["type"] == "project" and "the bird service" in ent["aliases"]
+    assert {"source": "Falcon", "relation": "owned_by", "target": "Platform team"} in ent["relations"]
+    assert shared["fact_id"] in [f["id"] for f in ent["facts"]]
+    assert "The falcon service deploys with blue-green releases" in contents(ctx)
+    assert any("scratch idea" in f["content"] for f in ctx["my_recent_facts"])
+    # query_raw: whitelisted, read-only, parameterised.
+    rows = (await ok(coder, "memory_query_raw", table="facts", filters={"kind": {"in": ["decision"]}}))["rows"]
+    assert [r["id"] for r in rows] == [shared["fact_id"]]
+    count = await ok(coder, "memory_query_raw", table="facts", operation="count")
+    assert count["count"] == 2
+    assert "read-only" in await denied(coder, "memory_query_raw", table="facts", operation="delete")
+    assert "unknown table" in await denied(coder, "memory_query_raw", table="scope_members")
+    assert "unknown table" in await denied(coder, "memory_query_raw", table="facts; DELETE FROM facts")
+    assert "unknown column" in await denied(coder, "memory_query_raw", table="facts", filters={"1=1) OR (1": 1})
+    assert "unknown column" in await denied(coder, "memory_query_raw", table="sessions", columns=["user_id"])
+    assert "unknown filter operator" in await denied(
+        coder, "memory_query_raw", table="facts", filters={"id": {"raw": "1"}}
+    )
+    inj = await ok(coder, "memory_query_raw", table="facts", filters={"content": "x' OR '1'='1"})
+    assert inj["rows"] == []
+    # Observe is fire-and-forget; the fact lands shortly after.
+    assert (await ok(coder, "memory_observe", content="Build 412 of falcon was green"))["accepted"]
+    for _ in range(50):
+        if (await ok(coder, "memory_search", query="412"))["facts"]:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("observation never stored")
+
+
+# ---------------------------------------------------------------------- in-process (both backends)
+@pytest.fixture
+async def service(store):
+    svc = MemoryService(store, GRANTS)
+    yield svc
+    await svc.aclose()
+
+
+async def test_tools_scopes_and_sharing_in_process(service):
+    async with Client(stdio_server(service, "coder")) as coder, Client(stdio_server(service, "reviewer")) as rev:
+        assert {t.name for t in (await coder.list_tools()).tools} == TOOLS
+        await agents_share_and_stay_private(coder, rev)
+
+
+async def test_agent_facts_reach_chat_and_user_facts_never_reach_agents(service, store, tmp_path):
+    engine = ChatEngine(store, settings=Settings(CLARA_DATA_DIR=tmp_path), clock=lambda: T0)
+
+    def m(text, user="alice", channel="c1"):
+        return IncomingMessage(
+            user_id=user, display_name=user.title(), channel_id=channel, text=text, guild_id="g1", timestamp=T0
+        )
+
+    try:
+        await engine.handle(m("hello everyone"))  # creates channel:c1 with alice as member
+        private_id = (await engine.handle(m("!remember my locker code is 4512"))).stored_fact_id
+        assert private_id
+        await store.add("Alice said the team offsite is in Porto", "channel:c1", actor="alice")
+        async with Client(stdio_server(service, "coder")) as coder, Client(stdio_server(service, "reviewer")) as rev:
+            stored = await ok(
+                coder, "memory_store_fact", content="The staging database moved to db-7", scope="channel:c1"
+            )
+            # The reviewer is not a member of the channel: it may not write or read there.
+            assert "scope denied" in await denied(rev, "memory_store_fact", content="x", scope="channel:c1")
+            assert "scope denied" in await denied(rev, "memory_recall", query="staging", scopes=["channel:c1"])
+            await engine.drain()
+            # Agent → chat: alice (a member of the channel) recalls it; bob in another channel doesn't.
+            assert "db-7" in (await engine.handle(m("!recall staging database"))).text
+            assert "db-7" not in (await engine.handle(m("!recall staging database", user="bob", channel="c2"))).text
+            # Chat → agent: the channel's facts are readable by the member agent…
+            got = await ok(coder, "memory_recall", query="where is the offsite")
+            assert "Alice said the team offsite is in Porto" in contents(got)
+            # …but a user's private fact never is, whatever the tool.
+            for agent in (coder, rev):
+                for tool, args in [
+                    ("memory_recall", {"query": "locker code 4512"}),
+                    ("memory_search", {"query": "locker code"}),
+                    ("memory_get_context", {"topic": "locker code"}),
+                    ("memory_query_raw", {"table": "facts", "filters": {"content": {"contains": "locker"}}}),
+                    ("memory_query_raw", {"table": "scopes"}),
+                ]:
+                    out = json.dumps(await ok(agent, tool, **args))
+                    assert "4512" not in out and "user:alice" not in out, (tool, out)
+            assert "scope denied" in await denied(coder, "memory_recall", query="locker", scopes=["user:alice"])
+            assert "scope denied" in await denied(coder, "memory_store_fact", content="x", scope="user:alice")
+            assert "no fact" in await denied(coder, "memory_link_entity", entity="Alice", fact_id=private_id)
+            await assert_private(store, "locker code 4512", "agent:coder", "user:alice")
+            assert stored["scope"] == "channel:c1"
+    finally:
+        await engine.aclose()
+
+
+def test_grants_never_include_private_scopes(store):
+    for bad in ("user:alice", "agent:other", "weird"):
+        with pytest.raises(ValueError):
+            MemoryService(store, {"coder": [bad]})
+    with pytest.raises(ValueError):
+        MemoryService(store, {"bad name!": ["project:x"]})
+
+
+# ---------------------------------------------------------------------- stdio subprocess
+def _child_env(data_dir: Path) -> dict[str, str]:
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    env.update(CLARA_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT), LOG_LEVEL="WARNING")
+    return env
+
+
+def _stdio(agent: str, data_dir: Path, *scopes: str) -> Client:
+    args = ["-m", "clara.cli", "mcp", "serve", "--agent", agent]  # the CLI entry point
+    for s in scopes:
+        args += ["--scope", s]
+    params = StdioServerParameters(command=sys.executable, args=args, env=_child_env(data_dir), cwd=str(ROOT))
+    return Client(params, read_timeout_seconds=30)
+
+
+async def test_stdio_server_subprocess(tmp_path):
+    async with _stdio("coder", tmp_path, "project:falcon") as coder:
+        assert {t.name for t in (await coder.list_tools()).tools} == TOOLS
+        await ok(coder, "memory_store_fact", content="Falcon uses port 8443 in production", scope="project:falcon")
+        await ok(coder, "memory_store_fact", content="coder's private note about port 9999")
+    # A second agent, later, through the same store: shared scope yes, private scope no.
+    async with _stdio("reviewer", tmp_path, "project:falcon") as reviewer:
+        got = await ok(reviewer, "memory_recall", query="falcon port")
+        assert contents(got) == ["Falcon uses port 8443 in production"]
+        assert "scope denied" in await denied(reviewer, "memory_search", query="port", scopes=["agent:coder"])
+
+
+# ---------------------------------------------------------------------- streamable HTTP
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def http_server(tmp_path_factory):
+    """The memory server's ASGI app under uvicorn in a background thread (its own event loop and
+    store on a temporary SQLite database)."""
+    import uvicorn
+
+    data = tmp_path_factory.mktemp("mcp-http")
+    app = http_app(TOKENS, grants=GRANTS, settings=Settings(CLARA_DATA_DIR=data))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/mcp"
+    server.should_exit = True
+    thread.join(15)
+
+
+def _http_client(url: str, token: str | None) -> Client:
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=30)))
+
+
+async def test_http_server_with_tokens(http_server):
+    async with (
+        _http_client(http_server, "tok-coder-0123456789abcdef") as coder,
+        _http_client(http_server, "tok-reviewer-0123456789abcd") as reviewer,
+    ):
+        assert {t.name for t in (await coder.list_tools()).tools} == TOOLS
+        await agents_share_and_stay_private(coder, reviewer)
+
+
+async def test_http_server_refuses_bad_tokens(http_server):
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    async with httpx.AsyncClient() as raw:
+        for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": "Basic abc"}):
+            r = await raw.post(http_server, json=body, headers=headers)
+            assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    try:
+        async with _http_client(http_server, "wrong-token-0123456789") as c:
+            await c.list_tools()
+    except BaseException as exc:  # the SDK surfaces the 401 as an MCPError inside task-group groups
+        while isinstance(exc, BaseExceptionGroup):
+            exc = exc.exceptions[0]
+        assert isinstance(exc, MCPError), repr(exc)
+    else:
+        raise AssertionError("a bad token connected")
+
+
+def test_http_app_rejects_weak_configuration():
+    with pytest.raises(ValueError):
+        http_app({})
+    with pytest.raises(ValueError):
+        http_app({"short": "coder"})
+    with pytest.raises(ValueError):
+        http_app({"long-enough-token-123": "bad name!"})
+
+
+# ---------------------------------------------------------------------- the client bridge plugin
+def inv(level=Level.ADMIN, user="admin1") -> Invocation:
+    return Invocation(
+        user_id=user,
+        display_name=user,
+        channel_id="c1",
+        guild_id="g1",
+        is_dm=False,
+        level=level,
+        now=T0,
+        user_scope=f"user:{user}",
+        conversation_scope="channel:c1",
+    )
+
+
+@pytest.fixture
+async def bridge_host(store, backend, monkeypatch):
+    if backend != "sqlite":
+        pytest.skip("child-process behaviour does not depend on the database (settings are covered elsewhere)")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-parent-key")
+    monkeypatch.setenv("DISCORD_BOT_TOKEN", "discord-secret-token")
+    for key, value in (("call_timeout", 2), ("connect_timeout", 2), ("retry_after", 0)):
+        await store.settings.set("plugin:mcp_bridge", "global", key, value)
+    h = PluginHost(store, packages="plugins", clock=lambda: T0)
+    assert (await h.load("mcp_bridge")).ok
+    yield h
+    await h.aclose()
+
+
+def tools(h) -> dict:
+    return {t.spec.name: t for t in h.tools(inv())}
+
+
+async def mcp(h, args: str, level=Level.ADMIN):
+    return await h.run_command(inv(level), "mcp", args)
+
+
+async def test_bridge_manages_servers_and_isolates_failures(bridge_host, store):
+    h = bridge_host
+    add = f"add echo stdio FOO=bar {sys.executable} {ECHO}"
+    for level in (Level.MEMBER, Level.MOD):
+        res = await mcp(h, add, level)
+        assert res.error and "needs admin" in res.text
+    assert not tools(h)
+    res = await mcp(h, add)
+    assert not res.error and "connected" in res.text and res.private
+    t = tools(h)
+    assert {"echo__echo", "echo__add", "echo__crash", "echo__hang", "echo__env_keys"} <= set(t)
+    weird = [n for n in t if n.startswith("echo__weird")]
+    assert len(weird) == 1 and all(len(n) <= 64 and n.replace("_", "").replace("-", "").isalnum() for n in t)
+    assert await t["echo__echo"].handler({"text": "hi"}) == "hi"
+    assert await t["echo__add"].handler({"a": 2, "b": 3}) == "5"
+    assert await t[weird[0]].handler({}) == "weird ok"
+    assert "invalid arguments" in await t["echo__add"].handler({"a": "two", "b": 3})  # schema from the server
+    # Environment allow-list: the parent's secrets never reach the child; configured vars do.
+    keys = set((await t["echo__env_keys"].handler({})).split(","))
+    assert not keys & {"OPENAI_API_KEY", "DISCORD_BOT_TOKEN", "CLARA_DATA_DIR", "DATABASE_URL"}
+    assert "FOO" in keys and "PATH" in keys
+    assert await t["echo__getenv"].handler({"name": "OPENAI_API_KEY"}) == "<unset>"
+    assert await t["echo__getenv"].handler({"name": "FOO"}) == "bar"
+    # A hanging call is bounded and the server keeps serving other calls.
+    start = time.monotonic()
+    out = await t["echo__hang"].handler({})
+    assert out.startswith("error:") and "did not answer" in out and time.monotonic() - start < 6
+    assert await t["echo__echo"].handler({"text": "still here"}) == "still here"
+    # A crash is reported; the next call reconnects (retry_after=0 here).
+    out = await t["echo__crash"].handler({})
+    assert out.startswith("error:") and "echo" in out
+    assert "failed" in (await mcp(h, "list")).text
+    assert await tools(h)["echo__echo"].handler({"text": "back"}) == "back"
+    # Servers that never answer or die at start are reported, within the timeout, without tools.
+    start = time.monotonic()
+    res = await mcp(h, f"add stuck stdio {sys.executable} {ECHO} --hang-at-start")
+    assert "failed" in res.text and "no answer" in res.text and time.monotonic() - start < 12
+    res = await mcp(h, f"add dead stdio {sys.executable} {ECHO} --exit-at-start")
+    assert "failed" in res.text
+    assert not any(n.startswith(("stuck__", "dead__")) for n in tools(h))
+    listing = (await mcp(h, "list")).text
+    assert "echo — stdio" in listing and "env: FOO" in listing and "bar" not in listing
+    # The plugin itself was never marked failing, and the bot's other paths keep working.
+    assert h.loaded["mcp_bridge"].status == "loaded" and h.loaded["mcp_bridge"].failures == 0
+    # Disable / enable / remove, persisted in the plugin's settings.
+    assert "Disabled" in (await mcp(h, "disable echo")).text
+    assert not any(n.startswith("echo__") for n in tools(h))
+    assert "connected" in (await mcp(h, "enable echo")).text
+    assert "echo__echo" in tools(h)
+    assert (await mcp(h, "add echo http http://127.0.0.1:1/mcp")).error  # name taken
+    assert (await mcp(h, "add x ftp something")).error
+    assert (await mcp(h, "add Bad/Name stdio true")).error
+    assert "Removed" in (await mcp(h, "remove stuck")).text
+    assert (await mcp(h, "remove nope")).error
+    saved = await store.settings.get("plugin:mcp_bridge", "global", "servers")
+    assert set(saved) == {"echo", "dead"} and saved["echo"]["env"] == {"FOO": "bar"}
+    # A restarted host reconnects the saved, enabled servers in the background.
+    await h.unload("mcp_bridge")
+    assert not tools(h)
+    assert (await h.load("mcp_bridge")).ok
+    for _ in range(100):
+        if "echo__echo" in tools(h):
+            break
+        await asyncio.sleep(0.05)
+    assert await tools(h)["echo__echo"].handler({"text": "again"}) == "again"
+
+
+async def test_bridge_over_http_to_the_memory_server(bridge_host, http_server):
+    h = bridge_host
+    res = await mcp(h, f"add mem http {http_server} bearer=tok-coder-0123456789abcdef")
+    assert "connected" in res.text, res.text
+    t = tools(h)
+    assert {f"mem__{n}" for n in TOOLS} <= set(t)
+    stored = await t["mem__memory_store_fact"].handler(
+        {"content": "Bridge test: the cafe opens at 7", "scope": "project:falcon"}
+    )
+    assert "fact_id" in stored
+    assert "cafe opens at 7" in await t["mem__memory_search"].handler({"query": "cafe"})
+    assert "bearer" not in (await mcp(h, "list")).text.replace("bearer token set", "")
+    res = await mcp(h, f"add badmem http {http_server} bearer=not-a-valid-token-123456")
+    assert "failed" in res.text
