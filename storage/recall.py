@@ -1,8 +1,10 @@
 """Hybrid recall: candidates from inside the scope partition, then normalised-score fusion.
 
 Candidates: the top `n` facts by full text (SQLite FTS5 / PostgreSQL tsvector; the query is an OR
-of its content words) and the top `n` by embedding similarity (vector index). Both queries carry
-the scope and status filter themselves — a hard partition, never a filter on a global top-k.
+of its content words — on SQLite, when that would match more than LEXICAL_BUDGET facts of the
+scope, evaluated in tiers that skip only rows bm25 ranks low, see `Recaller._tiers`) and the top
+`n` by embedding similarity (vector index). Both queries carry the scope and status filter
+themselves — a hard partition, never a filter on a global top-k.
 Both are run on the query WITHOUT the names of the speakers it mentions (entities of the scope
 that speak a fact linked to them: "What did Caroline research?" is searched as "What did
 research?"): who is asked about is the entity signal's job below. Left in, a speaker's name matches
@@ -31,7 +33,9 @@ that set, not fitted per question.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import functools
+import time
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -41,7 +45,7 @@ from sqlalchemy.orm import aliased
 
 from storage.models import EntityRow, FactEntityRow, FactRow
 from storage.text import MAX_QUERY_CHARS, clean_text, norm_name, query_terms, scope_token, without_names, words
-from storage.types import RecallHit
+from storage.types import FactStatus, RecallHit
 
 if TYPE_CHECKING:
     from storage.store import FactStore
@@ -54,8 +58,9 @@ NEIGHBOUR_GAP = timedelta(hours=6)
 SIGNALS = ("lexical", "lexical_ctx", "dense", "dense_ctx")
 
 
-# Aliases of `facts` for the neighbour subqueries, built once (building them costs ~1 ms).
-_ALIASES = tuple(aliased(FactRow) for _ in range(4))
+def _any(terms: Iterable[str]) -> str:
+    """FTS5 OR of quoted tokens."""
+    return " OR ".join(f'"{t}"' for t in terms)
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:
@@ -66,6 +71,7 @@ def _minmax(values: np.ndarray) -> np.ndarray:
 class Recaller:
     def __init__(self, store: FactStore):
         self.store = store
+        self._stats: dict = {}  # key -> (value, when computed): see `_tiers`
 
     async def recall(
         self, query: str, scopes: list[str], k: int, *, kinds: Sequence[str] | None, include_superseded: bool
@@ -153,18 +159,7 @@ class Recaller:
         if not terms:
             return []
         if self.store.dialect == "sqlite":
-            # Scope and status are matched inside the FTS query (indexed token columns): the
-            # partition is applied by the index itself and no join with `facts` is needed.
-            scope_q = " OR ".join(f'"{scope_token(s)}"' for s in scopes)
-            status_q = " OR ".join(f'"{st}"' for st in statuses)
-            terms_q = " OR ".join(f'"{t}"' for t in terms)
-            match = f"{{scope_token}} : ({scope_q}) AND {{status}} : ({status_q}) AND {{content context}} : ({terms_q})"
-            stmt = text(
-                "SELECT rowid AS id, -bm25(facts_fts, 1.0, 0.0, 0.0, 0.0) AS s1, "
-                "-bm25(facts_fts, 1.0, 1.0, 0.0, 0.0) AS s2 "
-                "FROM facts_fts WHERE facts_fts MATCH :m ORDER BY s2 DESC LIMIT :n"
-            )
-            params = {"m": match, "n": n}
+            return self._lexical_sqlite(conn, terms, scopes, statuses, n)
         else:
             stmt = text(
                 "SELECT id, ts_rank('{0, 0, 0, 1}', tsv, q, 1) AS s1, ts_rank('{0, 0, 1, 1}', tsv, q, 1) AS s2 "
@@ -173,6 +168,110 @@ class Recaller:
             ).bindparams(bindparam("scopes", expanding=True), bindparam("st", expanding=True))
             params = {"m": " | ".join(terms), "scopes": scopes, "st": list(statuses), "n": n}
         return [(r.id, float(r.s1), float(r.s2)) for r in conn.execute(stmt, params).all()]
+
+    # Rows bm25 may score for one query before the query is evaluated in tiers (~1.5 us a row).
+    LEXICAL_BUDGET = 5000
+    STATS_TTL_S = 300.0  # how long a statistic of `_tiers` is reused
+
+    def _lexical_sqlite(self, conn, terms: list[str], scopes: list[str], statuses: Sequence[str], n: int):
+        """FTS5 candidates. Scope and status are matched inside the FTS query (indexed token
+        columns): the partition is applied by the index itself and no join with `facts` is needed.
+        The status is written as NOT the other statuses: "active" is on nearly every row, and an
+        AND with it walks that whole posting list (and bm25 reads all of it for its IDF); the other
+        statuses are short lists. bm25 does not depend on the boolean shape of the MATCH, only on
+        which of its phrases a row contains, so the tiers of `_tiers` score each row they return
+        as the plain OR of the terms would."""
+        scope_q = _any(scope_token(s) for s in scopes)
+        others = [st.value for st in FactStatus if st.value not in statuses]
+        not_q = f" NOT {{status}} : ({_any(others)})" if others else ""
+        where = f"{{scope_token}} : ({scope_q}) AND {{content context}} : (@TERMS@){not_q}"
+        exprs = self._tiers(conn, terms, scopes, statuses, where)
+        stmt = text(
+            "SELECT rowid AS id, -bm25(facts_fts, 1.0, 0.0, 0.0, 0.0) AS s1, "
+            "-bm25(facts_fts, 1.0, 1.0, 0.0, 0.0) AS s2 "
+            "FROM facts_fts WHERE facts_fts MATCH :m ORDER BY s2 DESC LIMIT :n"
+        )
+        out = [
+            (r.id, float(r.s1), float(r.s2))
+            for e in exprs
+            for r in conn.execute(stmt, {"m": where.replace("@TERMS@", e), "n": n}).all()
+        ]
+        return sorted(out, key=lambda r: -r[2])[:n] if len(exprs) > 1 else out
+
+    def _tiers(self, conn, terms: list[str], scopes: list[str], statuses: Sequence[str], where: str) -> list[str]:
+        """The MATCH expressions (of disjoint row sets) to evaluate for `terms`.
+
+        bm25 scores every row that matches, ~1.5 us a row, and chat questions are made of
+        frequent words: they match 15% of a LoCoMo conversation's turns at the median, 40% at
+        p90, so the cost grows with the scope (100K facts: 30-60 ms). Up to LEXICAL_BUDGET
+        matching rows (always in a scope of at most that many facts) the query is the plain OR of
+        its terms. Above it:
+        - terms on at least half of the index's rows are dropped: FTS5 clamps their IDF (<= 0)
+          to 1e-6, so they add nothing to any score (a word the stemmer reduces to a stopword,
+          "Ines" -> "in", is one);
+        - then, if still above the budget, the query is evaluated in tiers: rows with any of the
+          rarest terms (as many terms as fit in the budget by document frequency) OR with all of
+          the other, frequent, terms. Only rows that contain some but not all of the frequent
+          terms and none of the rare ones are skipped; bm25 ranks those low (frequent terms have
+          a low IDF), and each row returned keeps its exact score.
+        Document frequencies are counted over the whole index (the IDF's own statistic, an upper
+        bound of the scope's). They, the scope's size class and max(id) are cached for
+        STATS_TTL_S: they only steer this choice, never the partition or the scores."""
+        budget = self.LEXICAL_BUDGET
+
+        def stat(key, fn):  # a cached statistic (scope size class, max id, document frequency)
+            hit = self._stats.get(key)
+            if hit is None or now - hit[1] > self.STATS_TTL_S:
+                if len(self._stats) > 20_000:
+                    self._stats.clear()
+                hit = self._stats[key] = (fn(), now)
+            return hit[0]
+
+        now = time.monotonic()
+        large = stat(
+            ("large", tuple(scopes), tuple(statuses)),
+            lambda: (
+                conn.execute(
+                    select(func.count()).select_from(
+                        select(FactRow.id)
+                        .where(FactRow.scope_id.in_(scopes), FactRow.status.in_(list(statuses)))
+                        .limit(budget + 1)
+                        .subquery()
+                    )
+                ).scalar()
+                > budget
+            ),
+        )
+        if not large:
+            return [_any(terms)]
+        count = text("SELECT count(*) FROM (SELECT 1 FROM facts_fts WHERE facts_fts MATCH :m LIMIT :cap)")
+        # Half the rows of the index, at least (it has at most max(id) rows).
+        half = stat("half", lambda: (conn.execute(select(func.max(FactRow.id))).scalar() or 0) // 2 + 1)
+        df = {}
+        for t in terms:
+            m = f'{{content context}} : "{t}"'
+            df[t] = stat(("df", t), lambda m=m: conn.execute(count, {"m": m, "cap": half}).scalar())
+        terms = [t for t in terms if df[t] < half]
+        if not terms:
+            return []
+        if len(terms) == 1 or sum(df[t] for t in terms) <= budget:
+            return [_any(terms)]
+        if conn.execute(count, {"m": where.replace("@TERMS@", _any(terms)), "cap": budget + 1}).scalar() <= budget:
+            return [_any(terms)]
+        rare: list[str] = []
+        used = 0
+        for t in sorted(terms, key=lambda t: df[t]):
+            if used + df[t] > budget:
+                break
+            rare.append(t)
+            used += df[t]
+        frequent = [t for t in terms if t not in rare]
+        all_frequent = " AND ".join(f'"{t}"' for t in frequent)
+        if not rare:
+            return [all_frequent]
+        if len(frequent) == 1:  # "rare OR frequent" would be the whole query: rare rows with it, without it
+            return [f"({_any(rare)}) AND {all_frequent}", f"({_any(rare)}) NOT {all_frequent}"]
+        return [f"{_any(rare)} OR ({all_frequent})"]
 
     @staticmethod
     def entity_mentions(conn, q: str, scopes: list[str]) -> tuple[list[int], list[str]]:
@@ -183,18 +282,7 @@ class Recaller:
         grams = {norm_name(g) for g in grams if g}
         if not grams:
             return [], []
-        # Whether the entity is the speaker of a fact it is linked to (stops at the first such link).
-        speaks = (
-            select(FactEntityRow.fact_id)
-            .join(FactRow, FactRow.id == FactEntityRow.fact_id)
-            .where(FactEntityRow.entity_id == EntityRow.id, func.lower(FactRow.speaker) == func.lower(EntityRow.name))
-            .exists()
-        )
-        rows = conn.execute(
-            select(EntityRow.id, EntityRow.norm_name, speaks.label("speaks")).where(
-                EntityRow.scope_id.in_(scopes), EntityRow.norm_name.in_(sorted(grams)[:500])
-            )
-        ).all()
+        rows = conn.execute(_mentions_stmt(), {"scopes": list(scopes), "grams": sorted(grams)[:500]}).all()
         return [r.id for r in rows], sorted({r.norm_name for r in rows if r.speaks})
 
     @staticmethod
@@ -202,30 +290,12 @@ class Recaller:
         """Candidate rows (re-checked against scopes/status/kinds) with the ids of their previous
         and next neighbours (same scope, same statuses, within NEIGHBOUR_GAP), and their links to
         the query's entities. One statement for rows and neighbours, one for links."""
-        statuses = list(statuses)
-        p, x, pv, xv = _ALIASES
-        prev_id = _neighbour_id(p, statuses, before=True)
-        next_id = _neighbour_id(x, statuses, before=False)
-        q = select(
-            FactRow.id,
-            FactRow.importance,
-            FactRow.relevance,
-            raw(func.coalesce(FactRow.valid_from, FactRow.created_at)).label("at"),
-            prev_id.label("prev_id"),
-            raw(select(pv.valid_from).where(pv.id == prev_id).scalar_subquery()).label("prev_at"),
-            next_id.label("next_id"),
-            raw(select(xv.valid_from).where(xv.id == next_id).scalar_subquery()).label("next_at"),
-        ).where(
-            FactRow.id.in_(ids),
-            # `scope_id || ''`: same partition, but keeps the planner on the primary key (a handful of
-            # ids) instead of walking the (scope, status) index over every fact of a large scope.
-            FactRow.scope_id.concat("").in_(scopes),
-            FactRow.status.concat("").in_(statuses),
-        )
+        q = _hydrate_stmt(bool(kinds))
+        params = {"ids": list(ids), "scopes": list(scopes), "statuses": list(statuses)}
         if kinds:
-            q = q.where(FactRow.kind.in_(list(kinds)))
+            params["kinds"] = list(kinds)
         links: dict[int, set[int]] = {}
-        rows = conn.execute(q).all()
+        rows = conn.execute(q, params).all()
         if rows and entity_ids:
             link_q = select(FactEntityRow.fact_id, FactEntityRow.entity_id).where(
                 FactEntityRow.entity_id.in_(entity_ids), FactEntityRow.fact_id.in_([r.id for r in rows])
@@ -241,7 +311,52 @@ class Recaller:
         return rows, prev_of, next_of, links
 
 
-def _neighbour_id(alias, statuses: list[str], *, before: bool):
+@functools.cache
+def _mentions_stmt():
+    """The statement of `Recaller.entity_mentions`, built once: parameters `scopes` and `grams`."""
+    # Whether the entity is the speaker of a fact it is linked to (stops at the first such link).
+    speaks = (
+        select(FactEntityRow.fact_id)
+        .join(FactRow, FactRow.id == FactEntityRow.fact_id)
+        .where(FactEntityRow.entity_id == EntityRow.id, func.lower(FactRow.speaker) == func.lower(EntityRow.name))
+        .exists()
+    )
+    return select(EntityRow.id, EntityRow.norm_name, speaks.label("speaks")).where(
+        EntityRow.scope_id.in_(bindparam("scopes", expanding=True)),
+        EntityRow.norm_name.in_(bindparam("grams", expanding=True)),
+    )
+
+
+@functools.cache
+def _hydrate_stmt(with_kinds: bool):
+    """The statement of `Recaller._hydrate`, built once (building it costs more than running it):
+    parameters `ids`, `scopes`, `statuses` and, `with_kinds`, `kinds`."""
+    statuses = bindparam("statuses", expanding=True)
+    p, x, pv, xv = (aliased(FactRow) for _ in range(4))
+    prev_id = _neighbour_id(p, statuses, before=True)
+    next_id = _neighbour_id(x, statuses, before=False)
+    q = select(
+        FactRow.id,
+        FactRow.importance,
+        FactRow.relevance,
+        raw(func.coalesce(FactRow.valid_from, FactRow.created_at)).label("at"),
+        prev_id.label("prev_id"),
+        raw(select(pv.valid_from).where(pv.id == prev_id).scalar_subquery()).label("prev_at"),
+        next_id.label("next_id"),
+        raw(select(xv.valid_from).where(xv.id == next_id).scalar_subquery()).label("next_at"),
+    ).where(
+        FactRow.id.in_(bindparam("ids", expanding=True)),
+        # `scope_id || ''`: same partition, but keeps the planner on the primary key (a handful of
+        # ids) instead of walking the (scope, status) index over every fact of a large scope.
+        FactRow.scope_id.concat("").in_(bindparam("scopes", expanding=True)),
+        FactRow.status.concat("").in_(statuses),
+    )
+    if with_kinds:
+        q = q.where(FactRow.kind.in_(bindparam("kinds", expanding=True)))
+    return q
+
+
+def _neighbour_id(alias, statuses, *, before: bool):
     """Correlated subquery: the id of the previous (or next) fact of the same scope with one of
     `statuses`. Written as ORDER BY id LIMIT 1, not max/min(id): with the status predicate that is
     an index seek on (scope_id, status, id) in both SQLite and PostgreSQL, not a range scan."""
