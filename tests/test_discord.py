@@ -237,6 +237,7 @@ async def test_clara_bot_process_answers_and_stops_gracefully_on_sigterm(tmp_pat
             "DISCORD_API_BASE": fake.api_url,
             "DISCORD_GATEWAY_URL": fake.gateway_url,
             "LLM_PROVIDER": "none",
+            "DISCORD_MONITOR_PORT": str(dash_port := _free_port()),
         }
         env.pop("DATABASE_URL", None)
         proc = await asyncio.create_subprocess_exec(
@@ -254,6 +255,15 @@ async def test_clara_bot_process_answers_and_stops_gracefully_on_sigterm(tmp_pat
             asked = await fake.post_message(general, ALICE, "I keep bees on my roof", mentions_bot=True)
             reply = await fake.wait_for_message(general, after=asked, timeout=30)
             assert "stored" in reply["content"]  # memory-only mode says so plainly
+            import httpx
+
+            async with httpx.AsyncClient() as client:  # the bot process serves the dashboard too
+                health = await client.get(f"http://127.0.0.1:{dash_port}/healthz", timeout=10)
+                assert health.status_code == 200
+                assert (await client.get(f"http://127.0.0.1:{dash_port}/memories", timeout=10)).status_code in (
+                    303,
+                    401,
+                )  # nothing readable without login
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 30) == 0
         finally:
@@ -326,3 +336,11 @@ async def test_plugins_commands_and_per_guild_switch(store, tmp_path):
     finally:
         await close()
         await host.aclose()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -43,6 +43,13 @@ async def run_bot() -> None:
     engine = ChatEngine(store, llm, auto_tier=llm_settings.auto_tier_selection, plugins=plugins)
     bot = ClaraBot(engine, dsettings)
     await plugins.start()
+    from clara.dashboard import DashboardState, start
+
+    try:
+        dash = await start(DashboardState(store, engine=engine, plugins=plugins, bot=bot, llm=llm))
+    except OSError as exc:  # e.g. the port is taken: the bot runs on without its dashboard
+        log.error("dashboard not started: %s", exc)
+        dash = None
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -59,6 +66,8 @@ async def run_bot() -> None:
         await bot.close()
         if not runner.done():
             runner.cancel()
+        if dash is not None:
+            await dash.stop()
         await plugins.aclose()
         await engine.aclose()
         if llm is not None:
