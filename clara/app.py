@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 from clara.settings import Settings, get_settings
@@ -13,7 +12,9 @@ async def open_store(settings: Settings | None = None, *, start_indexer: bool = 
     """Open the fact store configured by `settings` (env / `.env` by default). `bulk` lets the
     embedder use every core (imports, reindexing) instead of EMBED_THREADS."""
     settings = settings or get_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    from clara.ops.logs import setup_logging
+
+    setup_logging(settings)  # CLARA_LOG_FORMAT=json, CLARA_LOG_LEVELS, secrets redacted
     config = settings.store_config()
     if bulk:
         config.embed_threads = max(config.embed_threads, os.cpu_count() or 1)

@@ -101,6 +101,17 @@ def bot() -> None:
         raise typer.Exit(2) from None
 
 
+@app.command("dashboard")
+def dashboard(
+    host: Annotated[str | None, typer.Option(help="Bind address (default CLARA_DASHBOARD_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default DISCORD_MONITOR_PORT, 8001).")] = None,
+) -> None:
+    """The web dashboard alone (the bot serves it too). Login token: CLARA_DASHBOARD_TOKEN."""
+    from clara.dashboard import serve
+
+    serve(host=host, port=port)
+
+
 mcp_app = typer.Typer(help="Share Clara's memory with other agents over MCP.", no_args_is_help=True)
 app.add_typer(mcp_app, name="mcp")
 
@@ -465,6 +476,207 @@ def _write_json(res: dict, path: Path | None) -> None:
     flat = {f"{sys_}.{k}": v for sys_, vals in res.items() for k, v in vals.items()}
     path.write_text(json.dumps({**flat, "systems": res}, indent=2, default=str))
     err.print(f"wrote {path}")
+
+
+# --------------------------------------------------------------------------- operations (clara/ops)
+app.add_typer(import_app, name="import")  # `clara import mem0|jsonl|locomo` = `clara memory import ...`
+
+
+def _ops_logging() -> None:
+    from clara.ops.logs import setup_logging
+    from clara.settings import get_settings
+
+    try:
+        setup_logging(get_settings())
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@app.command("doctor")
+def doctor(
+    index: Annotated[bool, typer.Option(help="Open the vector index and compare its count with SQL.")] = True,
+    strict: Annotated[bool, typer.Option(help="Exit non-zero on warnings too.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+) -> None:
+    """Check configuration, database and migrations, queues, vector index, embedder and Discord
+    token. Exit 1 when a check fails (or warns, with --strict)."""
+    from clara.ops.doctor import FAIL, WARN, run_doctor
+
+    checks = asyncio.run(run_doctor(open_index=index))
+    if json_out:
+        print(json.dumps([c.as_dict() for c in checks]))
+    else:
+        table = Table("check", "status", "detail", title="clara doctor")
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for c in checks:
+            table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail)
+        console.print(table)
+    bad = {FAIL, WARN} if strict else {FAIL}
+    if any(c.status in bad for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command("health")
+def health() -> None:
+    """Print a JSON health probe (db, migrations, queue depths, index lag); exit 1 when unhealthy."""
+    from clara.ops.doctor import health as probe
+
+    report = asyncio.run(probe())
+    print(json.dumps(report, default=str))
+    if not report.get("ok"):
+        raise typer.Exit(1)
+
+
+@db_app.command("backup")
+def db_backup(file: Path) -> None:
+    """Back up the database (SQLite online backup API; PostgreSQL pg_dump -Fc) to FILE."""
+    from clara.ops.backup import BackupError, backup
+    from clara.settings import get_settings
+    from storage.db import async_url
+
+    s = get_settings()
+    try:
+        info = backup(async_url(s.database_url, s.data_dir), file)
+    except BackupError as exc:
+        _fail(str(exc))
+    console.print(f"backed up {info['backend']} database to {info['file']} ({info['bytes']:,} bytes)")
+
+
+@db_app.command("restore")
+def db_restore(
+    file: Path,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    reindex: Annotated[bool, typer.Option(help="Rebuild the vector index from the restored SQL.")] = True,
+) -> None:
+    """Replace the database with a backup made by `clara db backup` (stop the bot first), then
+    rebuild the vector index."""
+    from clara.ops.backup import BackupError, restore
+    from clara.settings import get_settings
+    from storage.db import async_url
+
+    if not yes and not typer.confirm(f"Replace the current database with {file}?"):
+        raise typer.Exit(1)
+    s = get_settings()
+    try:
+        info = restore(async_url(s.database_url, s.data_dir), file)
+    except BackupError as exc:
+        _fail(str(exc))
+    console.print(f"restored {info['backend']} database from {file}")
+    if reindex:
+        _run(_reindex_quietly())
+
+
+async def _reindex_quietly() -> None:
+    """Rebuild the index with the indexer started only after the clear (store.reindex's clear
+    races a running indexer: "Shard is not initialized", retried)."""
+    from clara.app import open_store
+
+    store = await open_store(start_indexer=False, bulk=True)
+    try:
+        n = await store.reindex(wait=False)
+        store.start()
+        await store.drain(timeout=24 * 3600)
+        console.print(f"reindexed {n} facts")
+    finally:
+        await store.aclose()
+
+
+@memory_app.command("export")
+def memory_export(
+    file: Path,
+    user: Annotated[str | None, typer.Option(help="Only this user's memories (default: everything).")] = None,
+) -> None:
+    """Export facts (scope, kind, status, slug, importance, times, supersede links, entities) as JSON Lines."""
+    from clara.ops.portable import export_jsonl
+
+    info = _run(_with_store(lambda store: export_jsonl(store, file, user), bulk=False))
+    console.print(f"exported {info['facts']} facts in {info['scopes']} scopes to {info['file']}")
+
+
+def _print_import(report) -> None:
+    for e in report.errors[:20]:
+        err.print(f"[yellow]skipped {e}")
+    console.print(
+        f"read {report.read}, imported {report.imported}, already present {report.skipped}, "
+        f"failed {report.failed}, scopes {report.scopes}"
+    )
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@import_app.command("jsonl")
+def import_jsonl_cmd(
+    file: Path, wait: Annotated[bool, typer.Option(help="Wait until every fact is embedded.")] = True
+) -> None:
+    """Import a `clara memory export` JSON Lines file (ids remapped; importing twice changes nothing)."""
+    from clara.ops.portable import import_jsonl
+
+    async def go(store):
+        report = await import_jsonl(store, file)
+        if wait:
+            await store.drain(timeout=24 * 3600)
+        return report
+
+    _print_import(_run(_with_store(go, bulk=True)))
+
+
+@import_app.command("mem0")
+def import_mem0_cmd(
+    export: Annotated[Path | None, typer.Argument(help="A mem0 Platform JSON (or JSON Lines) export.")] = None,
+    qdrant_path: Annotated[Path | None, typer.Option(help="mem0's Qdrant directory (local path mode).")] = None,
+    collection: Annotated[str, typer.Option(help="mem0's Qdrant collection.")] = "mem0",
+    history_db: Annotated[
+        Path | None, typer.Option(help="mem0's SQLite history DB (default: <qdrant>/../history.db).")
+    ] = None,
+    default_scope: Annotated[str | None, typer.Option(help="Scope for memories with no user_id/agent_id.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait until every fact is embedded.")] = True,
+) -> None:
+    """Import mem0 memories: user_id → user:<id>, agent_id → agent:<id>, source_ref mem0:<id>, times kept."""
+    from clara.ops.mem0_import import import_mem0
+
+    async def go(store):
+        report = await import_mem0(
+            store,
+            export=export,
+            qdrant_path=qdrant_path,
+            collection=collection,
+            history_db=history_db,
+            default_scope=default_scope,
+        )
+        if wait:
+            await store.drain(timeout=24 * 3600)
+        return report
+
+    _print_import(_run(_with_store(go, bulk=True)))
+
+
+@bench_app.command("load")
+def bench_load(
+    users: int = 50,
+    messages: int = 20,
+    llm_delay: Annotated[float, typer.Option(help="Seconds the stub model waits per chat answer.")] = 0.0,
+    json_out: Annotated[Path | None, typer.Option("--json")] = None,
+    database_url: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """N users x M messages concurrently through the fake Discord: lost messages, duplicate facts,
+    undelivered replies, turn overhead excluding LLM time (needs a source checkout)."""
+    from clara.ops.load import run_load
+
+    with _progress() as prog:
+        progress = _named_tasks(prog)
+        try:
+            res = _run(run_load(users, messages, database_url=database_url, llm_delay=llm_delay, progress=progress))
+        except RuntimeError as exc:
+            _fail(str(exc))
+    table = Table(title=f"Load: {users} users x {messages} messages through the fake Discord")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in res.items():
+        table.add_row(k, _fmt(v))
+    console.print(table)
+    _write_json({"load": res}, json_out)
+    if any(res[k] for k in ("lost_messages", "undelivered_replies", "duplicate_facts", "missing_facts")):
+        raise typer.Exit(1)
 
 
 def main() -> None:

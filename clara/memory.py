@@ -70,7 +70,7 @@ class MemoryManager:
         budgets: Budgets | None = None,
         extra_scopes: list[str] | None = None,
         sweep_every: float = 60.0,
-        lease: float = 120.0,
+        lease: float | None = None,
     ):
         self.store = store
         self.llm = llm
@@ -81,7 +81,7 @@ class MemoryManager:
         self.extra_scopes = list(extra_scopes or [])
         self.writer = MemoryWriter(store, llm)
         self.sweep_every = sweep_every
-        self.lease = lease
+        self.lease = lease if lease is not None else self.settings.memory_job_lease
         self._claimed: list[int] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     cohere_base_url: str | None = None
 
     session_idle_minutes: float = Field(default=30, gt=0, description="idle time that closes a session")
+    memory_job_lease: float = Field(
+        default=120, ge=5, description="seconds a worker owns a memory job; after a crash it is retried then"
+    )
     carryover_messages: int = Field(default=6, ge=0, le=50, description="previous-session turns carried over")
     bot_name: str = Field(default="Clara", validation_alias="CLARA_BOT_NAME")
     persona: str | None = Field(default=None, validation_alias="CLARA_PERSONA")

@@ -8,12 +8,19 @@ import os
 import uuid
 
 import pytest
+from hypothesis import settings
 from sqlalchemy.engine import make_url
 
 from storage import FactStore, StoreConfig
 from storage.embeddings import make_embedder
 
 PG_URL = os.environ.get("CLARA_TEST_DATABASE_URL")
+
+# Property tests are derandomized by default so CI is reproducible; HYPOTHESIS_PROFILE=explore
+# draws fresh random inputs (and CLARA_FUZZ_EXAMPLES=10000 makes the long run).
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 TABLES = (
     "scheduler_jobs, memory_jobs, sessions, settings, index_jobs, fact_history, relations, fact_entities, "

@@ -254,6 +254,8 @@ class MemoryService:
     ) -> dict[str, Any]:
         """Full-text (exact words, no embeddings) search with filters; without `query`, the newest
         facts matching the filters."""
+        if query is not None and not isinstance(query, str):
+            raise InvalidInput(f"query must be text, got {type(query).__name__}")
         principal, _ = await self.ensure_agent(agent)
         readable = await self._readable(principal, scopes)
         limit = max(1, min(int(limit), 100))

@@ -173,10 +173,10 @@ def parse_money(value: object, default_currency: str | None = None) -> tuple[Dec
         raise PluginError(f"the amount must be positive (got {shown!r})")
     if amount == 0:
         raise PluginError(f"the amount must be more than zero (got {shown!r})")
+    if amount > MAX_AMOUNT:  # checked first: quantizing a huge number overflows the decimal context
+        raise PluginError(f"{shown!r} is too large (at most {MAX_AMOUNT:,})")
     if amount != amount.quantize(CENT, rounding=ROUND_HALF_UP):
         raise PluginError(f"{shown!r} has more than 2 decimal places")
-    if amount > MAX_AMOUNT:
-        raise PluginError(f"{shown!r} is too large (at most {MAX_AMOUNT:,})")
     currency = currency or (check_currency(default_currency) if default_currency else None)
     if currency is None:
         raise PluginError(f"which currency is {shown!r} in? Add a code or symbol ({MONEY_EXAMPLES})")
