@@ -124,7 +124,8 @@ class ChatEngine:
                 for a in msg.attachments:  # e.g. a CSV to import: commands get attached text as input
                     text += f"\n{a.text}"
                 return await self.commands.run(msg, text[: MAX_MESSAGE_CHARS * 4], where)
-            return await self._converse(msg, text, where, tier, on_text)
+            async with self.memory.foreground():
+                return await self._converse(msg, text, where, tier, on_text)
         except (InvalidInput, StoreError) as exc:
             return Reply(f"Sorry, I couldn't do that: {exc}", error=True)
 

@@ -83,6 +83,9 @@ class MemoryManager:
         self.sweep_every = sweep_every
         self.lease = lease if lease is not None else self.settings.memory_job_lease
         self._claimed: list[int] = []
+        self._turns = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -300,6 +303,26 @@ class MemoryManager:
             self.notify()
         return closed
 
+    @contextlib.asynccontextmanager
+    async def foreground(self):
+        """Mark a turn in progress: background jobs wait (briefly) so the reply goes first."""
+        self._turns += 1
+        self._quiet.clear()
+        try:
+            yield
+        finally:
+            self._turns -= 1
+            if self._turns == 0:
+                self._quiet.set()
+
+    async def _yield_to_turns(self, max_wait: float = 0.25) -> None:
+        """Let in-flight turns finish before the next job takes the writer and the CPU (bounded,
+        so background work still progresses under constant load)."""
+        if self._turns:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max_wait):
+                    await self._quiet.wait()
+
     async def run_worker(self) -> None:
         """Drain the memory queue forever: extraction and summaries, one job at a time (so two
         messages never race to write the same fact in this process; slugs guard across processes)."""
@@ -329,6 +352,7 @@ class MemoryManager:
                 for job in jobs:
                     if self._closed:
                         break  # aclose hands the rest back
+                    await self._yield_to_turns()
                     try:
                         await self.writer.process(job)
                     except asyncio.CancelledError:
