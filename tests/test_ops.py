@@ -4,6 +4,7 @@ Qdrant + history layout with qdrant-client; the real mem0ai package when install
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -20,6 +21,7 @@ from clara.ops.logs import JsonFormatter, RedactingFilter, parse_levels, secrets
 from clara.ops.mem0_import import import_mem0
 from clara.ops.portable import export_jsonl, import_jsonl
 from storage import FactStore, StoreConfig
+from tests.conftest import assert_private
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(120)
@@ -479,19 +481,54 @@ async def test_mem0_qdrant_and_history_layout(store, tmp_path):
     assert (await store.recall("where does alice live", ["user:alice"]))[0].fact.content == "Lives in Porto"
 
 
+def _write_with_real_mem0(root: Path) -> None:
+    """A store written by the real mem0ai package (infer=False: no LLM), embedding through the
+    local OpenAI-compatible endpoint (our MiniLM), as the seed bot's users have them."""
+    import os
+
+    os.environ.setdefault("MEM0_TELEMETRY", "False")
+    mem0 = pytest.importorskip("mem0")
+    from clara.bench.embed_server import serve_embeddings
+    from storage.embeddings import make_embedder
+
+    server, base_url = serve_embeddings(make_embedder("local"))
+    try:
+        llm = {"model": "unused", "api_key": "local", "openai_base_url": base_url}
+        memory = mem0.Memory.from_config(
+            {
+                "vector_store": {
+                    "provider": "qdrant",
+                    "config": {"collection_name": "mem0", "path": str(root / "qdrant"), "embedding_model_dims": 384},
+                },
+                "embedder": {"provider": "openai", "config": {**llm, "model": "minilm", "embedding_dims": 384}},
+                "llm": {"provider": "openai", "config": llm},
+                "history_db_path": str(root / "history.db"),
+            }
+        )
+        first = memory.add("Alice lives in Lisbon", user_id="alice", infer=False)["results"][0]["id"]
+        memory.update(first, "Alice lives in Porto")
+        memory.add("The coder agent prefers vim", agent_id="coder", infer=False)
+        gone = memory.add("Alice's old phone number is 555-0100", user_id="alice", infer=False)["results"][0]["id"]
+        memory.delete(gone)
+        del memory  # releases the embedded Qdrant's lock
+    finally:
+        server.shutdown()
+
+
+async def test_mem0_store_written_by_the_real_package(store, tmp_path):
+    await asyncio.to_thread(_write_with_real_mem0, tmp_path)
+    report = await import_mem0(store, qdrant_path=tmp_path / "qdrant", history_db=tmp_path / "history.db")
+    assert report.failed == 0, report
+    active = [f.content for f in await store.list_facts(["user:alice"])]
+    assert active == ["Alice lives in Porto"]  # updated text, deleted memory not imported
+    assert [f.content for f in await store.list_facts(["agent:coder"])] == ["The coder agent prefers vim"]
+    fact = (await store.list_facts(["user:alice"]))[0]
+    assert fact.source_ref.startswith("mem0:")
+    await assert_private(store, "Alice lives Porto", "bob", "user:alice")
+
+
 def test_mem0_cli_reports_missing_sources(cli_env, tmp_path):
     res = _cli("import", "mem0", "--qdrant-path", str(tmp_path / "nope"))
     assert res.exit_code == 2 and "no Qdrant directory" in res.output
     res = _cli("import", "mem0")
     assert res.exit_code == 2 and "either an export file or a Qdrant path" in res.output
-
-
-async def test_mem0_written_by_the_real_package(store, tmp_path, monkeypatch):
-    """Only when mem0ai is installed (optional extra): a store written by mem0 itself."""
-    monkeypatch.setenv("MEM0_TELEMETRY", "False")
-    mem0 = pytest.importorskip("mem0")
-    from clara.bench import mem0_peer  # noqa: F401 - its offline config is the reference
-
-    pytest.skip(
-        f"mem0 {getattr(mem0, '__version__', '?')} installed: needs an offline LLM peer (see clara.bench.mem0_peer)"
-    )
