@@ -85,10 +85,12 @@ class LLMSettings(BaseSettings):
 
 def make_llm(settings: LLMSettings | None = None) -> LLMProvider | None:
     """The configured provider, or None for memory-only mode (no provider, or its key missing)."""
+    s = settings or LLMSettings()
+    if s.llm_provider is None:
+        return None  # before importing the SDKs: memory-only start-up stays fast (anthropic alone ~1 s)
     from clara.llm.anthropic_native import AnthropicProvider
     from clara.llm.openai_compat import OpenAICompatProvider
 
-    s = settings or LLMSettings()
     common = {
         "default_tier": s.model_tier,
         "timeout": s.llm_timeout_seconds,
