@@ -73,10 +73,7 @@ def head_revision() -> str | None:
 BRANCH_ENV = Path(__file__).resolve().parent / "branch_env"
 
 
-def upgrade_branch(url: str, versions_dir: Path, version_table: str, revision: str = "heads") -> None:
-    """Run an independent migration history (its revisions in `versions_dir`, its state in
-    `version_table`) against `url` — how plugins get their own tables without touching the core
-    schema's history. Blocking; call from a thread in async code."""
+def _branch_config(versions_dir: Path, version_table: str) -> Config:
     if not version_table.isidentifier():
         raise ValueError(f"bad version table name {version_table!r}")
     cfg = Config()
@@ -84,25 +81,25 @@ def upgrade_branch(url: str, versions_dir: Path, version_table: str, revision: s
     cfg.set_main_option("version_locations", str(versions_dir))
     cfg.set_main_option("path_separator", "os")
     cfg.attributes["version_table"] = version_table
+    return cfg
+
+
+def _run_branch(url: str, cfg: Config, step, revision: str) -> None:
     engine = _engine(url)
     try:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+            step(cfg, revision)
     finally:
         engine.dispose()
+
+
+def upgrade_branch(url: str, versions_dir: Path, version_table: str, revision: str = "heads") -> None:
+    """Run an independent migration history (its revisions in `versions_dir`, its state in
+    `version_table`) against `url` — how plugins get their own tables without touching the core
+    schema's history. Blocking; call from a thread in async code."""
+    _run_branch(url, _branch_config(versions_dir, version_table), command.upgrade, revision)
 
 
 def downgrade_branch(url: str, versions_dir: Path, version_table: str, revision: str = "base") -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(BRANCH_ENV))
-    cfg.set_main_option("version_locations", str(versions_dir))
-    cfg.set_main_option("path_separator", "os")
-    cfg.attributes["version_table"] = version_table
-    engine = _engine(url)
-    try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, revision)
-    finally:
-        engine.dispose()
+    _run_branch(url, _branch_config(versions_dir, version_table), command.downgrade, revision)

@@ -103,3 +103,28 @@ async def assert_private(store: FactStore, query: str, reader: str, other_scope:
     assert other_scope not in scopes
     for hit in await store.recall(query, scopes, k=50):
         assert hit.fact.scope_id != other_scope, f"{reader} recalled {other_scope}'s fact {hit.fact.content!r}"
+
+
+def run_then_kill(script: str, args: list[str], after: int) -> list[int]:
+    """Run tests/<script> with `args`, collect the ids it prints as it acknowledges work, and
+    SIGKILL it once `after` ids were printed (crash-and-restart tests)."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    proc = subprocess.Popen(
+        [sys.executable, str(here / script), *args], stdout=subprocess.PIPE, text=True, cwd=here.parent
+    )
+    acked: list[int] = []
+    try:
+        for line in proc.stdout:
+            if line.strip().isdigit():
+                acked.append(int(line))
+            if len(acked) >= after:
+                break
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    return acked

@@ -7,11 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +17,7 @@ from clara.chat import ChatEngine, IncomingMessage
 from clara.llm import OpenAICompatProvider
 from clara.settings import Settings
 from storage import FactStore
-from tests.conftest import assert_private
+from tests.conftest import assert_private, run_then_kill
 from tests.llm_stub import LLMStub, Reply, json_reply, tool_call
 
 HERE = Path(__file__).parent
@@ -275,29 +271,7 @@ async def test_concurrent_users_every_message_once_no_duplicate_facts(engine, st
 
 
 def _chat_then_kill(store_config, after: int) -> list[int]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "crash_chat.py"),
-            str(store_config.data_dir),
-            store_config.database_url or "",
-            "30",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=HERE.parent,
-    )
-    acked: list[int] = []
-    try:
-        for line in proc.stdout:
-            if line.strip().isdigit():
-                acked.append(int(line))
-            if len(acked) >= after:
-                break
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    return acked
+    return run_then_kill("crash_chat.py", [str(store_config.data_dir), store_config.database_url or "", "30"], after)
 
 
 async def test_restart_mid_extraction_completes_queued_writes(store_config, embedder, settings):

@@ -4,8 +4,6 @@ fact is present and the pending embeddings are finished by the next process."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,30 +11,15 @@ from pathlib import Path
 import pytest
 
 from storage import FactStore
+from tests.conftest import run_then_kill
 
 HERE = Path(__file__).resolve().parent
 
 
 def _write_then_kill(store_config, indexing: str, after: int) -> list[int]:
     """Run crash_writer.py, collect the ids it acknowledged, SIGKILL it after `after` of them."""
-    url = store_config.database_url or ""
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "crash_writer.py"), str(store_config.data_dir), url, "400", indexing],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=HERE.parent,
-    )
-    acked: list[int] = []
-    try:
-        for line in proc.stdout:
-            if line.strip().isdigit():
-                acked.append(int(line))
-            if len(acked) >= after:
-                break
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    return acked
+    args = [str(store_config.data_dir), store_config.database_url or "", "400", indexing]
+    return run_then_kill("crash_writer.py", args, after)
 
 
 @pytest.mark.parametrize("indexing", ["index", "noindex"])
