@@ -88,7 +88,7 @@ class ChatEngine:
             channel_id=msg.channel_id,
             guild_id=msg.guild_id,
             is_dm=msg.is_dm,
-            level=Level(min(int(msg.effective_level), int(Level.BOT_OWNER))),
+            level=Level(min(int(msg.level), int(Level.BOT_OWNER))),
             now=msg.timestamp,
             user_scope=where.user,
             conversation_scope=where.conversation,

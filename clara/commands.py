@@ -14,6 +14,7 @@ import humanize
 
 from clara.memory import CORE, Where
 from clara.messages import IncomingMessage, Reply
+from clara.plugin_api import Level
 from storage import StoreError
 from storage.types import Fact
 
@@ -208,7 +209,7 @@ class Commands:
 
     async def cmd_context(self, msg, arg, where) -> Reply:
         admins = {a.strip() for a in self.engine.settings.admin_users.split(",") if a.strip()}
-        if not (msg.is_admin or msg.user_id in admins):
+        if not (msg.level >= Level.ADMIN or msg.user_id in admins):
             return Reply("!context is for admins (CLARA_ADMIN_USERS).", error=True)
         ctx = await self.memory.context(msg, arg or "(no message)", where, None)
         return Reply(ctx.render())
@@ -227,26 +228,10 @@ class Commands:
     async def export_user(self, user_id: str, where: Where) -> dict:
         """Everything about one user: facts in their scope and facts they created elsewhere (all
         statuses, with history), their sessions and settings."""
-        facts: list[Fact] = []
-        offset = 0
-        while True:  # page through: no silent cap
-            page = await self.store.list_facts(
-                [where.user], statuses=("active", "superseded"), limit=500, offset=offset
-            )
-            facts += page
-            offset += 500
-            if len(page) < 500:
-                break
+        facts = await self._every_fact([where.user])
         others = [s for s in await self.store.readable_scopes(user_id) if s != where.user]
-        offset = 0
-        while others:
-            page = await self.store.list_facts(
-                others, statuses=("active", "superseded"), created_by=user_id, limit=500, offset=offset
-            )
-            facts += page
-            offset += 500
-            if len(page) < 500:
-                break
+        if others:
+            facts += await self._every_fact(others, created_by=user_id)
         sessions = await self.store.sessions.list_sessions(user_id, limit=1000)
         return {
             "user_id": user_id,
@@ -281,6 +266,17 @@ class Commands:
             ],
             "settings": await self.store.settings.export_target(where.user),
         }
+
+    async def _every_fact(self, scopes: list[str], *, created_by: str | None = None, page: int = 500) -> list[Fact]:
+        """All active and superseded facts of these scopes, paged through (no silent cap)."""
+        out: list[Fact] = []
+        while True:
+            batch = await self.store.list_facts(
+                scopes, statuses=("active", "superseded"), created_by=created_by, limit=page, offset=len(out)
+            )
+            out += batch
+            if len(batch) < page:
+                return out
 
     async def cmd_forgetme(self, msg, arg, where) -> Reply:
         target = where.user

@@ -30,12 +30,7 @@ class IncomingMessage:
     attachments: list[Attachment] = field(default_factory=list)
     reply_to: list[tuple[str, str]] = field(default_factory=list)
     external_id: str | None = None
-    is_admin: bool = False
     level: int = 0  # clara.plugin_api.Level, computed by the transport (fail-closed)
-
-    @property
-    def effective_level(self) -> int:
-        return max(self.level, 2 if self.is_admin else 0)
 
 
 @dataclass(slots=True)

@@ -14,12 +14,13 @@ Recall uses relevance only as a small tie-breaking prior, never as a filter.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, select, update
 
 from storage.models import FactRow
+from storage.sqlutil import aware
 
 if TYPE_CHECKING:
     from storage.store import FactStore
@@ -34,14 +35,10 @@ def relevance(
     half_life_days: float = 30.0,
 ) -> float:
     """The decayed relevance in [0, 1] of one fact at `now` (see module docstring)."""
-    ref = max(_aware(created_at), _aware(last_used)) if last_used else _aware(created_at)
+    ref = max(aware(created_at), aware(last_used)) if last_used else aware(created_at)
     days = max(0.0, (now - ref).total_seconds() / 86400.0)
     strength = half_life_days / math.log(2) * (1 + max(0, access_count)) * (0.5 + importance)
     return math.exp(-days / strength)
-
-
-def _aware(d: datetime) -> datetime:
-    return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
 async def decay_relevance(store: FactStore, now: datetime, half_life_days: float = 30.0, batch: int = 2000) -> int:

@@ -25,7 +25,7 @@ def msg(text, user="alice", channel="general", dm=False, at=None, admin=False) -
         text=text,
         is_dm=dm,
         timestamp=at or datetime.now(UTC),
-        is_admin=admin,
+        level=2 if admin else 0,
     )
 
 

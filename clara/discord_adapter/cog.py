@@ -23,6 +23,17 @@ from clara.messages import IncomingMessage, Reply
 if TYPE_CHECKING:
     from clara.discord_adapter.bot import ClaraBot
 
+
+async def send_reply(send, reply: Reply, **kw) -> None:
+    """Send a core Reply through `send` (ctx.send, channel.send, followup.send): split for
+    Discord, files on the last message."""
+    chunks = split_message(reply.text) or ["(no reply)"]
+    files = [discord.File(io.BytesIO(b), filename=n) for n, b in reply.files]
+    for i, chunk in enumerate(chunks):
+        last = i == len(chunks) - 1
+        await send(chunk, files=files if last and files else discord.utils.MISSING, **kw)
+
+
 PRIVATE = {"recall", "memories", "export", "forgetme", "about", "context"}
 
 
@@ -55,20 +66,14 @@ class MemoryCog(commands.Cog, name="Memory"):
         await self._deliver(ctx, reply, private)
 
     async def _deliver(self, ctx: commands.Context, reply: Reply, private: bool) -> None:
-        chunks = split_message(reply.text) or ["(no reply)"]
-        files = [discord.File(io.BytesIO(b), filename=n) for n, b in reply.files]
         if ctx.interaction:
-            for i, chunk in enumerate(chunks):
-                last = i == len(chunks) - 1
-                await ctx.send(chunk, ephemeral=private, files=files if last and files else discord.utils.MISSING)
+            await send_reply(ctx.send, reply, ephemeral=private)
             return
         target = ctx
         if private:
             target = ctx.author.dm_channel or await ctx.author.create_dm()
             await ctx.reply("I've sent you the answer in a DM (it includes private memories).", mention_author=False)
-        for i, chunk in enumerate(chunks):
-            last = i == len(chunks) - 1
-            await target.send(chunk, files=files if last and files else discord.utils.MISSING)
+        await send_reply(target.send, reply)
 
     # ------------------------------------------------------------------ hybrid memory commands
     @commands.hybrid_command(description="Save something about you (private to you).")
@@ -244,15 +249,7 @@ class PluginCommands(commands.Cog, name="Plugins"):
                 level=int(self.bot.level(interaction.user, interaction.guild)),
             )
             reply = await self.bot.engine.handle(msg)
-            chunks = split_message(reply.text) or ["(no reply)"]
-            files = [discord.File(io.BytesIO(b), filename=n) for n, b in reply.files]
-            for i, chunk in enumerate(chunks):
-                last = i == len(chunks) - 1
-                await interaction.followup.send(
-                    chunk,
-                    ephemeral=interaction.guild is not None,
-                    files=files if last and files else discord.utils.MISSING,
-                )
+            await send_reply(interaction.followup.send, reply, ephemeral=interaction.guild is not None)
 
         return app_commands.Command(name=cmd.name, description=(cmd.help or cmd.name)[:100], callback=callback)
 

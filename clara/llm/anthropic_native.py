@@ -25,21 +25,17 @@ from clara.llm.base import (
     LLMBadOutput,
     LLMError,
     LLMProvider,
-    LLMTimeout,
-    LLMUnavailable,
     RetryPolicy,
     StreamEvent,
     ToolCall,
     ToolSpec,
     empty_usage,
     make_usage,
+    map_sdk_error,
     parse_tool_arguments,
-    status_error,
     strip_json_fence,
-    transport_error_classes,
 )
 
-_TIMEOUTS, _TRANSPORT = transport_error_classes()
 JSON_INSTRUCTION = "Answer with a single JSON object only: no prose, no Markdown code fence."
 
 
@@ -97,21 +93,7 @@ class AnthropicProvider(LLMProvider):
         return params
 
     def _map_error(self, exc: BaseException) -> LLMError:
-        name = self.name
-        if isinstance(exc, LLMError):
-            return exc
-        if isinstance(exc, (anthropic.APITimeoutError, TimeoutError, *_TIMEOUTS)):
-            return LLMTimeout(f"{name} took too long to answer.", provider=name)
-        if isinstance(exc, anthropic.APIStatusError):
-            detail = exc.api_message if isinstance(getattr(exc, "api_message", None), str) else None
-            return status_error(name, exc.status_code, exc.response.headers, detail, self._secret)
-        if isinstance(exc, (anthropic.APIConnectionError, *_TRANSPORT)):
-            return LLMUnavailable(f"Could not reach {name}.", provider=name)
-        if isinstance(exc, anthropic.APIResponseValidationError | ValueError | TypeError | KeyError):
-            return LLMBadOutput(f"{name} returned a malformed response.", provider=name)
-        if isinstance(exc, anthropic.APIError):  # an error event inside a stream
-            return LLMUnavailable(f"{name} reported an error while answering.", provider=name)
-        return LLMError(f"{name} request failed ({type(exc).__name__}).", provider=name)
+        return map_sdk_error(exc, anthropic, self.name, self._secret, _anthropic_detail)
 
     async def complete(
         self,
@@ -289,3 +271,7 @@ def to_anthropic_messages(messages: list[ChatMessage]) -> tuple[str, list[dict[s
 
 def to_anthropic_tool(spec: ToolSpec) -> dict[str, Any]:
     return {"name": spec.name, "description": spec.description, "input_schema": spec.parameters}
+
+
+def _anthropic_detail(exc: Any) -> str | None:
+    return exc.api_message if isinstance(getattr(exc, "api_message", None), str) else None

@@ -19,6 +19,7 @@ never contains an API key (the SDK's own exception is kept as ``__cause__`` for 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -200,6 +201,29 @@ def status_error(
     return LLMError(f"{provider} rejected the request (HTTP {status}){reason}", provider=provider, status=status)
 
 
+def map_sdk_error(
+    exc: BaseException, sdk: Any, name: str, secret: str | None, detail: Callable[[Any], str | None]
+) -> LLMError:
+    """The `LLMError` for an exception from `sdk` (the `openai` or `anthropic` module: both name
+    their errors APITimeoutError, APIStatusError, APIConnectionError, APIResponseValidationError,
+    APIError) or from the transport. `detail(status_exc)` reads the server's reason; messages
+    never carry the key."""
+    timeouts, transport = transport_error_classes()
+    if isinstance(exc, LLMError):
+        return exc
+    if isinstance(exc, (sdk.APITimeoutError, TimeoutError, *timeouts)):
+        return LLMTimeout(f"{name} took too long to answer.", provider=name)
+    if isinstance(exc, sdk.APIStatusError):
+        return status_error(name, exc.status_code, exc.response.headers, detail(exc), secret)
+    if isinstance(exc, (sdk.APIConnectionError, *transport)):
+        return LLMUnavailable(f"Could not reach {name}.", provider=name)
+    if isinstance(exc, (sdk.APIResponseValidationError, ValueError, TypeError, KeyError)):
+        return LLMBadOutput(f"{name} returned a malformed response.", provider=name)
+    if isinstance(exc, sdk.APIError):  # e.g. an error event inside a stream
+        return LLMUnavailable(f"{name} reported an error while answering.", provider=name)
+    return LLMError(f"{name} request failed ({type(exc).__name__}).", provider=name)
+
+
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:
     if not headers:
         return None
@@ -213,6 +237,7 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
 def transport_error_classes() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
     """(timeout classes, other transport error classes) of the HTTP libraries the SDKs use
     (``httpx2`` and/or ``httpx``): streamed bodies can raise them unwrapped."""

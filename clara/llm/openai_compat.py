@@ -22,7 +22,6 @@ from clara.llm.base import (
     LLMBadOutput,
     LLMError,
     LLMProvider,
-    LLMTimeout,
     LLMUnavailable,
     RetryPolicy,
     StreamEvent,
@@ -30,13 +29,10 @@ from clara.llm.base import (
     ToolSpec,
     empty_usage,
     make_usage,
+    map_sdk_error,
     parse_tool_arguments,
-    status_error,
     strip_json_fence,
-    transport_error_classes,
 )
-
-_TIMEOUTS, _TRANSPORT = transport_error_classes()
 
 
 class OpenAICompatProvider(LLMProvider):
@@ -98,22 +94,7 @@ class OpenAICompatProvider(LLMProvider):
 
     def _map_error(self, exc: BaseException) -> LLMError:
         """The `LLMError` for an SDK/transport exception (messages never carry the key)."""
-        name = self.name
-        if isinstance(exc, LLMError):
-            return exc
-        if isinstance(exc, (openai.APITimeoutError, TimeoutError, *_TIMEOUTS)):
-            return LLMTimeout(f"{name} took too long to answer.", provider=name)
-        if isinstance(exc, openai.APIStatusError):
-            body = exc.body if isinstance(exc.body, dict) else {}
-            detail = body.get("message") if isinstance(body.get("message"), str) else None
-            return status_error(name, exc.status_code, exc.response.headers, detail, self._secret)
-        if isinstance(exc, (openai.APIConnectionError, *_TRANSPORT)):
-            return LLMUnavailable(f"Could not reach {name}.", provider=name)
-        if isinstance(exc, openai.APIResponseValidationError | ValueError | TypeError | KeyError):
-            return LLMBadOutput(f"{name} returned a malformed response.", provider=name)
-        if isinstance(exc, openai.APIError):  # e.g. an error event inside a stream
-            return LLMUnavailable(f"{name} reported an error while answering.", provider=name)
-        return LLMError(f"{name} request failed ({type(exc).__name__}).", provider=name)
+        return map_sdk_error(exc, openai, self.name, self._secret, _openai_detail)
 
     # ------------------------------------------------------------------ complete
 
@@ -320,3 +301,8 @@ class ToolCallAssembler:
             arguments = parse_tool_arguments("".join(call.arguments), call.name, self.provider)
             result.append(ToolCall(id=call.id or new_call_id(), name=call.name, arguments=arguments))
         return result
+
+
+def _openai_detail(exc: Any) -> str | None:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    return body.get("message") if isinstance(body.get("message"), str) else None
