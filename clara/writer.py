@@ -28,6 +28,7 @@ from typing import Any
 
 from clara.llm import ChatMessage, LLMError, LLMProvider
 from storage import FactStore, InvalidInput
+from storage.cpu import run_background
 from storage.jobs import Job
 from storage.sessions import SUMMARY_JOB
 from storage.text import norm_name
@@ -105,7 +106,7 @@ class MemoryWriter:
         conv, user_scope, project = p["conversation_scope"], p["user_scope"], p.get("project_scope")
         when = datetime.fromisoformat(p["timestamp"])
         text = turn.content
-        mentions = await asyncio.to_thread(extract_entities, text, speaker=name)
+        mentions = await run_background(extract_entities, text, speaker=name)
         writable = [s for s in dict.fromkeys([user_scope, conv, project]) if s]
         ents = await self._resolve([(name, "person"), *_entity_pairs(mentions)], writable)
         previous = [t for t in await self.store.sessions.turns(p["session_id"], 3) if t.id < turn.id]
@@ -128,7 +129,7 @@ class MemoryWriter:
         if self.llm is not None:
             proposals = await self._llm_proposals(text, name, writable, when)
         if proposals is None:
-            cands = await asyncio.to_thread(candidate_facts, text, speaker=name, speaker_id=user_id, now=when)
+            cands = await run_background(candidate_facts, text, speaker=name, speaker_id=user_id, now=when)
             proposals = [
                 Proposal(
                     content=c.content,
@@ -149,7 +150,7 @@ class MemoryWriter:
                 outcomes.append(await self._apply(prop, name, user_id, user_scope, conv, project, turn.id, when))
             except InvalidInput as exc:  # one bad candidate must not sink the others
                 log.warning("candidate fact rejected: %s", exc)
-        for rel, other in await asyncio.to_thread(relationship_mentions, text):
+        for rel, other in await run_background(relationship_mentions, text):
             for scope in dict.fromkeys([user_scope, conv]):
                 await self.store.graph.add_alias(scope, other, f"{name}'s {rel}", "person")
         return outcomes

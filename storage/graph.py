@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import String, and_, cast, desc, insert, or_, select, update
+from sqlalchemy import Connection, String, and_, cast, desc, insert, or_, select, update
 
 from storage.db import Engines
 from storage.errors import InvalidInput
@@ -58,31 +58,28 @@ def _norm(name: str) -> str:
     return n
 
 
-async def upsert_entity(
-    conn, scope_id: str, name: str, etype: str | None, now: datetime, aliases: Sequence[str] = ()
+def upsert_entity(
+    conn: Connection, scope_id: str, name: str, etype: str | None, now: datetime, aliases: Sequence[str] = ()
 ) -> int:
-    """Find or create the entity `name` in `scope_id` on `conn` (inside the caller's transaction).
+    """Find or create the entity `name` in `scope_id` on `conn` (inside the caller's transaction;
+    a synchronous connection: async callers use `await conn.run_sync(upsert_entity, ...)`).
     A known type replaces "thing"; new aliases are merged. Returns the entity id."""
     norm = _norm(name)
     etype = _etype(etype)
-    row = (
-        await conn.execute(select(EntityRow).where(EntityRow.scope_id == scope_id, EntityRow.norm_name == norm))
-    ).first()
+    row = conn.execute(select(EntityRow).where(EntityRow.scope_id == scope_id, EntityRow.norm_name == norm)).first()
     new_aliases = [a for a in (norm_name(x)[:200] for x in aliases) if a and a != norm]
     if row is None:
-        return (
-            await conn.execute(
-                insert(EntityRow)
-                .values(
-                    scope_id=scope_id,
-                    name=str(name)[:200],
-                    norm_name=norm,
-                    type=etype,
-                    aliases=sorted(set(new_aliases)),
-                    created_at=now,
-                )
-                .returning(EntityRow.id)
+        return conn.execute(
+            insert(EntityRow)
+            .values(
+                scope_id=scope_id,
+                name=str(name)[:200],
+                norm_name=norm,
+                type=etype,
+                aliases=sorted(set(new_aliases)),
+                created_at=now,
             )
+            .returning(EntityRow.id)
         ).scalar_one()
     changes: dict = {}
     if row.type == "thing" and etype != "thing":
@@ -91,7 +88,7 @@ async def upsert_entity(
     if merged != sorted(row.aliases or []):
         changes["aliases"] = merged
     if changes:
-        await conn.execute(update(EntityRow).where(EntityRow.id == row.id).values(**changes))
+        conn.execute(update(EntityRow).where(EntityRow.id == row.id).values(**changes))
     return row.id
 
 
@@ -102,7 +99,7 @@ class Graph:
     async def add_alias(self, scope_id: str, name: str, alias: str, etype: str | None = None) -> int:
         """Attach `alias` (e.g. "alice's sister") to the entity `name` in `scope_id` (created if new)."""
         async with self.engines.writer.begin() as conn:
-            return await upsert_entity(conn, scope_id, name, etype, utcnow(), aliases=[alias])
+            return await conn.run_sync(upsert_entity, scope_id, name, etype, utcnow(), [alias])
 
     async def resolve(self, scopes: Sequence[str], name: str) -> list[Entity]:
         """Entities called `name` (by normalised name or alias) in the given scopes only."""
@@ -146,8 +143,8 @@ class Graph:
         now = utcnow()
         since = valid_from or now
         async with self.engines.writer.begin() as conn:
-            sid = await upsert_entity(conn, scope_id, source[0], source[1], now)
-            tid = await upsert_entity(conn, scope_id, target[0], target[1], now)
+            sid = await conn.run_sync(upsert_entity, scope_id, source[0], source[1], now)
+            tid = await conn.run_sync(upsert_entity, scope_id, target[0], target[1], now)
             open_rel = and_(
                 RelationRow.scope_id == scope_id,
                 RelationRow.source_id == sid,

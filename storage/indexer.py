@@ -14,8 +14,9 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
+from storage.cpu import run_background
 from storage.db import Engines
 from storage.embeddings import Embedder
 from storage.models import FactRow, IndexJobRow
@@ -76,32 +77,9 @@ class Indexer:
 
     async def run_once(self) -> int:
         """Process one batch of jobs; returns how many jobs were consumed (0 = queue empty)."""
-        async with self.engines.reader.connect() as conn:
-            jobs = (
-                await conn.execute(
-                    select(IndexJobRow.id, IndexJobRow.fact_id, IndexJobRow.op)
-                    .order_by(IndexJobRow.id)
-                    .limit(self.batch)
-                )
-            ).all()
-            if not jobs:
-                return 0
-            # The last job for a fact decides what happens to it.
-            last_op: dict[int, str] = {}
-            for j in jobs:
-                last_op[j.fact_id] = j.op
-            upsert_ids = [fid for fid, op in last_op.items() if op == "upsert"]
-            rows = (
-                (
-                    await conn.execute(
-                        select(FactRow.id, FactRow.scope_id, FactRow.status, FactRow.content).where(
-                            FactRow.id.in_(upsert_ids)
-                        )
-                    )
-                ).all()
-                if upsert_ids
-                else []
-            )
+        jobs, last_op, rows = await self.engines.run_read(self._pending, self.batch)
+        if not jobs:
+            return 0
         found = {r.id for r in rows}
         live = [r for r in rows if r.status != "deleted"]
         delete_ids = [fid for fid, op in last_op.items() if op == "delete" or fid not in found] + [
@@ -110,20 +88,48 @@ class Indexer:
         try:
             await self._apply(live, delete_ids)
         except Exception as exc:
-            async with self.engines.writer.begin() as conn:
-                await conn.execute(
+            error = str(exc)[:2000]
+            await self.engines.run_write(
+                lambda conn: conn.execute(
                     update(IndexJobRow)
                     .where(IndexJobRow.id.in_([j.id for j in jobs]))
-                    .values(attempts=IndexJobRow.attempts + 1, last_error=str(exc)[:2000])
+                    .values(attempts=IndexJobRow.attempts + 1, last_error=error)
                 )
+            )
             raise
         now = datetime.now(UTC)
-        async with self.engines.writer.begin() as conn:
+
+        def done(conn: Connection) -> None:
             if live:
-                await conn.execute(update(FactRow).where(FactRow.id.in_([r.id for r in live])).values(indexed_at=now))
-            await conn.execute(delete(IndexJobRow).where(IndexJobRow.id.in_([j.id for j in jobs])))
+                conn.execute(update(FactRow).where(FactRow.id.in_([r.id for r in live])).values(indexed_at=now))
+            conn.execute(delete(IndexJobRow).where(IndexJobRow.id.in_([j.id for j in jobs])))
+
+        # One short transaction in the write thread: an acknowledgement waiting behind it waits
+        # for ~1 ms, not for a chain of event-loop round trips.
+        await self.engines.run_write(done)
         self.processed += len(jobs)
         return len(jobs)
+
+    @staticmethod
+    def _pending(conn: Connection, limit: int) -> tuple[list, dict[int, str], list]:
+        """The oldest `limit` jobs, the op that decides each fact's fate, and the facts to upsert
+        (id, scope, status, content)."""
+        jobs = conn.execute(
+            select(IndexJobRow.id, IndexJobRow.fact_id, IndexJobRow.op).order_by(IndexJobRow.id).limit(limit)
+        ).all()
+        # The last job for a fact decides what happens to it.
+        last_op: dict[int, str] = {}
+        for j in jobs:
+            last_op[j.fact_id] = j.op
+        upsert_ids = [fid for fid, op in last_op.items() if op == "upsert"]
+        rows = (
+            conn.execute(
+                select(FactRow.id, FactRow.scope_id, FactRow.status, FactRow.content).where(FactRow.id.in_(upsert_ids))
+            ).all()
+            if upsert_ids
+            else []
+        )
+        return jobs, last_op, rows
 
     async def _apply(self, live, delete_ids) -> None:
         if live:
@@ -131,7 +137,7 @@ class Indexer:
             # dense-in-context signal is computed at query time from the previous turn's vector
             # (storage/recall.py), which ranks as well as embedding "context + content" at half the cost.
             texts = [r.content for r in live]
-            vectors = await asyncio.to_thread(self.embedder.embed_documents, texts)
+            vectors = await run_background(self.embedder.embed_documents, texts)
             await self.index.upsert(
                 [VectorPoint(r.id, v, r.scope_id, r.status) for r, v in zip(live, vectors, strict=True)]
             )

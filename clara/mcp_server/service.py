@@ -308,7 +308,7 @@ class MemoryService:
         now = utcnow()
         linked = False
         async with self.store.engines.writer.begin() as conn:
-            eid = await upsert_entity(conn, sid, entity, entity_type, now, aliases=[alias] if alias else ())
+            eid = await conn.run_sync(upsert_entity, sid, entity, entity_type, now, [alias] if alias else ())
             if fact_id is not None:
                 exists = (
                     await conn.execute(

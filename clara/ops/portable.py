@@ -332,7 +332,7 @@ async def write_facts(
             cache: dict[str, int] = {}
             seen: set[int] = set()
             for name, etype in ents:
-                eid = cache.get(name) or await upsert_entity(conn, values["scope_id"], name, etype, now)
+                eid = cache.get(name) or await conn.run_sync(upsert_entity, values["scope_id"], name, etype, now)
                 cache[name] = eid
                 if eid not in seen:
                     seen.add(eid)
