@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import Engines
@@ -41,18 +41,18 @@ class JobQueue:
         self.dialect = engines.dialect
         self.max_attempts = max_attempts
 
-    async def enqueue(
+    def enqueue_in(
         self,
+        conn: Connection,
         kind: str,
         payload: dict[str, Any],
         *,
         key: str | None = None,
         principal: str | None = None,
         run_after: datetime | None = None,
-        conn: AsyncConnection | None = None,
     ) -> bool:
-        """Queue a job (inside `conn`'s transaction when given). Returns False when a job with the
-        same `key` is already queued (nothing written)."""
+        """Queue a job inside the caller's (synchronous) transaction `conn`. Returns False when a
+        job with the same `key` is already queued (nothing written)."""
         now = utcnow()
         stmt = (
             dialect_insert(self.dialect, MemoryJobRow)
@@ -69,10 +69,11 @@ class JobQueue:
             )
             .on_conflict_do_nothing(index_elements=["key"])
         )
-        if conn is not None:
-            return (await conn.execute(stmt)).rowcount > 0
-        async with self.engines.writer.begin() as c:
-            return (await c.execute(stmt)).rowcount > 0
+        return conn.execute(stmt).rowcount > 0
+
+    async def enqueue(self, kind: str, payload: dict[str, Any], **options: Any) -> bool:
+        """`enqueue_in` (same options: key, principal, run_after) in a transaction of its own."""
+        return await self.engines.run_write(lambda conn: self.enqueue_in(conn, kind, payload, **options))
 
     async def claim(self, limit: int = 8, *, lease: float = 120.0, kinds: Sequence[str] | None = None) -> list[Job]:
         """Lease up to `limit` due jobs, oldest first: pending ones whose `run_after` has come, and

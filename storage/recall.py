@@ -90,17 +90,20 @@ class Recaller:
         cand = list(dict.fromkeys([i for i, *_ in lexical] + [i for i, _ in dense]))
         if not cand:
             return []
-        rows, prev_of, next_of, links = await self.store.engines.run_read(
-            self._hydrate, cand, scopes, statuses, kinds, entity_ids
-        )
+        # Cosines for every candidate (fetched while the candidates are hydrated) and every
+        # previous neighbour (same scopes) that is not a candidate itself.
+        cos = dict(dense)
+        cand_cos = asyncio.create_task(self.store.index.cosines([i for i in cand if i not in cos], qvec))
+        try:
+            rows, prev_of, next_of, links = await self.store.engines.run_read(
+                self._hydrate, cand, scopes, statuses, kinds, entity_ids
+            )
+        finally:
+            cos.update(await cand_cos)
         if not rows:
             return []
         ids = [r.id for r in rows]
-        # Cosines for every candidate and every previous neighbour (fetched vectors, same scopes).
-        cos = dict(dense)
-        need = [i for i in set(ids) | {p for p in prev_of.values()} if i not in cos]
-        for fid, vec in (await self.store.index.vectors(need)).items():
-            cos[fid] = float(vec @ qvec)
+        cos.update(await self.store.index.cosines([p for p in set(prev_of.values()) if p not in cos], qvec))
         lex = {fid: (s1, s2) for fid, s1, s2 in lexical}
         raw = np.zeros((len(ids), 4))
         for j, fid in enumerate(ids):

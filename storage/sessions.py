@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import desc, insert, select, update
+from sqlalchemy import Connection, desc, select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import Engines
@@ -25,6 +25,10 @@ from storage.sqlutil import aware
 from storage.text import MAX_FACT_CHARS, check_scope_id, clean_text
 
 SUMMARY_JOB = "session_summary"
+
+# Core statements with parameter dicts (compiled once) for the acknowledgement path.
+_INSERT_SESSION = SessionRow.__table__.insert().returning(SessionRow.__table__.c.id)
+_INSERT_MESSAGE = MessageRow.__table__.insert().returning(MessageRow.__table__.c.id)
 
 
 @dataclass(slots=True)
@@ -127,117 +131,140 @@ class SessionStore:
         raise AssertionError("unreachable")
 
     async def _record(self, user_id, channel_id, scope_id, is_dm, speaker, content, now, idle, role, external_id, job):
-        async with self.engines.writer.begin() as conn:
+        def write(conn: Connection) -> TurnRecord:
             q = select(SessionRow).where(
                 SessionRow.user_id == user_id, SessionRow.channel_id == channel_id, SessionRow.status == "open"
             )
             if self.dialect == "postgresql":
                 q = q.with_for_update()
-            row = (await conn.execute(q)).first()
+            row = conn.execute(q).first()
             closed = None
             if row is not None and now - aware(row.last_activity_at) > idle:
-                closed = await self._close(conn, row.id, now)
+                closed = self._close(conn, row.id, now)
                 previous_id, row = row.id, None
             elif row is None:
-                previous_id = (
-                    await conn.execute(
-                        select(SessionRow.id)
-                        .where(SessionRow.user_id == user_id, SessionRow.channel_id == channel_id)
-                        .order_by(desc(SessionRow.started_at), desc(SessionRow.id))
-                        .limit(1)
-                    )
+                previous_id = conn.execute(
+                    select(SessionRow.id)
+                    .where(SessionRow.user_id == user_id, SessionRow.channel_id == channel_id)
+                    .order_by(desc(SessionRow.started_at), desc(SessionRow.id))
+                    .limit(1)
                 ).scalar()
             new = row is None
             if new:
-                sid = (
-                    await conn.execute(
-                        insert(SessionRow)
-                        .values(
-                            user_id=user_id,
-                            channel_id=channel_id,
-                            scope_id=scope_id,
-                            is_dm=int(is_dm),
-                            status="open",
-                            started_at=now,
-                            last_activity_at=now,
-                            message_count=0,
-                            previous_id=previous_id,
-                        )
-                        .returning(SessionRow.id)
-                    )
+                sid = conn.execute(
+                    _INSERT_SESSION,
+                    dict(
+                        user_id=user_id,
+                        channel_id=channel_id,
+                        scope_id=scope_id,
+                        is_dm=int(is_dm),
+                        status="open",
+                        started_at=now,
+                        last_activity_at=now,
+                        message_count=0,
+                        previous_id=previous_id,
+                    ),
                 ).scalar_one()
             else:
                 sid = row.id
-            mid = (
-                await conn.execute(
-                    insert(MessageRow)
-                    .values(
-                        scope_id=scope_id,
-                        channel=channel_id,
-                        speaker=speaker,
-                        speaker_id=user_id if role == "user" else None,
-                        role=role,
-                        content=content,
-                        external_id=external_id,
-                        created_at=now,
-                        session_id=sid,
-                    )
-                    .returning(MessageRow.id)
-                )
-            ).scalar_one()
-            await conn.execute(
-                update(SessionRow)
-                .where(SessionRow.id == sid)
-                .values(
-                    message_count=SessionRow.message_count + 1,
-                    last_activity_at=now if new else max(now, aware(row.last_activity_at)),
-                )
+            mid = self._append(
+                conn,
+                sid,
+                scope_id,
+                channel_id,
+                speaker,
+                user_id if role == "user" else None,
+                role,
+                content,
+                external_id,
+                now,
+                None if new else row.last_activity_at,
             )
             if job is not None:
                 kind, payload = job
-                await self.jobs.enqueue(
-                    kind, {**payload, "message_id": mid, "session_id": sid}, principal=user_id, conn=conn
-                )
-            session = _session((await conn.execute(select(SessionRow).where(SessionRow.id == sid))).one())
-        return TurnRecord(mid, session, closed, new)
+                self.jobs.enqueue_in(conn, kind, {**payload, "message_id": mid, "session_id": sid}, principal=user_id)
+            session = _session(conn.execute(select(SessionRow).where(SessionRow.id == sid)).one())
+            return TurnRecord(mid, session, closed, new)
 
-    async def _close(self, conn, session_id: int, now: datetime) -> Session | None:
+        return await self.engines.run_write(write)
+
+    @staticmethod
+    def _append(
+        conn: Connection,
+        session_id: int,
+        scope_id: str,
+        channel_id: str,
+        speaker: str,
+        speaker_id: str | None,
+        role: str,
+        content: str,
+        external_id: str | None,
+        now: datetime,
+        last_activity: datetime | str | None,
+    ) -> int:
+        """Insert one turn into a session and count it as activity (never moving the session's
+        last activity backwards; `last_activity` None = a brand-new session). Returns its id."""
+        mid = conn.execute(
+            _INSERT_MESSAGE,
+            dict(
+                scope_id=scope_id,
+                channel=channel_id,
+                speaker=speaker,
+                speaker_id=speaker_id,
+                role=role,
+                content=content,
+                external_id=external_id,
+                created_at=now,
+                session_id=session_id,
+            ),
+        ).scalar_one()
+        conn.execute(
+            update(SessionRow)
+            .where(SessionRow.id == session_id)
+            .values(
+                message_count=SessionRow.message_count + 1,
+                last_activity_at=now if last_activity is None else max(now, aware(last_activity)),
+            )
+        )
+        return mid
+
+    def _close(self, conn: Connection, session_id: int, now: datetime) -> Session | None:
         """Close an open session and queue its summary, once (the UPDATE decides who closed it)."""
-        done = await conn.execute(
+        done = conn.execute(
             update(SessionRow)
             .where(SessionRow.id == session_id, SessionRow.status == "open")
             .values(status="closed", closed_at=now)
         )
         if done.rowcount == 0:
             return None
-        row = (await conn.execute(select(SessionRow).where(SessionRow.id == session_id))).one()
-        await self.jobs.enqueue(
-            SUMMARY_JOB, {"session_id": session_id}, key=f"summary:{session_id}", principal=row.user_id, conn=conn
+        row = conn.execute(select(SessionRow).where(SessionRow.id == session_id)).one()
+        self.jobs.enqueue_in(
+            conn, SUMMARY_JOB, {"session_id": session_id}, key=f"summary:{session_id}", principal=row.user_id
         )
         return _session(row)
 
     async def close_idle(self, now: datetime, idle: timedelta, limit: int = 500) -> list[Session]:
         """Close every open session idle for longer than `idle` (the periodic sweep); their
         summaries are queued. Returns the sessions closed."""
-        async with self.engines.writer.begin() as conn:
+
+        def write(conn: Connection) -> list[Session]:
             ids = (
-                (
-                    await conn.execute(
-                        select(SessionRow.id)
-                        .where(SessionRow.status == "open", SessionRow.last_activity_at < now - idle)
-                        .limit(limit)
-                    )
+                conn.execute(
+                    select(SessionRow.id)
+                    .where(SessionRow.status == "open", SessionRow.last_activity_at < now - idle)
+                    .limit(limit)
                 )
                 .scalars()
                 .all()
             )
-            closed = [await self._close(conn, sid, now) for sid in ids]
-        return [s for s in closed if s is not None]
+            closed = [self._close(conn, sid, now) for sid in ids]
+            return [s for s in closed if s is not None]
+
+        return await self.engines.run_write(write)
 
     async def close(self, session_id: int, now: datetime) -> Session | None:
         """Close one session now (e.g. `!summary`), queueing its summary. None if already closed."""
-        async with self.engines.writer.begin() as conn:
-            return await self._close(conn, session_id, now)
+        return await self.engines.run_write(self._close, session_id, now)
 
     async def set_summary(self, session_id: int, fact_id: int) -> None:
         async with self.engines.writer.begin() as conn:
@@ -248,33 +275,26 @@ class SessionStore:
     ) -> int:
         """Store the bot's reply in the session (role assistant; never mined for facts); it counts
         as session activity."""
-        async with self.engines.writer.begin() as conn:
-            mid = (
-                await conn.execute(
-                    insert(MessageRow)
-                    .values(
-                        scope_id=scope_id,
-                        channel=channel_id,
-                        speaker=clean_text(speaker, "speaker", 200),
-                        speaker_id=None,
-                        role="assistant",
-                        content=clean_text(content or "…", "reply", MAX_FACT_CHARS),
-                        created_at=now,
-                        session_id=session_id,
-                    )
-                    .returning(MessageRow.id)
-                )
-            ).scalar_one()
-            row = (await conn.execute(select(SessionRow.last_activity_at).where(SessionRow.id == session_id))).first()
-            if row is not None:
-                await conn.execute(
-                    update(SessionRow)
-                    .where(SessionRow.id == session_id)
-                    .values(
-                        message_count=SessionRow.message_count + 1,
-                        last_activity_at=max(now, aware(row.last_activity_at)),
-                    )
-                )
+        speaker = clean_text(speaker, "speaker", 200)
+        content = clean_text(content or "…", "reply", MAX_FACT_CHARS)
+
+        def write(conn: Connection) -> int:
+            row = conn.execute(select(SessionRow.last_activity_at).where(SessionRow.id == session_id)).first()
+            return self._append(
+                conn,
+                session_id,
+                scope_id,
+                channel_id,
+                speaker,
+                None,
+                "assistant",
+                content,
+                None,
+                now,
+                row.last_activity_at if row is not None else None,
+            )
+
+        mid = await self.engines.run_write(write)
         return mid
 
     async def get(self, session_id: int) -> Session | None:

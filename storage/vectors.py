@@ -53,6 +53,11 @@ class VectorIndex(ABC):
     async def vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
         """The stored vectors of `ids` (ids without a vector are absent from the result)."""
 
+    async def cosines(self, ids: list[int], query: np.ndarray) -> dict[int, float]:
+        """Cosine similarity of `query` (unit length) with the stored vector of each of `ids`;
+        ids without a vector are absent. Stored vectors are unit length, so this is a dot product."""
+        return {fid: float(vec @ query) for fid, vec in (await self.vectors(ids)).items()}
+
     @abstractmethod
     async def count(self) -> int: ...
 
@@ -149,6 +154,17 @@ class EdgeIndex(VectorIndex):
             return {}
         recs = await self._call(self._shard.retrieve, list(ids), False, True)
         return {int(r.id): np.asarray(r.vector, dtype=np.float32) for r in recs}
+
+    def _cosines(self, ids: list[int], query: np.ndarray) -> dict[int, float]:
+        recs = self._shard.retrieve(ids, False, True)
+        if not recs:
+            return {}
+        sims = np.asarray([r.vector for r in recs], dtype=np.float32) @ query
+        return {int(r.id): float(c) for r, c in zip(recs, sims, strict=True)}
+
+    async def cosines(self, ids: list[int], query: np.ndarray) -> dict[int, float]:
+        # Retrieval and the conversion of the vectors happen on the index thread, not the loop.
+        return await self._call(self._cosines, list(ids), query) if ids else {}
 
     async def count(self) -> int:
         return int(await self._call(self._shard.count, self._qe.CountRequest()))
