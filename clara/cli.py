@@ -474,6 +474,7 @@ def _write_json(res: dict, path: Path | None) -> None:
     if path is None:
         return
     flat = {f"{sys_}.{k}": v for sys_, vals in res.items() for k, v in vals.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)  # e.g. bench-results/ on a fresh checkout
     path.write_text(json.dumps({**flat, "systems": res}, indent=2, default=str))
     err.print(f"wrote {path}")
 

@@ -107,7 +107,7 @@ def test_bench_locomo_smoke_writes_json(tmp_path):
 
 @pytest.mark.slow
 def test_bench_scale_smoke(tmp_path):
-    out = tmp_path / "scale.json"
+    out = tmp_path / "results" / "scale.json"  # a folder that does not exist yet
     res = clara(["bench", "scale", "--facts", "300", "--queries", "20", "--adds", "20", "--json", str(out)], tmp_path)
     assert res.returncode == 0, res.stderr
     data = json.loads(out.read_text())
