@@ -269,3 +269,37 @@ async def test_messages_round_trip(store):
     assert (await store.recent_messages("user:alice"))[-1]["id"] == mid
     with pytest.raises(InvalidInput):
         await store.add_message("user:alice", "alice", "")
+
+
+async def test_large_scope_lexical_tiers_keep_scores_and_partition(store, monkeypatch):
+    """Above the lexical budget the full-text query runs in tiers (rare terms, or all frequent
+    ones). Every row it returns keeps the exact score of the plain OR query, the best rows are the
+    same, and another user's private facts never come back."""
+    await two_users(store)
+    await store.ensure_scope("chan:big", "channel")
+    filler = [{"content": f"we talked about the weather and the weekend plans, note {i}"} for i in range(240)]
+    filler += [{"content": "the weekend plans include a pottery class in Porto"}]
+    filler += [{"content": f"the weather was fine for the pottery fair, day {i}"} for i in range(6)]
+    await store.add_many(filler, "chan:big")
+    await store.add("alice's pottery class in Porto is secret", "user:alice", actor="alice")
+    query = "pottery class Porto weather weekend plans"
+
+    def lexical(conn):
+        store.recaller._stats.clear()
+        return store.recaller.lexical(conn, query, ["chan:big"], ("active",), 20)
+
+    monkeypatch.setattr(type(store.recaller), "LEXICAL_BUDGET", 10**9)
+    plain = await store.engines.run_read(lexical)
+    monkeypatch.setattr(type(store.recaller), "LEXICAL_BUDGET", 50)
+    tiered = await store.engines.run_read(lexical)
+    assert len(plain) == 20
+    if store.dialect == "sqlite":  # (PostgreSQL's full-text query has no tiers)
+        assert 7 <= len(tiered) < 20  # tiers ran: the rows with a rare term (words on most rows score ~0)
+    scores = {fid: (s1, s2) for fid, s1, s2 in plain}
+    for fid, s1, s2 in tiered:
+        if fid in scores:
+            assert scores[fid] == pytest.approx((s1, s2))
+    assert [fid for fid, *_ in tiered[:5]] == [fid for fid, *_ in plain[:5]]
+    hits = await store.recall(query, ["chan:big"], k=5)
+    assert hits[0].fact.content == "the weekend plans include a pottery class in Porto"
+    await assert_private(store, query, "bob", "user:alice")
