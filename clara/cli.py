@@ -378,6 +378,9 @@ def bench_locomo(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write every figure as JSON.")] = None,
     database_url: Annotated[str | None, typer.Option(help="Run Clara on this database (default temp SQLite).")] = None,
     mem0: Annotated[bool | None, typer.Option(help="Include mem0 (default: when installed).")] = None,
+    distractors: Annotated[
+        int, typer.Option(min=0, help="Also recall over a scope of this many synthetic facts (Clara only).")
+    ] = 0,
 ) -> None:
     """Retrieval recall@k of Clara vs BM25-only and dense-only (and mem0) in one run."""
     from clara.bench import locomo as bench
@@ -385,7 +388,9 @@ def bench_locomo(
     with _progress() as prog:
         progress = _named_tasks(prog)
         try:
-            res = _run(bench.run(paths, database_url=database_url, with_mem0=mem0, progress=progress))
+            res = _run(
+                bench.run(paths, database_url=database_url, with_mem0=mem0, progress=progress, distractors=distractors)
+            )
         except ValueError as exc:
             _fail(str(exc))
     _print_bench(

@@ -106,6 +106,20 @@ def test_bench_locomo_smoke_writes_json(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_locomo_with_distractors(tmp_path):
+    """`--distractors N` recalls over the conversation plus N synthetic facts (all embedded)."""
+    out = tmp_path / "bench.json"
+    res = clara(["bench", "locomo", str(TINY), "--distractors", "300", "--json", str(out), "--no-mem0"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    assert data["run.distractors"] == 300
+    assert data["run.facts"] == data["run.turns"] + 300
+    assert data["clara.questions"] == 4 and 0 <= data["clara.R@10"] <= 1
+    bad = clara(["bench", "locomo", str(TINY), "--distractors", "-5", "--no-mem0"], tmp_path)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
 def test_bench_scale_smoke(tmp_path):
     out = tmp_path / "results" / "scale.json"  # a folder that does not exist yet
     res = clara(["bench", "scale", "--facts", "300", "--queries", "20", "--adds", "20", "--json", str(out)], tmp_path)

@@ -67,8 +67,13 @@ async def run(
     database_url: str | None = None,
     with_mem0: bool | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    distractors: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """Run the benchmark; returns {system: {metric: value}} (systems: clara, bm25, dense, mem0)."""
+    """Run the benchmark; returns {system: {metric: value}} (systems: clara, bm25, dense, mem0).
+
+    With `distractors` > 0, Clara recalls each question over its conversation's scope AND a scope
+    of that many synthetic chat facts (`clara bench scale`'s sentences, embedded like the turns):
+    recall and latency in a large store. The baselines and mem0 still see the conversation only."""
     convs = [c for f in locomo.expand(files) for c in locomo.load(f)]
     if not convs:
         raise ValueError("no LoCoMo conversations found in the given paths")
@@ -79,7 +84,8 @@ async def run(
             StoreConfig(database_url=database_url, data_dir=Path(tmp), embed_threads=os.cpu_count() or 1)
         )
         try:
-            await _run_clara(store, convs, results["clara"], progress, n_questions)
+            noise = await _distractors(store, distractors, progress) if distractors > 0 else []
+            await _run_clara(store, convs, results["clara"], progress, n_questions, noise)
             _run_baselines(store.embedder, convs, results, progress, n_questions)
             extra = {"rss_mb": rss_mb(), "facts": await store.count_facts()}
         finally:
@@ -94,11 +100,39 @@ async def run(
             results["mem0"] = SystemResult("mem0")
             await run_mem0(convs, results["mem0"], progress, n_questions, _evidence)
     out = {name: r.summary() for name, r in results.items()}
-    out["run"] = {"conversations": len(convs), "turns": sum(len(c.turns) for c in convs), **extra}
+    out["run"] = {
+        "conversations": len(convs),
+        "turns": sum(len(c.turns) for c in convs),
+        "distractors": distractors,
+        **extra,
+    }
     return out
 
 
-async def _run_clara(store: FactStore, convs, result: SystemResult, progress, n_questions: int) -> None:
+DISTRACTOR_SCOPE = "bench:distractors"
+
+
+async def _distractors(store: FactStore, n: int, progress) -> list[str]:
+    """Fill DISTRACTOR_SCOPE with `n` synthetic facts, embedded and indexed; returns [that scope]."""
+    import random
+
+    from clara.bench.scale import sentence
+
+    rng = random.Random(n)
+    await store.ensure_scope(DISTRACTOR_SCOPE, "channel")
+    for start in range(0, n, 1000):
+        items = [{"content": sentence(rng, start + j)} for j in range(min(1000, n - start))]
+        await store.add_many(items, DISTRACTOR_SCOPE)
+    await store.indexer.drain(
+        timeout=24 * 3600, progress=(lambda d, tot: progress("distractors", d, tot)) if progress else None
+    )
+    await store.index.optimize()
+    return [DISTRACTOR_SCOPE]
+
+
+async def _run_clara(
+    store: FactStore, convs, result: SystemResult, progress, n_questions: int, noise: list[str]
+) -> None:
     t0 = time.perf_counter()
     for conv in convs:
         errors = await locomo.ingest(store, conv)
@@ -115,7 +149,7 @@ async def _run_clara(store: FactStore, convs, result: SystemResult, progress, n_
         scope = f"locomo:{conv.id}"
         for q in conv.scored_questions():
             t = time.perf_counter()
-            hits = await store.recall(q.question, [scope], k=max(KS), bump=False)
+            hits = await store.recall(q.question, [scope, *noise], k=max(KS), bump=False)
             ms = (time.perf_counter() - t) * 1000
             result.add([h.fact.source_ref for h in hits], _evidence(q), ms)
             done += 1
