@@ -44,5 +44,4 @@ def background_pool() -> ThreadPoolExecutor:
 async def run_background(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run the blocking `fn(*args, **kwargs)` on a low-priority thread and return its result
     (exceptions propagate). For CPU work that no user is waiting on right now."""
-    call = functools.partial(fn, *args, **kwargs) if kwargs else functools.partial(fn, *args)
-    return await asyncio.get_running_loop().run_in_executor(background_pool(), call)
+    return await asyncio.get_running_loop().run_in_executor(background_pool(), functools.partial(fn, *args, **kwargs))

@@ -33,6 +33,14 @@ class VectorPoint:
     status: str
 
 
+def _dot(records, query: np.ndarray) -> dict[int, float]:
+    """{id: stored vector · query} for retrieved Qdrant records (each with `.id` and `.vector`)."""
+    if not records:
+        return {}
+    sims = np.asarray([r.vector for r in records], dtype=np.float32) @ query
+    return {int(r.id): float(c) for r, c in zip(records, sims, strict=True)}
+
+
 class VectorIndex(ABC):
     dim: int
 
@@ -50,13 +58,9 @@ class VectorIndex(ABC):
         `statuses`. Latency: ~1 ms at 10K points; grows with points in the matching scopes."""
 
     @abstractmethod
-    async def vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
-        """The stored vectors of `ids` (ids without a vector are absent from the result)."""
-
     async def cosines(self, ids: list[int], query: np.ndarray) -> dict[int, float]:
         """Cosine similarity of `query` (unit length) with the stored vector of each of `ids`;
         ids without a vector are absent. Stored vectors are unit length, so this is a dot product."""
-        return {fid: float(vec @ query) for fid, vec in (await self.vectors(ids)).items()}
 
     @abstractmethod
     async def count(self) -> int: ...
@@ -149,22 +153,11 @@ class EdgeIndex(VectorIndex):
             return []
         return await self._call(self._search, vector, scope_ids, k, statuses)
 
-    async def vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
-        if not ids:
-            return {}
-        recs = await self._call(self._shard.retrieve, list(ids), False, True)
-        return {int(r.id): np.asarray(r.vector, dtype=np.float32) for r in recs}
-
-    def _cosines(self, ids: list[int], query: np.ndarray) -> dict[int, float]:
-        recs = self._shard.retrieve(ids, False, True)
-        if not recs:
-            return {}
-        sims = np.asarray([r.vector for r in recs], dtype=np.float32) @ query
-        return {int(r.id): float(c) for r, c in zip(recs, sims, strict=True)}
-
     async def cosines(self, ids: list[int], query: np.ndarray) -> dict[int, float]:
         # Retrieval and the conversion of the vectors happen on the index thread, not the loop.
-        return await self._call(self._cosines, list(ids), query) if ids else {}
+        if not ids:
+            return {}
+        return await self._call(lambda: _dot(self._shard.retrieve(list(ids), False, True), query))
 
     async def count(self) -> int:
         return int(await self._call(self._shard.count, self._qe.CountRequest()))
@@ -255,12 +248,13 @@ class QdrantServerIndex(VectorIndex):
         res = await self._client.query_points(self.collection, query=vector.tolist(), query_filter=flt, limit=k)
         return [(int(p.id), float(p.score)) for p in res.points]
 
-    async def vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
+    async def cosines(self, ids: list[int], query: np.ndarray) -> dict[int, float]:
         if not ids:
             return {}
         await self._ensure()
-        recs = await self._client.retrieve(self.collection, ids=list(ids), with_payload=False, with_vectors=True)
-        return {int(r.id): np.asarray(r.vector, dtype=np.float32) for r in recs}
+        return _dot(
+            await self._client.retrieve(self.collection, ids=list(ids), with_payload=False, with_vectors=True), query
+        )
 
     async def count(self) -> int:
         await self._ensure()
