@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint bench venv
+.PHONY: run test test-faketime lint bench venv
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The time-sensitive tests with the clock 400 days ahead (libfaketime; Debian package `faketime`).
+TIME_TESTS := tests/test_clock.py tests/test_reminders.py tests/test_invoices.py tests/test_memory.py \
+	tests/test_store.py tests/test_pipeline.py tests/test_chat.py tests/test_restart.py
+test-faketime: $(STAMP)
+	faketime -f '+400d' $(VENV)/bin/python -m pytest $(PYTEST_ARGS) $(TIME_TESTS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

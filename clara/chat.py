@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 
 from clara.commands import Commands
 from clara.core_tools import core_tools
@@ -47,7 +46,6 @@ class ChatEngine:
         llm: LLMProvider | None = None,
         *,
         settings: Settings | None = None,
-        clock: Callable[[], datetime] | None = None,
         extra_scopes: list[str] | None = None,
         recall_k: int = 5,
         llm_timeout: float | None = None,
@@ -57,7 +55,7 @@ class ChatEngine:
         self.store = store
         self.llm = llm
         self.settings = settings or get_settings()
-        self.memory = MemoryManager(store, llm, settings=self.settings, clock=clock, extra_scopes=extra_scopes)
+        self.memory = MemoryManager(store, llm, settings=self.settings, extra_scopes=extra_scopes)
         self.commands = Commands(self)
         self.recall_k = recall_k
         self.llm_timeout = llm_timeout or 120.0
@@ -108,6 +106,8 @@ class ChatEngine:
         """Answer one message. `on_text` receives reply text deltas as they stream (the whole
         reply at once in memory-only mode). Never raises for bad input or LLM failure: errors
         come back as a Reply with `error=True` fit to show the user; nothing partial is stored."""
+        if msg.timestamp is None:
+            msg.timestamp = self.store.clock()
         try:
             problem = self._invalid(msg)
             if problem:

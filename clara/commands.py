@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import humanize
@@ -64,7 +64,7 @@ class Commands:
     def numbered(self, msg: IncomingMessage, where: Where, facts: list[Fact]) -> list[str]:
         """Numbered lines for a listing (pair with `save_listing` so `!forget 2` means what the
         user saw)."""
-        now = datetime.now(UTC)
+        now = self.store.clock()
         out = []
         for i, f in enumerate(facts, 1):
             where_ = "you (private)" if f.scope_id == where.user else f.scope_id.replace("channel:", "#")
@@ -235,7 +235,7 @@ class Commands:
         sessions = await self.store.sessions.list_sessions(user_id, limit=1000)
         return {
             "user_id": user_id,
-            "exported_at": datetime.now(UTC).isoformat(),
+            "exported_at": self.store.clock().isoformat(),
             "facts": [
                 {
                     "id": f.id,
@@ -282,7 +282,7 @@ class Commands:
         target = where.user
         if not arg:
             code = f"{secrets.randbelow(10**6):06d}"
-            expires = datetime.now(UTC) + timedelta(minutes=5)
+            expires = self.store.clock() + timedelta(minutes=5)
             await self.store.settings.set(CORE, target, "forgetme_code", code, expires_at=expires)
             return Reply(
                 "This erases everything I know about you — memories, messages, sessions, settings — and "

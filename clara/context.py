@@ -169,13 +169,14 @@ class ContextBuilder:
         for block in blocks:
             self._fit(block, newest_last=block.name == "recent_messages")
 
-        system = [block.items[0].text if block.items else ""]
-        for block in blocks[1:6]:
-            if block.items:
-                system.append(f"\n## {block.title}")
-                system += [
-                    f"- {i.text} [{i.source.split(' ')[0]}]" if i.fact_id else f"- {i.text}" for i in block.items
-                ]
+        persona_block, memory_blocks = blocks[0], blocks[1:6]
+        # The persona (and its rules) opens the system message; the user's words are only ever a
+        # `user` turn below, never system text.
+        system = [persona_block.items[0].text if persona_block.items else ""]
+        for mb in memory_blocks:
+            if mb.items:
+                system.append(f"\n## {mb.title}")
+                system += [f"- {i.text} [{i.source.split(' ')[0]}]" if i.fact_id else f"- {i.text}" for i in mb.items]
         system.append(f"\nNow: {now:%A %Y-%m-%d %H:%M} UTC. Conversation: {'direct message' if is_dm else 'channel'}.")
         messages = [ChatMessage(role="system", content="\n".join(system).strip())]
         kept = {item.source for item in turns.items}

@@ -14,9 +14,8 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from clara.context import AssembledContext, Budgets, ContextBuilder
 from clara.llm import LLMProvider
@@ -66,7 +65,6 @@ class MemoryManager:
         llm: LLMProvider | None = None,
         *,
         settings: Settings | None = None,
-        clock: Callable[[], datetime] | None = None,
         budgets: Budgets | None = None,
         extra_scopes: list[str] | None = None,
         sweep_every: float = 60.0,
@@ -75,7 +73,7 @@ class MemoryManager:
         self.store = store
         self.llm = llm
         self.settings = settings or get_settings()
-        self.clock = clock or (lambda: datetime.now(UTC))
+        self.clock = store.clock  # the one clock (storage.clock), injected into the store
         self.idle = timedelta(minutes=self.settings.session_idle_minutes)
         self.builder = ContextBuilder(budgets)
         self.extra_scopes = list(extra_scopes or [])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 
 @dataclass(slots=True)
@@ -26,7 +26,9 @@ class IncomingMessage:
     text: str
     is_dm: bool = False
     guild_id: str | None = None
-    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # When it was said; None = now by the store's clock (set by ChatEngine.handle). Simulations and
+    # imports pass the time explicitly.
+    timestamp: datetime | None = None
     attachments: list[Attachment] = field(default_factory=list)
     reply_to: list[tuple[str, str]] = field(default_factory=list)
     external_id: str | None = None

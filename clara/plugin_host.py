@@ -19,7 +19,7 @@ import pkgutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +262,6 @@ class PluginHost:
         store,
         *,
         packages: str = "plugins",
-        clock: Callable[[], datetime] | None = None,
         sender: Callable | None = None,
         scheduler: bool = False,
         llm=None,
@@ -272,7 +271,7 @@ class PluginHost:
         `scheduler=True` runs persisted jobs (APScheduler, SQL job store) — the bot turns it on."""
         self.store = store
         self.package = packages
-        self.clock = clock or (lambda: datetime.now(UTC))
+        self.clock = store.clock  # the one clock (storage.clock): jobs, events and plugins read it
         self.sender = sender
         self.llm = llm  # clara.llm.LLMProvider or None (memory-only): plugins use ctx.complete()
         self.bot_name = bot_name

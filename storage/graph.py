@@ -16,10 +16,11 @@ from datetime import datetime
 
 from sqlalchemy import Connection, String, and_, cast, desc, insert, or_, select, update
 
+from storage.clock import Clock, system_clock
 from storage.db import Engines
 from storage.errors import InvalidInput
 from storage.models import EntityRow, FactEntityRow, FactRow, RelationRow
-from storage.sqlutil import aware, utcnow
+from storage.sqlutil import aware
 from storage.text import norm_name
 
 ENTITY_TYPES = frozenset({"person", "place", "organisation", "project", "pet", "date", "thing"})
@@ -93,13 +94,14 @@ def upsert_entity(
 
 
 class Graph:
-    def __init__(self, engines: Engines):
+    def __init__(self, engines: Engines, clock: Clock = system_clock):
         self.engines = engines
+        self.clock = clock
 
     async def add_alias(self, scope_id: str, name: str, alias: str, etype: str | None = None) -> int:
         """Attach `alias` (e.g. "alice's sister") to the entity `name` in `scope_id` (created if new)."""
         async with self.engines.writer.begin() as conn:
-            return await conn.run_sync(upsert_entity, scope_id, name, etype, utcnow(), [alias])
+            return await conn.run_sync(upsert_entity, scope_id, name, etype, self.clock(), [alias])
 
     async def resolve(self, scopes: Sequence[str], name: str) -> list[Entity]:
         """Entities called `name` (by normalised name or alias) in the given scopes only."""
@@ -140,7 +142,7 @@ class Graph:
         rel = norm_name(relation).replace(" ", "_")[:100]
         if not rel:
             raise InvalidInput(f"bad relation name {relation!r}")
-        now = utcnow()
+        now = self.clock()
         since = valid_from or now
         async with self.engines.writer.begin() as conn:
             sid = await conn.run_sync(upsert_entity, scope_id, source[0], source[1], now)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
 
 from sqlalchemy import Connection, delete, func, select, update
 
+from storage.clock import Clock, system_clock
 from storage.cpu import run_background
 from storage.db import Engines
 from storage.embeddings import Embedder
@@ -27,9 +27,16 @@ log = logging.getLogger(__name__)
 
 class Indexer:
     def __init__(
-        self, engines: Engines, embedder: Embedder, index: VectorIndex, batch: int = 256, debounce: float = 0.05
+        self,
+        engines: Engines,
+        embedder: Embedder,
+        index: VectorIndex,
+        batch: int = 256,
+        debounce: float = 0.05,
+        clock: Clock = system_clock,
     ):
         self.engines = engines
+        self.clock = clock
         self.debounce = debounce
         self.embedder = embedder
         self.index = index
@@ -97,7 +104,7 @@ class Indexer:
                 )
             )
             raise
-        now = datetime.now(UTC)
+        now = self.clock()
 
         def done(conn: Connection) -> None:
             if live:

@@ -17,9 +17,10 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage.clock import Clock, system_clock
 from storage.db import Engines
 from storage.models import MemoryJobRow
-from storage.sqlutil import aware, dialect_insert, utcnow
+from storage.sqlutil import aware, dialect_insert
 
 
 @dataclass(slots=True)
@@ -36,8 +37,9 @@ class Job:
 class JobQueue:
     """Enqueue / claim / complete / fail background jobs. All times are UTC."""
 
-    def __init__(self, engines: Engines, *, max_attempts: int = 6):
+    def __init__(self, engines: Engines, *, max_attempts: int = 6, clock: Clock = system_clock):
         self.engines = engines
+        self.clock = clock
         self.dialect = engines.dialect
         self.max_attempts = max_attempts
 
@@ -53,7 +55,7 @@ class JobQueue:
     ) -> bool:
         """Queue a job inside the caller's (synchronous) transaction `conn`. Returns False when a
         job with the same `key` is already queued (nothing written)."""
-        now = utcnow()
+        now = self.clock()
         stmt = (
             dialect_insert(self.dialect, MemoryJobRow)
             .values(
@@ -78,7 +80,7 @@ class JobQueue:
     async def claim(self, limit: int = 8, *, lease: float = 120.0, kinds: Sequence[str] | None = None) -> list[Job]:
         """Lease up to `limit` due jobs, oldest first: pending ones whose `run_after` has come, and
         running ones whose lease expired (their worker died). Safe with several workers/processes."""
-        now = utcnow()
+        now = self.clock()
         due = or_(
             and_(MemoryJobRow.status == "pending", MemoryJobRow.run_after <= now),
             and_(MemoryJobRow.status == "running", MemoryJobRow.lease_until < now),
@@ -107,7 +109,7 @@ class JobQueue:
     async def fail(self, job: Job, error: str, *, retry_in: float | None = None) -> bool:
         """Record a failed attempt. Retries with exponential backoff (2, 4, 8 … s, capped at 5 min)
         until `max_attempts`, then parks the job as `failed`. Returns True if it will be retried."""
-        now = utcnow()
+        now = self.clock()
         attempts = job.attempts + 1
         retry = attempts < self.max_attempts
         delay = retry_in if retry_in is not None else min(300.0, 2.0**attempts)
@@ -133,7 +135,7 @@ class JobQueue:
                 await conn.execute(
                     update(MemoryJobRow)
                     .where(MemoryJobRow.id.in_(list(job_ids)), MemoryJobRow.status == "running")
-                    .values(status="pending", lease_until=None, updated_at=utcnow())
+                    .values(status="pending", lease_until=None, updated_at=self.clock())
                 )
 
     async def count(self, statuses: Sequence[str] = ("pending", "running"), kinds: Sequence[str] | None = None) -> int:

@@ -10,10 +10,11 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
+from storage.clock import Clock, system_clock
 from storage.db import Engines
 from storage.errors import InvalidInput
 from storage.models import SettingRow
-from storage.sqlutil import aware, dialect_insert, utcnow
+from storage.sqlutil import aware, dialect_insert
 
 
 def _check(namespace: str, target: str, key: str) -> None:
@@ -28,14 +29,15 @@ def _check(namespace: str, target: str, key: str) -> None:
 
 
 class SettingsStore:
-    def __init__(self, engines: Engines):
+    def __init__(self, engines: Engines, clock: Clock = system_clock):
         self.engines = engines
+        self.clock = clock
         self.dialect = engines.dialect
 
     async def get(self, namespace: str, target: str, key: str, default: Any = None, *, now: datetime | None = None):
         """The stored value, or `default` if unset or expired."""
         _check(namespace, target, key)
-        now = now or utcnow()
+        now = now or self.clock()
         async with self.engines.reader.connect() as conn:
             row = (
                 await conn.execute(
@@ -53,7 +55,7 @@ class SettingsStore:
     ) -> None:
         """Create or replace a value (JSON-serialisable)."""
         _check(namespace, target, key)
-        now = utcnow()
+        now = self.clock()
         stmt = dialect_insert(self.dialect, SettingRow).values(
             namespace=namespace, target=target, key=key, value=value, expires_at=expires_at, updated_at=now
         )
@@ -75,7 +77,7 @@ class SettingsStore:
     async def take(self, namespace: str, target: str, key: str, *, now: datetime | None = None) -> Any:
         """Read and delete a value atomically (one-shot tokens). None if unset or expired."""
         _check(namespace, target, key)
-        now = now or utcnow()
+        now = now or self.clock()
         cond = (SettingRow.namespace == namespace, SettingRow.target == target, SettingRow.key == key)
         async with self.engines.writer.begin() as conn:
             row = (await conn.execute(select(SettingRow.value, SettingRow.expires_at).where(*cond))).first()

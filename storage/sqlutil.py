@@ -1,4 +1,5 @@
-"""Small SQL helpers shared by the store's modules (dialect-neutral insert-or-ignore, UTC times)."""
+"""Small SQL helpers shared by the store's modules (dialect-neutral insert-or-ignore, aware UTC times).
+The current time comes from the injected clock (`storage.clock`), never from here."""
 
 from __future__ import annotations
 
@@ -6,10 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def aware(value: datetime | None) -> datetime | None:

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, delete, func, insert, or_, select, text, upda
 from sqlalchemy.exc import IntegrityError
 
 from storage import migrate
+from storage.clock import Clock, system_clock
 from storage.db import Engines, async_url, make_engines
 from storage.embeddings import Embedder, make_embedder
 from storage.errors import FactNotFound, InvalidInput, ScopeDenied
@@ -43,7 +44,7 @@ from storage.models import (
 from storage.recall import Recaller
 from storage.sessions import SessionStore
 from storage.sqlutil import aware as _aware
-from storage.sqlutil import dialect_insert, utcnow
+from storage.sqlutil import dialect_insert
 from storage.text import MAX_FACT_CHARS, check_fact_id, check_scope_id, clean_text, norm_name
 from storage.types import (
     BatchResult,
@@ -91,6 +92,8 @@ class StoreConfig:
     embed_threads: int = 1
     auto_migrate: bool = True
     index_batch: int = 256
+    # The one clock (storage.clock): every timestamp the store writes or compares comes from it.
+    clock: Clock = system_clock
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -153,12 +156,13 @@ class FactStore:
         self.embedder = embedder
         self.index = index
         self.dialect = engines.dialect
-        self.indexer = Indexer(engines, embedder, index, batch=config.index_batch)
+        self.clock: Clock = config.clock
+        self.indexer = Indexer(engines, embedder, index, batch=config.index_batch, clock=self.clock)
         self.recaller = Recaller(self)
-        self.jobs = JobQueue(engines)
+        self.jobs = JobQueue(engines, clock=self.clock)
         self.sessions = SessionStore(engines, self.jobs)
-        self.settings = SettingsStore(engines)
-        self.graph = Graph(engines)
+        self.settings = SettingsStore(engines, self.clock)
+        self.graph = Graph(engines, self.clock)
         self._access: Counter[int] = Counter()
         self._tasks: list[asyncio.Task] = []
         self._closed = False
@@ -294,7 +298,7 @@ class FactStore:
                         owner=owner,
                         read_policy=rp,
                         write_policy=wp,
-                        created_at=utcnow(),
+                        created_at=self.clock(),
                     )
                     .on_conflict_do_nothing(index_elements=["id"])
                 )
@@ -421,7 +425,7 @@ class FactStore:
         scope if new). With `slug`, the add is idempotent: if the scope already has a fact with that
         slug, its id is returned and nothing is written (use `upsert` to replace text).
         Raises InvalidInput (bad text, kind, importance or unknown scope) or ScopeDenied."""
-        now = utcnow()
+        now = self.clock()
         values = self._fact_values(
             scope_id,
             content,
@@ -501,7 +505,7 @@ class FactStore:
         Returns BatchResult with `ids` aligned to `items` (None where failed)."""
         await self.check_access([scope_id], actor, write=True)
         await self.get_scope(scope_id)
-        now = utcnow()
+        now = self.clock()
         result = BatchResult(ids=[None] * len(items))
         good: list[tuple[int, dict, Sequence[str]]] = []
         for i, item in enumerate(items):
@@ -575,7 +579,7 @@ class FactStore:
         fact per (scope, slug). Returns (fact id, "added" | "updated" | "unchanged")."""
         await self.check_access([scope_id], actor, write=True)
         slug = clean_text(slug, "slug", 200)
-        now = utcnow()
+        now = self.clock()
         values = self._fact_values(
             scope_id,
             content,
@@ -644,7 +648,7 @@ class FactStore:
         now, superseded_by set), the new fact points back via supersedes_id and takes over the
         slug. Returns the new fact id. Raises FactNotFound, InvalidInput (not active), ScopeDenied."""
         fid = check_fact_id(fact_id)
-        now = utcnow()
+        now = self.clock()
 
         def write(conn: Connection) -> int:
             old = conn.execute(select(FactRow).where(FactRow.id == fid)).first()
@@ -696,7 +700,7 @@ class FactStore:
         With `scopes`, the fact must be in one of them (else FactNotFound, revealing nothing).
         Returns the fact as it was. Raises FactNotFound, ScopeDenied."""
         fid = check_fact_id(fact_id)
-        now = utcnow()
+        now = self.clock()
 
         def write(conn: Connection):
             row = conn.execute(select(FactRow).where(FactRow.id == fid)).first()
@@ -767,7 +771,7 @@ class FactStore:
             await conn.execute(delete(ScopeMemberRow).where(ScopeMemberRow.principal == principal))
             await conn.execute(update(FactHistoryRow).where(FactHistoryRow.actor == principal).values(actor=None))
             report.scopes = (await conn.execute(delete(ScopeRow).where(ScopeRow.id.in_(owned)))).rowcount
-            now = utcnow()
+            now = self.clock()
             for chunk in _chunks(fact_ids, 500):
                 await conn.run_sync(self._enqueue, chunk, "delete", now)
         try:
@@ -788,7 +792,7 @@ class FactStore:
         async with self.engines.writer.begin() as conn:
             await conn.execute(delete(FactHistoryRow).where(FactHistoryRow.fact_id.in_(ids)))
             n = (await conn.execute(delete(FactRow).where(FactRow.id.in_(ids)))).rowcount
-            await conn.run_sync(self._enqueue, ids, "delete", utcnow())
+            await conn.run_sync(self._enqueue, ids, "delete", self.clock())
         self.indexer.notify()
         return n
 
@@ -911,7 +915,7 @@ class FactStore:
             role=role,
             content=clean_text(content, "message", MAX_FACT_CHARS),
             external_id=external_id,
-            created_at=created_at or utcnow(),
+            created_at=created_at or self.clock(),
         )
         try:
             async with self.engines.writer.begin() as conn:
@@ -1059,7 +1063,7 @@ class FactStore:
         if not self._access:
             return
         pending, self._access = self._access, Counter()
-        now = utcnow()
+        now = self.clock()
         by_count: dict[int, list[int]] = {}
         for fid, n in pending.items():
             by_count.setdefault(n, []).append(fid)
@@ -1085,7 +1089,7 @@ class FactStore:
                         "INSERT INTO index_jobs (fact_id, op, attempts, enqueued_at) "
                         "SELECT id, 'upsert', 0, :now FROM facts WHERE status != 'deleted'"
                     ),
-                    {"now": utcnow()},
+                    {"now": self.clock()},
                 )
             ).rowcount
         self.indexer.notify()
@@ -1100,7 +1104,7 @@ class FactStore:
         number of facts updated. Meant to run daily from the scheduler."""
         from storage.decay import decay_relevance
 
-        return await decay_relevance(self, now or utcnow(), half_life_days)
+        return await decay_relevance(self, now or self.clock(), half_life_days)
 
 
 def _checkpoint_sqlite(path: str) -> None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import settings
 from sqlalchemy.engine import make_url
 
 from storage import FactStore, StoreConfig
+from storage.clock import ManualClock
 from storage.embeddings import make_embedder
 
 PG_URL = os.environ.get("CLARA_TEST_DATABASE_URL")
@@ -76,13 +78,24 @@ def backend(request):
     return request.param
 
 
+# Every store a test opens reads this clock: a pinned date that moves with real elapsed time (so
+# leases and retries still come due). Tests move it with `clock.set(t)` / `clock.advance(d)`, or
+# freeze it with `clock.ticking = False`. Nothing in a test depends on today's date.
+T_BASE = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
 @pytest.fixture
-def store_config(backend, tmp_path, request) -> StoreConfig:
+def clock() -> ManualClock:
+    return ManualClock(T_BASE, ticking=True)
+
+
+@pytest.fixture
+def store_config(backend, tmp_path, request, clock) -> StoreConfig:
     if backend == "postgresql":
         url = request.getfixturevalue("pg_database")
         _truncate(url)
-        return StoreConfig(database_url=url, data_dir=tmp_path, auto_migrate=False)
-    return StoreConfig(data_dir=tmp_path)
+        return StoreConfig(database_url=url, data_dir=tmp_path, auto_migrate=False, clock=clock)
+    return StoreConfig(data_dir=tmp_path, clock=clock)
 
 
 @pytest.fixture
@@ -105,9 +118,17 @@ async def assert_private(store: FactStore, query: str, reader: str, other_scope:
         assert hit.fact.scope_id != other_scope, f"{reader} recalled {other_scope}'s fact {hit.fact.content!r}"
 
 
-def run_then_kill(script: str, args: list[str], after: int) -> list[int]:
+def helper_clock() -> ManualClock:
+    """The clock of a helper process started by `run_then_kill`: it continues the test's clock
+    from the time passed in CLARA_TEST_NOW (ticking), so both processes agree on leases."""
+    start = os.environ.get("CLARA_TEST_NOW")
+    return ManualClock(datetime.fromisoformat(start) if start else T_BASE, ticking=True)
+
+
+def run_then_kill(script: str, args: list[str], after: int, now: datetime | None = None) -> list[int]:
     """Run tests/<script> with `args`, collect the ids it prints as it acknowledges work, and
-    SIGKILL it once `after` ids were printed (crash-and-restart tests)."""
+    SIGKILL it once `after` ids were printed (crash-and-restart tests). `now` (the test's clock
+    reading) starts the helper's clock (`helper_clock`)."""
     import signal
     import subprocess
     import sys
@@ -115,7 +136,11 @@ def run_then_kill(script: str, args: list[str], after: int) -> list[int]:
 
     here = Path(__file__).parent
     proc = subprocess.Popen(
-        [sys.executable, str(here / script), *args], stdout=subprocess.PIPE, text=True, cwd=here.parent
+        [sys.executable, str(here / script), *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=here.parent,
+        env={**os.environ, "CLARA_TEST_NOW": (now or T_BASE).isoformat()},
     )
     acked: list[int] = []
     try:

@@ -6,13 +6,17 @@ import asyncio
 import sys
 from pathlib import Path
 
+from conftest import helper_clock  # tests/ is this script's sys.path[0]
+
 from clara.chat import ChatEngine, IncomingMessage
 from clara.settings import Settings
 from storage import FactStore, StoreConfig
 
 
 async def main(data_dir: str, database_url: str | None, n: int) -> None:
-    store = await FactStore.open(StoreConfig(database_url=database_url or None, data_dir=Path(data_dir)))
+    store = await FactStore.open(
+        StoreConfig(database_url=database_url or None, data_dir=Path(data_dir), clock=helper_clock())
+    )
     engine = ChatEngine(store, settings=Settings(CLARA_DATA_DIR=data_dir))
     engine.memory.lease = 2.0  # a killed worker's jobs become claimable again after 2 s
     real = engine.memory.writer.process

@@ -5,12 +5,15 @@ import asyncio
 import sys
 from pathlib import Path
 
+from conftest import helper_clock  # tests/ is this script's sys.path[0]
+
 from storage import FactStore, StoreConfig
 
 
 async def main(data_dir: str, database_url: str | None, n: int, index: bool) -> None:
     store = await FactStore.open(
-        StoreConfig(database_url=database_url or None, data_dir=Path(data_dir)), start_indexer=index
+        StoreConfig(database_url=database_url or None, data_dir=Path(data_dir), clock=helper_clock()),
+        start_indexer=index,
     )
     await store.ensure_scope("user:crash", "user", owner="crash")
     for i in range(n):

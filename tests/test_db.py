@@ -13,7 +13,7 @@ from sqlalchemy import func, insert, select
 
 from storage.cpu import BACKGROUND_NICE, run_background
 from storage.models import ScopeRow
-from storage.sqlutil import utcnow
+from tests.conftest import T_BASE
 
 
 def _add_scope(conn, scope_id: str) -> None:
@@ -24,7 +24,7 @@ def _add_scope(conn, scope_id: str) -> None:
             name=scope_id,
             read_policy="members",
             write_policy="members",
-            created_at=utcnow(),
+            created_at=T_BASE,
         )
     )
 

@@ -20,10 +20,17 @@ from clara.plugin_api import Invocation, Level, PluginError
 from clara.plugin_host import PluginHost
 from clara.settings import Settings
 from plugins.invoices import ledger as L
+from storage.clock import ManualClock
 from tests.conftest import assert_private
 from tests.llm_stub import LLMStub, Reply, json_reply, tool_call
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The store's clock for this module: pinned at NOW, moving with real elapsed time."""
+    return ManualClock(NOW, ticking=True)
 TABLES = (
     "invoices_clients",
     "invoices_invoices",
@@ -50,7 +57,7 @@ def inv(user: str = "alice", now: datetime = NOW, *, dm: bool = False) -> Invoca
 
 @pytest.fixture
 async def host(store):
-    h = PluginHost(store, packages="plugins", clock=lambda: NOW)
+    h = PluginHost(store, packages="plugins")
     res = await h.load("invoices")
     assert res.ok, res.error
     yield h
@@ -234,7 +241,7 @@ async def test_log_payment_tool_call_through_the_chat_engine(store, host, tmp_pa
     peer = Peer()
     with LLMStub(responder=peer) as stub:
         llm = OpenAICompatProvider(base_url=stub.base_url, api_key="k", model="m", timeout=10, max_retries=0)
-        engine = ChatEngine(store, llm, settings=Settings(CLARA_DATA_DIR=tmp_path), clock=lambda: NOW, plugins=host)
+        engine = ChatEngine(store, llm, settings=Settings(CLARA_DATA_DIR=tmp_path), plugins=host)
 
         def msg(body: str, user: str = "alice") -> IncomingMessage:
             return IncomingMessage(
@@ -299,7 +306,7 @@ async def test_memory_sync_recall_privacy_and_history(store, host, tmp_path):
     assert hits[0].fact.content.startswith("Claudia Alz owes $320.00 (invoice 2026-014")
 
     # "What does Claudia owe?" in ordinary chat (memory-only mode) is answered from Alice's scope.
-    engine = ChatEngine(store, settings=Settings(CLARA_DATA_DIR=tmp_path), clock=lambda: NOW, plugins=host)
+    engine = ChatEngine(store, settings=Settings(CLARA_DATA_DIR=tmp_path), plugins=host)
     try:
 
         def ask(user):

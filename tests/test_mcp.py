@@ -23,11 +23,18 @@ from clara.mcp_server import MemoryService, http_app, stdio_server
 from clara.plugin_api import Invocation, Level
 from clara.plugin_host import PluginHost
 from clara.settings import Settings
+from storage.clock import ManualClock
 from tests.conftest import assert_private
 
 ROOT = Path(__file__).resolve().parents[1]
 ECHO = str(ROOT / "tests" / "mcp_fixtures" / "echo_server.py")
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The store's clock for this module: pinned at T0, moving with real elapsed time."""
+    return ManualClock(T0, ticking=True)
 TOKENS = {"tok-coder-0123456789abcdef": "coder", "tok-reviewer-0123456789abcd": "reviewer"}
 GRANTS = {"coder": ["project:falcon", "channel:c1"], "reviewer": ["project:falcon"]}
 TOOLS = {
@@ -166,7 +173,7 @@ async def test_tools_scopes_and_sharing_in_process(service):
 
 
 async def test_agent_facts_reach_chat_and_user_facts_never_reach_agents(service, store, tmp_path):
-    engine = ChatEngine(store, settings=Settings(CLARA_DATA_DIR=tmp_path), clock=lambda: T0)
+    engine = ChatEngine(store, settings=Settings(CLARA_DATA_DIR=tmp_path))
 
     def m(text, user="alice", channel="c1"):
         return IncomingMessage(
@@ -341,7 +348,7 @@ async def bridge_host(store, backend, monkeypatch):
     monkeypatch.setenv("DISCORD_BOT_TOKEN", "discord-secret-token")
     for key, value in (("call_timeout", 2), ("connect_timeout", 2), ("retry_after", 0)):
         await store.settings.set("plugin:mcp_bridge", "global", key, value)
-    h = PluginHost(store, packages="plugins", clock=lambda: T0)
+    h = PluginHost(store, packages="plugins")
     assert (await h.load("mcp_bridge")).ok
     yield h
     await h.aclose()

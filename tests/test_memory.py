@@ -12,9 +12,16 @@ import pytest
 from clara.chat import ChatEngine, IncomingMessage
 from clara.settings import Settings
 from storage import FactStore
+from storage.clock import ManualClock
 from tests.conftest import assert_private
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The store's clock for this module: pinned at T0, moving with real elapsed time."""
+    return ManualClock(T0, ticking=True)
 
 
 def msg(text, user="alice", channel="general", dm=False, at=None, admin=False) -> IncomingMessage:
@@ -36,7 +43,7 @@ def settings(tmp_path):
 
 @pytest.fixture
 async def engine(store, settings):
-    e = ChatEngine(store, settings=settings, clock=lambda: T0)
+    e = ChatEngine(store, settings=settings)
     yield e
     await e.aclose()
 
@@ -88,14 +95,14 @@ async def test_idle_timeout_rolls_the_session_and_carries_summary_and_turns_over
 
 async def test_sweep_closes_idle_sessions_and_restart_does_not_double_them(store_config, embedder, settings):
     store = await FactStore.open(store_config, embedder=embedder)
-    engine = ChatEngine(store, settings=settings, clock=lambda: T0)
+    engine = ChatEngine(store, settings=settings)
     await engine.handle(msg("first message", at=T0))
     sid = (await store.sessions.open_session("alice", "general")).id
     await engine.aclose()
     await store.aclose()
     # "Restart": a new process-like instance on the same data joins the same open session.
     store = await FactStore.open(store_config, embedder=embedder)
-    engine = ChatEngine(store, settings=settings, clock=lambda: T0)
+    engine = ChatEngine(store, settings=settings)
     try:
         await engine.handle(msg("second message", at=T0 + timedelta(minutes=10)))
         assert (await store.sessions.open_session("alice", "general")).id == sid

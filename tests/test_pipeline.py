@@ -17,11 +17,18 @@ from clara.chat import ChatEngine, IncomingMessage
 from clara.llm import OpenAICompatProvider
 from clara.settings import Settings
 from storage import FactStore
+from storage.clock import ManualClock
 from tests.conftest import assert_private, run_then_kill
 from tests.llm_stub import LLMStub, Reply, json_reply, tool_call
 
 HERE = Path(__file__).parent
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The store's clock for this module: pinned at T0, moving with real elapsed time."""
+    return ManualClock(T0, ticking=True)
 
 # What the "model" extracts from each user sentence (keyed by a phrase in it).
 EXTRACTIONS = {
@@ -131,7 +138,7 @@ def llm_for(stub, **kw):
 @pytest.fixture
 async def engine(store, stub, settings):
     llm = llm_for(stub)
-    e = ChatEngine(store, llm, settings=settings, clock=lambda: T0)
+    e = ChatEngine(store, llm, settings=settings)
     yield e
     await e.aclose()
     await llm.aclose()
@@ -202,7 +209,7 @@ async def test_streaming_deltas_and_tier_prefix(engine, stub, peer):
 
 async def test_auto_tier_selection(store, stub, settings):
     llm = llm_for(stub)
-    engine = ChatEngine(store, llm, settings=settings, clock=lambda: T0, auto_tier=True)
+    engine = ChatEngine(store, llm, settings=settings, auto_tier=True)
     try:
         await engine.handle(m("please prove that sqrt(2) is irrational", at=T0))
         assert chat_requests(stub)[-1]["model"] == "big-model"
@@ -226,7 +233,7 @@ async def test_model_uses_recall_tool_within_the_callers_scopes(engine, store, s
 
 async def test_provider_errors_apologise_and_keep_the_message(store, stub, peer, settings):
     llm = llm_for(stub, timeout=0.5, max_retries=1)
-    engine = ChatEngine(store, llm, settings=settings, clock=lambda: T0)
+    engine = ChatEngine(store, llm, settings=settings)
     # Extraction gets garbage throughout: the offline path takes over, the raw message is never lost.
     peer.extract.extend([Reply(raw="{not json"), Reply(text="still not json")] * 4)
     try:
@@ -271,14 +278,15 @@ async def test_concurrent_users_every_message_once_no_duplicate_facts(engine, st
 
 
 def _chat_then_kill(store_config, after: int) -> list[int]:
-    return run_then_kill("crash_chat.py", [str(store_config.data_dir), store_config.database_url or "", "30"], after)
+    args = [str(store_config.data_dir), store_config.database_url or "", "30"]
+    return run_then_kill("crash_chat.py", args, after, now=store_config.clock())
 
 
 async def test_restart_mid_extraction_completes_queued_writes(store_config, embedder, settings):
     acked = await asyncio.to_thread(_chat_then_kill, store_config, 20)
     assert len(acked) >= 20
     store = await FactStore.open(store_config, embedder=embedder)
-    engine = ChatEngine(store, settings=settings, clock=lambda: T0)
+    engine = ChatEngine(store, settings=settings)
     try:
         await asyncio.sleep(2.1)  # the dead worker's leases run out
         await engine.drain(timeout=120)

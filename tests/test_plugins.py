@@ -14,9 +14,16 @@ from clara.chat import ChatEngine, IncomingMessage
 from clara.plugin_api import Invocation, Level
 from clara.plugin_host import PluginHost
 from clara.settings import Settings
+from storage.clock import ManualClock
 from tests.conftest import assert_private
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The store's clock for this module: pinned at T0, moving with real elapsed time."""
+    return ManualClock(T0, ticking=True)
 
 
 def inv(user="u1", level=Level.MEMBER, guild="g1", channel="c1") -> Invocation:
@@ -35,7 +42,7 @@ def inv(user="u1", level=Level.MEMBER, guild="g1", channel="c1") -> Invocation:
 
 @pytest.fixture
 async def host(store):
-    h = PluginHost(store, packages="tests.plugin_fixtures", clock=lambda: T0)
+    h = PluginHost(store, packages="tests.plugin_fixtures")
     results = {r.name: r for r in await h.load_all()}
     yield h, results
     await h.aclose()
@@ -102,7 +109,7 @@ async def test_reload_is_atomic_and_unload_drops_registrations(host, monkeypatch
 
 
 async def test_scheduled_job_is_persisted_and_not_doubled_on_restart(store):
-    h = PluginHost(store, packages="tests.plugin_fixtures", clock=lambda: T0, scheduler=True)
+    h = PluginHost(store, packages="tests.plugin_fixtures", scheduler=True)
     await h.start()
     assert (await h.load("notes")).ok
     async with store.engines.reader.connect() as conn:
@@ -110,7 +117,7 @@ async def test_scheduled_job_is_persisted_and_not_doubled_on_restart(store):
     assert [r.id for r in rows] == ["notes:tick"]
     first_run = rows[0].next_run_time
     await h.aclose()
-    h2 = PluginHost(store, packages="tests.plugin_fixtures", clock=lambda: T0, scheduler=True)
+    h2 = PluginHost(store, packages="tests.plugin_fixtures", scheduler=True)
     await h2.load("notes")
     await h2.start()
     try:
@@ -124,9 +131,9 @@ async def test_scheduled_job_is_persisted_and_not_doubled_on_restart(store):
 
 
 async def test_chat_pipeline_routes_commands_events_and_user_data(store, tmp_path):
-    h = PluginHost(store, packages="tests.plugin_fixtures", clock=lambda: T0)
+    h = PluginHost(store, packages="tests.plugin_fixtures")
     await h.load_all()
-    engine = ChatEngine(store, settings=Settings(CLARA_DATA_DIR=tmp_path), clock=lambda: T0, plugins=h)
+    engine = ChatEngine(store, settings=Settings(CLARA_DATA_DIR=tmp_path), plugins=h)
     seen = h.loaded["notes"].module.SEEN  # the module as loaded (other tests may have re-imported it)
     seen.clear()
 

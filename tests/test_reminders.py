@@ -17,8 +17,9 @@ from clara.plugin_api import Invocation, Level
 from clara.plugin_host import PluginHost
 from plugins.reminders import proactive as P
 from plugins.reminders import timeparse as T
+from storage.clock import ManualClock
 
-T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # a Tuesday, after the facts' real created_at
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # a Tuesday
 TABLES = ("reminders_reminders", "reminders_deliveries", "reminders_activity", "reminders_proactive", "reminders_notes")
 
 
@@ -27,12 +28,10 @@ class Sent(list):
         self.append((target, text))
 
 
-class Clock:
-    def __init__(self, t: datetime):
-        self.t = t
-
-    def __call__(self) -> datetime:
-        return self.t
+@pytest.fixture
+def clock() -> ManualClock:
+    """The one clock of the store, the host and its plugins: frozen at T0, moved by the tests."""
+    return ManualClock(T0)
 
 
 def inv(user: str = "alice", now: datetime = T0, *, dm: bool = False, channel: str = "c1", level=Level.MEMBER):
@@ -49,17 +48,17 @@ def inv(user: str = "alice", now: datetime = T0, *, dm: bool = False, channel: s
     )
 
 
-async def make_host(store, clock: Clock, sent: Sent, llm=None) -> PluginHost:
-    h = PluginHost(store, packages="plugins", clock=clock, sender=sent, llm=llm)
+async def make_host(store, sent: Sent, llm=None) -> PluginHost:
+    h = PluginHost(store, packages="plugins", sender=sent, llm=llm)
     res = await h.load("reminders")
     assert res.ok, res.error
     return h
 
 
 @pytest.fixture
-async def env(store):
-    clock, sent = Clock(T0), Sent()
-    h = await make_host(store, clock, sent)
+async def env(store, clock):
+    sent = Sent()
+    h = await make_host(store, sent)
     yield SimpleNamespace(h=h, clock=clock, sent=sent, store=store)
     await h.aclose()
 
@@ -111,7 +110,7 @@ async def test_reminder_persists_across_restart_and_fires_once(env, store):
     assert "#1" in res.text and "call Anna" in res.text
     await env.h.aclose()  # "restart": a new host on the same database
     sent2 = Sent()
-    h2 = await make_host(store, env.clock, sent2)
+    h2 = await make_host(store, sent2)
     try:
         await tick(h2, T0 + timedelta(minutes=119))
         assert sent2 == []
@@ -120,13 +119,13 @@ async def test_reminder_persists_across_restart_and_fires_once(env, store):
         assert sent2 == [("channel:c1", "⏰ Reminder for Alice: call Anna")]
         await h2.aclose()
         sent3 = Sent()
-        h3 = await make_host(store, env.clock, sent3)  # another restart: nothing is repeated
+        h3 = await make_host(store, sent3)  # another restart: nothing is repeated
         for m in range(126, 200, 7):
             await tick(h3, T0 + timedelta(minutes=m))
         assert sent3 == []
         await h3.aclose()
     finally:
-        env.h = await make_host(store, env.clock, env.sent)  # for the fixture's teardown
+        env.h = await make_host(store, env.sent)  # for the fixture's teardown
     async with store.engines.reader.connect() as conn:
         log = (await conn.execute(text("SELECT reminder_id, status FROM reminders_deliveries"))).all()
         hist = (
@@ -333,7 +332,7 @@ async def test_opt_out_and_global_switch_stop_everything(env, monkeypatch):
     assert "off" in (await run(env.h, "proactive", "status", user="bob")).text
 
 
-async def test_llm_decisions_with_fallback_on_malformed_output(store, monkeypatch):
+async def test_llm_decisions_with_fallback_on_malformed_output(store, clock, monkeypatch):
     answers = ["this is not json", '{"decision": "SPEAK", "reason": "exam today", "message": "Good luck today!"}']
 
     class FakeLLM:
@@ -341,8 +340,8 @@ async def test_llm_decisions_with_fallback_on_malformed_output(store, monkeypatc
             assert kw.get("json_mode") and "WAIT" in messages[0].content
             return SimpleNamespace(text=answers.pop(0) if answers else '{"decision": "WAIT", "reason": "done"}')
 
-    clock, sent = Clock(T0), Sent()
-    h = await make_host(store, clock, sent, llm=FakeLLM())
+    sent = Sent()
+    h = await make_host(store, sent, llm=FakeLLM())
     env = SimpleNamespace(h=h, clock=clock, sent=sent, store=store)
     try:
         await proactive_setup(env, monkeypatch, users=("alice", "bob"))
@@ -411,7 +410,7 @@ async def test_failed_send_is_retried_and_stale_recurring_occurrences_are_skippe
     assert dict(rows) == {"sent": 2, "skipped": 3}
 
 
-async def test_invoices_set_a_due_date_reminder_through_the_reminders_plugin(store):
+async def test_invoices_set_a_due_date_reminder_through_the_reminders_plugin(store, clock):
     from clara.plugin_api import Invocation, Level
     from clara.plugin_host import PluginHost
 
@@ -421,7 +420,8 @@ async def test_invoices_set_a_due_date_reminder_through_the_reminders_plugin(sto
     async def sender(target, text):
         sent.append((target, text))
 
-    host = PluginHost(store, clock=lambda: now, sender=sender)
+    clock.set(now)
+    host = PluginHost(store, sender=sender)
     await host.load("reminders")
     await host.load("invoices")
     await store.ensure_scope("user:bella", "user", owner="bella")

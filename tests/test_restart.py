@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 def _write_then_kill(store_config, indexing: str, after: int) -> list[int]:
     """Run crash_writer.py, collect the ids it acknowledged, SIGKILL it after `after` of them."""
     args = [str(store_config.data_dir), store_config.database_url or "", "400", indexing]
-    return run_then_kill("crash_writer.py", args, after)
+    return run_then_kill("crash_writer.py", args, after, now=store_config.clock())
 
 
 @pytest.mark.parametrize("indexing", ["index", "noindex"])

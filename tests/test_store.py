@@ -251,12 +251,10 @@ async def test_entities_link_and_boost(store):
 async def test_decay_lowers_relevance_of_old_unused_facts(store):
     from datetime import timedelta
 
-    from storage.store import utcnow
-
     await two_users(store)
     fid = await store.add("An unimportant passing remark", "user:alice", importance=0.1)
     keep = await store.add("A crucial fact", "user:alice", importance=1.0)
-    n = await store.decay(now=utcnow() + timedelta(days=60))
+    n = await store.decay(now=store.clock() + timedelta(days=60))
     assert n == 2
     low, high = (await store.get(fid)).relevance, (await store.get(keep)).relevance
     assert 0 < low < high < 1

@@ -56,12 +56,14 @@ async def run(users: int = 20, messages: int = 10, database_url: str | None = No
     from clara.chat import ChatEngine, IncomingMessage
     from clara.settings import Settings
     from storage import FactStore, StoreConfig
+    from storage.clock import ManualClock
 
     rng = random.Random(7)
     t0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
     with tempfile.TemporaryDirectory(prefix="clara-bench-chat-") as tmp:
-        store = await FactStore.open(StoreConfig(database_url=database_url, data_dir=Path(tmp)))
-        engine = ChatEngine(store, settings=Settings(CLARA_DATA_DIR=tmp), clock=lambda: t0)
+        clock = ManualClock(t0, ticking=True)  # a simulated day: the same results on any date
+        store = await FactStore.open(StoreConfig(database_url=database_url, data_dir=Path(tmp), clock=clock))
+        engine = ChatEngine(store, settings=Settings(CLARA_DATA_DIR=tmp))
         acks: list[float] = []
         real_ack = engine.memory.acknowledge
 

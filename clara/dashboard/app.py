@@ -65,18 +65,18 @@ class _Sessions:
         s = self._s.get(sid)
         if s is None:
             return None
-        if s.expires < time.time():
+        if s.expires < time.monotonic():
             self._s.pop(sid, None)
             return None
         self._s.move_to_end(sid)
-        s.expires = time.time() + self.ttl
+        s.expires = time.monotonic() + self.ttl
         return s
 
     def new(self, authed: bool = False) -> tuple[str, _Session]:
         while len(self._s) >= MAX_SESSIONS:
             self._s.popitem(last=False)
         sid = secrets.token_urlsafe(32)
-        s = _Session(csrf=secrets.token_urlsafe(32), expires=time.time() + self.ttl, authed=authed)
+        s = _Session(csrf=secrets.token_urlsafe(32), expires=time.monotonic() + self.ttl, authed=authed)
         self._s[sid] = s
         return sid, s
 
@@ -200,7 +200,7 @@ class Dashboard:
 
     async def login(self, request: Request) -> Response:
         ip = request.client.host if request.client else "?"
-        now = time.time()
+        now = time.monotonic()
         fails = self._failures.setdefault(ip, deque(maxlen=LOGIN_MAX_FAILURES))
         while fails and fails[0] < now - LOGIN_WINDOW:
             fails.popleft()

@@ -64,8 +64,8 @@ class RecallTimings:
     def __init__(self, size: int = 500):
         self.samples: deque[Timing] = deque(maxlen=size)
 
-    def add(self, ms: float, hits: int) -> None:
-        self.samples.append(Timing(datetime.now(UTC), ms, hits))
+    def add(self, ms: float, hits: int, at: datetime) -> None:
+        self.samples.append(Timing(at, ms, hits))
 
     def percentile(self, p: float) -> float | None:
         values = sorted(s.ms for s in self.samples)
@@ -86,7 +86,7 @@ def instrument_store(store, timings: RecallTimings) -> None:
     async def timed_recall(*args, **kwargs):
         t0 = time.perf_counter()
         hits = await original(*args, **kwargs)
-        timings.add((time.perf_counter() - t0) * 1000.0, len(hits))
+        timings.add((time.perf_counter() - t0) * 1000.0, len(hits), store.clock())
         return hits
 
     timed_recall._dashboard_timings = timings  # type: ignore[attr-defined]

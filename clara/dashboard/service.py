@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, cast, delete, desc, func, or_, select, text, update
@@ -24,7 +24,7 @@ from storage.models import (
     ScopeRow,
     SessionRow,
 )
-from storage.sqlutil import aware, utcnow
+from storage.sqlutil import aware
 from storage.store import _fact
 from storage.types import Fact, FactKind, FactStatus
 
@@ -69,9 +69,11 @@ class DashboardState:
     llm: Any = None
     errors: ErrorBuffer = field(default_factory=ErrorBuffer)
     timings: RecallTimings = field(default_factory=RecallTimings)
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started_at: datetime | None = None  # default: the store's clock at construction
 
     def __post_init__(self) -> None:
+        if self.started_at is None:
+            self.started_at = self.store.clock()
         if self.plugins is None and self.engine is not None:
             self.plugins = getattr(self.engine, "plugins", None)
         if self.llm is None and self.engine is not None:
@@ -125,7 +127,7 @@ class DashboardService:
             failed_idx = (
                 await conn.execute(select(func.count()).select_from(IndexJobRow).where(IndexJobRow.attempts > 0))
             ).scalar_one()
-        now = utcnow()
+        now = store.clock()
         memory_jobs = [
             {"status": s, "kind": k, "count": n, "oldest": aware(oldest), "age": _age(now, aware(oldest))}
             for s, k, n, oldest in mem
@@ -237,7 +239,7 @@ class DashboardService:
     # ------------------------------------------------------------------ charts
     async def growth(self, days: int = 30) -> list[tuple[str, int]]:
         """Facts ever created (any status still stored), cumulative per day over the last `days`."""
-        since = (utcnow() - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        since = (self.store.clock() - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
         day = func.date(FactRow.created_at)
         async with self.store.engines.reader.connect() as conn:
             base = (

@@ -188,7 +188,6 @@ class ClaraBot(commands.Bot):
             text=text,
             is_dm=message.guild is None,
             guild_id=str(message.guild.id) if message.guild else None,
-            timestamp=message.created_at,
             attachments=await self._attachments(message),
             reply_to=await self._reply_chain(message),
             external_id=str(message.id),

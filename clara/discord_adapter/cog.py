@@ -53,7 +53,6 @@ class MemoryCog(commands.Cog, name="Memory"):
             text=text,
             is_dm=ctx.guild is None,
             guild_id=str(ctx.guild.id) if ctx.guild else None,
-            timestamp=msg.created_at if msg else discord.utils.utcnow(),
             external_id=str(msg.id) if msg and not ctx.interaction else None,
             level=int(self.bot.level(ctx.author, ctx.guild)),
         )

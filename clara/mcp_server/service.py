@@ -17,7 +17,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import desc, select
@@ -27,7 +27,6 @@ from storage import FactStore
 from storage.errors import FactNotFound, InvalidInput, ScopeDenied
 from storage.graph import upsert_entity
 from storage.models import FactEntityRow, SessionRow
-from storage.sqlutil import utcnow
 from storage.text import check_scope_id, norm_name
 
 log = logging.getLogger(__name__)
@@ -150,7 +149,7 @@ class MemoryService:
         profile = {
             "description": (description or "")[:500],
             "capabilities": [str(c)[:50] for c in list(capabilities)[:20]],
-            "last_seen": datetime.now(UTC).isoformat(),
+            "last_seen": self.store.clock().isoformat(),
         }
         await self.store.settings.set(SETTINGS_NS, principal, "profile", profile)
         readable = await self.store.readable_scopes(principal)
@@ -305,7 +304,7 @@ class MemoryService:
         await self.store.check_access([check_scope_id(sid)], principal, write=True)
         if not norm_name(str(entity)):
             raise InvalidInput(f"bad entity name {entity!r}")
-        now = utcnow()
+        now = self.store.clock()
         linked = False
         async with self.store.engines.writer.begin() as conn:
             eid = await conn.run_sync(upsert_entity, sid, entity, entity_type, now, [alias] if alias else ())

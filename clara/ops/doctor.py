@@ -16,6 +16,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select, text
 
+from storage.clock import Clock, system_clock
+
 OK, WARN, FAIL = "ok", "warn", "fail"
 PLUGINS_DIR = Path(__file__).resolve().parent.parent.parent / "plugins"
 
@@ -77,8 +79,8 @@ def migration_state(url: str) -> dict:
     return out
 
 
-async def queue_state(engines) -> dict:
-    """Depths of the durable queues and the indexing lag, from SQL only."""
+async def queue_state(engines, now: datetime) -> dict:
+    """Depths of the durable queues and the indexing lag at `now` (seconds), from SQL only."""
     from storage.models import FactRow, IndexJobRow, MemoryJobRow
 
     async with engines.reader.connect() as conn:
@@ -99,7 +101,7 @@ async def queue_state(engines) -> dict:
     if oldest is not None:
         if oldest.tzinfo is None:
             oldest = oldest.replace(tzinfo=UTC)
-        lag = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+        lag = max(0.0, (now - oldest).total_seconds())
     return {
         "index_jobs": index_jobs,
         "index_jobs_retrying": failing_index,
@@ -186,7 +188,7 @@ def _queue_checks(q: dict) -> list[Check]:
     return checks
 
 
-async def run_doctor(*, open_index: bool = True, embedder=None) -> list[Check]:
+async def run_doctor(*, open_index: bool = True, embedder=None, clock: Clock = system_clock) -> list[Check]:
     """Every check, in order; a failing step skips what depends on it."""
     from storage.db import async_url, make_engines
 
@@ -215,7 +217,7 @@ async def run_doctor(*, open_index: bool = True, embedder=None) -> list[Check]:
             state = await asyncio.to_thread(migration_state, url)
             checks += _migration_checks(state)
             if state["core"]["current"] == state["core"]["head"]:
-                queues = await queue_state(engines)
+                queues = await queue_state(engines, clock())
                 checks += _queue_checks(queues)
         except Exception as exc:
             checks.append(Check("migrations", FAIL, _short(exc)))
@@ -295,7 +297,7 @@ def _token_check() -> Check:
     return Check("discord token", WARN, "DISCORD_BOT_TOKEN not set (`clara bot` will refuse to start)")
 
 
-async def health() -> dict:
+async def health(clock: Clock = system_clock) -> dict:
     """Cheap probe for monitoring: database, migrations, queue depths, index lag (SQL only; never
     opens the vector index or the model). `ok` is False when the database is unreachable or the
     schema is behind."""
@@ -320,7 +322,7 @@ async def health() -> dict:
             "plugins": state["plugins"],
         }
         if core["current"] == core["head"]:
-            out["queues"] = await queue_state(engines)
+            out["queues"] = await queue_state(engines, clock())
         out["ok"] = out["migrations"]["at_head"]
     except Exception as exc:
         out["error"] = _short(exc)

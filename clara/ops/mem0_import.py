@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,9 +151,13 @@ def _text(mem: dict) -> Any:
 
 
 def build(
-    memories: list[dict], history: dict[str, list[dict]] | None, default_scope: str | None, report: ImportReport
+    memories: list[dict],
+    history: dict[str, list[dict]] | None,
+    default_scope: str | None,
+    report: ImportReport,
+    now: datetime,
 ) -> tuple[dict[str, dict], list]:
-    """Validated (scopes, facts) ready for `write_facts`."""
+    """Validated (scopes, facts) ready for `write_facts`; `now` dates memories that carry no time."""
     scopes: dict[str, dict] = {}
     facts: list = []
     for i, mem in enumerate(memories):
@@ -216,9 +221,7 @@ def build(
                 "valid_to": None,
             }
             if current["created_at"] is None:
-                from storage.sqlutil import utcnow
-
-                current["created_at"] = current["updated_at"] = current["valid_from"] = utcnow()
+                current["created_at"] = current["updated_at"] = current["valid_from"] = now
             chain.append((f"mem0:{mid}", current))
             for n, (ref, values) in enumerate(chain):
                 prev = chain[n - 1][0] if n else None
@@ -257,7 +260,7 @@ async def import_mem0(
             history_db = guess if guess.is_file() else None
         history = load_history(history_db) if history_db else None
     report = ImportReport()
-    scopes, facts = build(memories, history, default_scope, report)
+    scopes, facts = build(memories, history, default_scope, report, store.clock())
     report.scopes = await ensure_scopes(store, scopes.values())
     await write_facts(store, facts, report, actor="import:mem0")
     return report

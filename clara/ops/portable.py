@@ -29,7 +29,6 @@ from sqlalchemy import insert, or_, select, update
 from storage.errors import InvalidInput
 from storage.graph import upsert_entity
 from storage.models import EntityRow, FactEntityRow, FactHistoryRow, FactRow, IndexJobRow, ScopeMemberRow, ScopeRow
-from storage.sqlutil import utcnow
 from storage.text import MAX_FACT_CHARS, check_scope_id, clean_text
 
 FORMAT = "clara-memory"
@@ -127,7 +126,7 @@ async def export_records(store, user: str | None = None) -> Iterator[dict]:
             for r in rows:
                 ents.setdefault(r.fact_id, []).append([r.name, r.type])
     out: list[dict] = [
-        {"type": "header", "format": FORMAT, "version": VERSION, "exported_at": _iso(utcnow()), "user": user}
+        {"type": "header", "format": FORMAT, "version": VERSION, "exported_at": _iso(store.clock()), "user": user}
     ]
     for s in scope_rows:
         mem = sorted(members.get(s.id, []))
@@ -205,8 +204,9 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                 yield n, InvalidInput(f"not JSON: {exc.msg}")
 
 
-def fact_values(rec: dict, *, default_scope: str | None = None) -> dict:
-    """Validate one fact record → FactRow values (without ids/links). Raises InvalidInput."""
+def fact_values(rec: dict, *, now: datetime, default_scope: str | None = None) -> dict:
+    """Validate one fact record → FactRow values (without ids/links); `now` stands in for a missing
+    creation time. Raises InvalidInput."""
     from storage.store import _importance, _kind
 
     if not isinstance(rec, dict):
@@ -215,7 +215,7 @@ def fact_values(rec: dict, *, default_scope: str | None = None) -> dict:
     status = rec.get("status") or "active"
     if status not in STATUSES:
         raise InvalidInput(f"unknown status {status!r}")
-    created = parse_time(rec.get("created_at"), "created_at") or utcnow()
+    created = parse_time(rec.get("created_at"), "created_at") or now
     updated = parse_time(rec.get("updated_at"), "updated_at") or created
     relevance = rec.get("relevance", 1.0)
     if not isinstance(relevance, int | float) or isinstance(relevance, bool) or not 0 <= relevance <= 1:
@@ -291,7 +291,7 @@ async def write_facts(
     same non-empty source_ref in the scope); then remap supersede links."""
     if not facts:
         return
-    now = utcnow()
+    now = store.clock()
     async with store.engines.writer.begin() as conn:
         new_ids: dict[Any, int] = {}
         for src_id, values, ents, _, _ in facts:
@@ -375,7 +375,7 @@ async def import_jsonl(store, path: Path, *, actor: str = "import") -> ImportRep
             elif kind == "scope":
                 scopes[check_scope_id(rec.get("id"))] = rec
             elif kind == "fact":
-                values = fact_values(rec)
+                values = fact_values(rec, now=store.clock())
                 facts.append((rec.get("id"), values, _entities(rec), rec.get("supersedes"), rec.get("superseded_by")))
             else:
                 raise InvalidInput(f"unknown record type {kind!r}")

@@ -13,7 +13,7 @@ one) and `terms_days` (default 30: due date when none is given).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from clara.plugin_api import Manifest
 
@@ -45,8 +45,7 @@ async def teardown(ctx) -> None:
 
 
 def _now(ctx) -> datetime:
-    clock = getattr(ctx, "now", None)
-    return S.aware(clock() if callable(clock) else datetime.now(UTC))
+    return S.aware(ctx.now())
 
 
 async def daily(ctx) -> None:

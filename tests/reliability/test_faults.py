@@ -240,15 +240,14 @@ async def test_bot_sigkilled_mid_ingest_then_restarted_completes_pending_work(tm
         assert len(acked) == 15
         # Restart (in-process, same data dir and fake Discord). Jobs the killed worker had leased
         # become claimable when their lease (120 s) runs out: the job queue's clock is moved past it.
-        store = await FactStore.open(StoreConfig(data_dir=tmp_path), embedder=embedder)
+        from datetime import UTC, datetime, timedelta
+
+        from storage.clock import ManualClock
+
+        later = ManualClock(datetime.now(UTC) + timedelta(seconds=130), ticking=True)
+        store = await FactStore.open(StoreConfig(data_dir=tmp_path, clock=later), embedder=embedder)
         left = await store.jobs.count(("pending", "running"))
         assert left > 0, "the kill should land mid-ingest (slow extraction)"
-        from datetime import timedelta
-
-        import storage.jobs
-
-        real_now = storage.jobs.utcnow
-        monkeypatch.setattr(storage.jobs, "utcnow", lambda: real_now() + timedelta(seconds=130))
         llm = OpenAICompatProvider(base_url=stub.base_url, api_key="k", model="m", timeout=10, max_retries=0)
         engine = ChatEngine(store, llm, settings=Settings(CLARA_DATA_DIR=tmp_path))
         patch = fake.patch_discord()
