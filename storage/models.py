@@ -91,10 +91,14 @@ class FactRow(Base):
     created_at: Mapped[datetime] = mapped_column(TS)
     updated_at: Mapped[datetime] = mapped_column(TS)
     indexed_at: Mapped[datetime | None] = mapped_column(TS)
+    # The previous fact of the same scope at insert time (a trigger fills it: migration 0004);
+    # recall's neighbour smoothing reads it instead of searching for the neighbours.
+    prev_id: Mapped[int | None] = mapped_column(PK, index=True)
     __table_args__ = (
         UniqueConstraint("scope_id", "slug", name="uq_facts_scope_slug"),
         Index("ix_facts_scope_status_created", "scope_id", "status", "created_at"),
         Index("ix_facts_scope_status_id", "scope_id", "status", "id"),
+        Index("ix_facts_scope_id", "scope_id", "id"),
     )
 
 

@@ -337,45 +337,47 @@ def _mentions_stmt():
 @functools.cache
 def _hydrate_stmt(with_kinds: bool):
     """The statement of `Recaller._hydrate`, built once (building it costs more than running it):
-    parameters `ids`, `scopes`, `statuses` and, `with_kinds`, `kinds`."""
+    parameters `ids`, `scopes`, `statuses` and, `with_kinds`, `kinds`.
+
+    Neighbours come from the stored `prev_id` (migration 0004): the previous fact is a primary-key
+    seek, the next one (the first fact whose prev_id is this one) an index seek on prev_id — on
+    both dialects, whatever the size of the scope or how its facts interleave with others'."""
     statuses = bindparam("statuses", expanding=True)
-    p, x, pv, xv = (aliased(FactRow) for _ in range(4))
-    prev_id = _neighbour_id(p, statuses, before=True)
-    next_id = _neighbour_id(x, statuses, before=False)
-    q = select(
-        FactRow.id,
-        FactRow.importance,
-        FactRow.relevance,
-        raw(func.coalesce(FactRow.valid_from, FactRow.created_at)).label("at"),
-        prev_id.label("prev_id"),
-        raw(select(pv.valid_from).where(pv.id == prev_id).scalar_subquery()).label("prev_at"),
-        next_id.label("next_id"),
-        raw(select(xv.valid_from).where(xv.id == next_id).scalar_subquery()).label("next_at"),
-    ).where(
-        FactRow.id.in_(bindparam("ids", expanding=True)),
-        # `scope_id || ''`: same partition, but keeps the planner on the primary key (a handful of
-        # ids) instead of walking the (scope, status) index over every fact of a large scope.
-        FactRow.scope_id.concat("").in_(bindparam("scopes", expanding=True)),
-        FactRow.status.concat("").in_(statuses),
-    )
-    if with_kinds:
-        q = q.where(FactRow.kind.in_(bindparam("kinds", expanding=True)))
-    return q
-
-
-def _neighbour_id(alias, statuses, *, before: bool):
-    """Correlated subquery: the id of the previous (or next) fact of the same scope with one of
-    `statuses`. Written as ORDER BY id LIMIT 1, not max/min(id): with the status predicate that is
-    an index seek on (scope_id, status, id) in both SQLite and PostgreSQL, not a range scan."""
-    near = alias.id < FactRow.id if before else alias.id > FactRow.id
-    return (
-        select(alias.id)
-        .where(alias.scope_id == FactRow.scope_id, near, alias.status.in_(statuses))
-        .order_by(alias.id.desc() if before else alias.id)
+    pv, xv = aliased(FactRow), aliased(FactRow)
+    # ORDER BY id + 0: the 1-2 rows of the prev_id seek are sorted, rather than letting a planner
+    # without fresh statistics walk the primary key in id order looking for prev_id matches.
+    next_id = (
+        select(xv.id)
+        .where(xv.prev_id == FactRow.id, xv.status.in_(statuses))
+        .order_by(xv.id + 0)
         .limit(1)
         .correlate(FactRow)
         .scalar_subquery()
     )
+    nv = aliased(FactRow)
+    q = (
+        select(
+            FactRow.id,
+            FactRow.importance,
+            FactRow.relevance,
+            raw(func.coalesce(FactRow.valid_from, FactRow.created_at)).label("at"),
+            pv.id.label("prev_id"),
+            raw(pv.valid_from).label("prev_at"),
+            next_id.label("next_id"),
+            raw(select(nv.valid_from).where(nv.id == next_id).scalar_subquery()).label("next_at"),
+        )
+        .outerjoin(pv, (pv.id == FactRow.prev_id) & pv.status.in_(statuses))
+        .where(
+            FactRow.id.in_(bindparam("ids", expanding=True)),
+            # `scope_id || ''`: same partition, but keeps the planner on the primary key (a handful
+            # of ids) instead of walking the (scope, status) index over every fact of a large scope.
+            FactRow.scope_id.concat("").in_(bindparam("scopes", expanding=True)),
+            FactRow.status.concat("").in_(statuses),
+        )
+    )
+    if with_kinds:
+        q = q.where(FactRow.kind.in_(bindparam("kinds", expanding=True)))
+    return q
 
 
 def raw(expr):

@@ -301,3 +301,41 @@ async def test_large_scope_lexical_tiers_keep_scores_and_partition(store, monkey
     hits = await store.recall(query, ["chan:big"], k=5)
     assert hits[0].fact.content == "the weekend plans include a pottery class in Porto"
     await assert_private(store, query, "bob", "user:alice")
+
+
+async def test_neighbours_are_stored_per_scope_on_every_insert_path(store):
+    """Interleaved scopes: each fact's stored previous neighbour is the previous fact of its own
+    scope, whether written by add, add_many or supersede; recall's hydration reads them (and the
+    next neighbour) by index seeks."""
+    from sqlalchemy import select
+
+    from storage.models import FactRow
+    from storage.recall import _hydrate_stmt
+
+    await two_users(store)
+    a1 = await store.add("alice one", "user:alice")
+    b1 = await store.add("bob one", "user:bob")
+    a2 = await store.add("alice two", "user:alice")
+    res = await store.add_many([{"content": "bob two"}, {"content": "bob three"}], "user:bob")
+    b2, b3 = res.ids
+    a3 = await store.supersede(a2, "alice two, corrected")
+    async with store.engines.reader.connect() as conn:
+        prev = dict((await conn.execute(select(FactRow.id, FactRow.prev_id))).all())
+        assert prev == {a1: None, b1: None, a2: a1, b2: b1, b3: b2, a3: a2}
+        rows = (
+            await conn.execute(
+                _hydrate_stmt(False), {"ids": [a1, b2], "scopes": ["user:alice", "user:bob"], "statuses": ["active"]}
+            )
+        ).all()
+    got = {r.id: (r.prev_id, r.next_id) for r in rows}
+    # a2 is superseded: with active facts only, a1 has no next neighbour.
+    assert got == {a1: (None, None), b2: (b1, b3)}
+    if store.dialect == "postgresql":
+        from sqlalchemy import text
+
+        async with store.engines.reader.connect() as conn:
+            stmt = _hydrate_stmt(False).params(ids=[a1, b2], scopes=["user:alice", "user:bob"], statuses=["active"])
+            sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            await conn.execute(text("SET enable_seqscan = off"))  # a tiny table would be seq-scanned
+            plan = "\n".join(r[0] for r in (await conn.execute(text("EXPLAIN " + sql))).all())
+        assert "Index Cond: (prev_id = facts.id)" in plan, plan  # the next neighbour: a prev_id seek
