@@ -505,7 +505,8 @@ def doctor(
     json_out: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
 ) -> None:
     """Check configuration, database and migrations, queues, vector index, embedder and Discord
-    token. Exit 1 when a check fails (or warns, with --strict)."""
+    token. Exit 1 when a check fails (or warns, with --strict). Creates nothing: a fresh data dir is
+    a warning (its database is created and migrated on first use)."""
     from clara.ops.doctor import FAIL, WARN, run_doctor
 
     checks = asyncio.run(run_doctor(open_index=index))

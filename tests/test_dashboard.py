@@ -135,6 +135,145 @@ async def test_login_attempts_are_rate_limited(state):
         assert r.status_code == 429
 
 
+class FakeClock:
+    """A monotonic clock the test moves by hand (seconds)."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def client_at(app, host: str) -> httpx.AsyncClient:
+    """A browser at address `host` (what the app sees as request.client.host)."""
+    transport = httpx.ASGITransport(app=app, client=(host, 50000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def try_login(c: httpx.AsyncClient, token: str, headers: dict | None = None) -> httpx.Response:
+    if "clara_dashboard" not in c.cookies:
+        c.csrf = CSRF_RE.search((await c.get("/login")).text).group(1)
+    return await c.post("/login", data={"token": token, "csrf_token": c.csrf}, headers=headers or {})
+
+
+async def test_login_throttle_is_per_client_bounded_and_expires(state):
+    clock = FakeClock()
+    app = create_app(state, clock=clock)
+    async with client_at(app, "198.51.100.7") as a, client_at(app, "198.51.100.8") as b:
+        for _ in range(9):
+            assert (await try_login(a, "bad")).status_code == 401
+        tenth = await try_login(a, "bad")
+        assert tenth.status_code == 401 and "try again in 300 s" in tenth.text
+        # A is locked: even the right token is refused, with when to retry.
+        r = await try_login(a, TOKEN)
+        assert r.status_code == 429 and r.headers["Retry-After"] == "300"
+        assert "too many failed logins from this address; try again in 300 s" in r.text
+        # B is not affected at all, right now.
+        ok = await try_login(b, TOKEN)
+        assert ok.status_code == 303 and (await b.get("/")).status_code == 200
+        clock.now += 299.5
+        r = await try_login(a, TOKEN)
+        assert r.status_code == 429 and r.headers["Retry-After"] == "1"
+        clock.now += 0.6  # the lock-out is over
+        assert (await try_login(a, TOKEN)).status_code == 303
+        assert (await a.get("/")).status_code == 200
+
+
+async def test_sessions_expire_on_the_monotonic_clock(state):
+    clock = FakeClock()
+    app = create_app(state, clock=clock)
+    async with client_at(app, "198.51.100.9") as c:
+        assert (await try_login(c, TOKEN)).status_code == 303
+        clock.now += 12 * 3600 - 1  # session_hours=12; every request renews the session
+        assert (await c.get("/")).status_code == 200
+        clock.now += 12 * 3600 + 1
+        assert (await c.get("/")).status_code == 303
+
+
+async def test_login_lockouts_grow_capped_and_are_forgotten():
+    from clara.dashboard.app import LoginThrottle
+
+    clock = FakeClock()
+    t = LoginThrottle(max_failures=3, window=60, lockout=10, lockout_max=35, clock=clock)
+
+    def lock_out(client: str = "a") -> float:
+        assert t.retry_after(client) is None
+        assert t.failed(client) is None and t.failed(client) is None
+        length = t.failed(client)
+        assert t.retry_after(client) == length
+        clock.now += length
+        return length
+
+    assert [lock_out() for _ in range(4)] == [10, 20, 35, 35]  # doubles, capped at lockout_max
+    # Failures outside the window do not add up.
+    assert t.failed("a") is None and t.failed("a") is None
+    clock.now += 61
+    assert t.failed("a") is None and t.retry_after("a") is None
+    # Quiet for max(window, lockout_max) (and not locked): forgotten, the next lock-out is short again.
+    clock.now += 61
+    assert t.retry_after("a") is None and len(t) == 0
+    assert lock_out() == 10
+    with pytest.raises(ValueError, match="lockout <= lockout_max"):
+        LoginThrottle(lockout=10, lockout_max=5)
+
+
+async def test_login_throttle_memory_is_bounded(state):
+    from clara.dashboard.app import LoginThrottle
+
+    clock = FakeClock()
+    t = LoginThrottle(max_failures=2, max_clients=50, clock=clock)
+    for i in range(1000):
+        t.failed(f"10.0.{i // 250}.{i % 250}")
+        t.failed(f"10.0.{i // 250}.{i % 250}")
+        assert len(t) <= 50
+    assert t.retry_after("10.0.3.249") is not None  # the most recent stay locked
+    assert t.retry_after("10.0.0.0") is None  # the least recently failing were evicted
+    assert all(len(c.failures) <= 2 for c in t._clients.values())
+    # The app's own table is bounded the same way.
+    app = create_app(state, clock=clock)
+    dash = app.state.dashboard
+    dash.throttle.max_clients = 5
+    for i in range(12):
+        async with client_at(app, f"192.0.2.{i}") as c:
+            assert (await try_login(c, "bad")).status_code == 401
+            assert len(dash.throttle) <= 5
+    assert len(dash.throttle) == 5
+
+
+async def test_forwarded_for_is_believed_only_from_trusted_proxies(store):
+    from pydantic import ValidationError
+
+    # Default: X-Forwarded-For is ignored, also over real TCP (uvicorn alone would believe it from 127.0.0.1).
+    st = make_state(store)
+    server = await start(st, host="127.0.0.1", port=0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as c:
+            for i in range(10):
+                assert (await try_login(c, "bad", {"X-Forwarded-For": f"203.0.113.{i}"})).status_code == 401
+            r = await try_login(c, TOKEN, {"X-Forwarded-For": "203.0.113.99"})
+            assert r.status_code == 429
+    finally:
+        await server.stop()
+        st.errors.uninstall()
+    # With a trusted proxy, its X-Forwarded-For names the client; anyone else's is ignored.
+    proxied = DashboardSettings(token=TOKEN, port=0, trusted_proxies=" 10.9.9.9, 10.8.0.0/16")
+    st = DashboardState(store, settings=proxied)
+    try:
+        app = create_app(st)
+        async with client_at(app, "10.9.9.9") as proxy, client_at(app, "10.0.0.7") as direct:
+            for _ in range(10):
+                assert (await try_login(proxy, "bad", {"X-Forwarded-For": "203.0.113.5"})).status_code == 401
+                assert (await try_login(direct, "bad", {"X-Forwarded-For": "203.0.113.6"})).status_code == 401
+            assert (await try_login(proxy, TOKEN, {"X-Forwarded-For": "203.0.113.5"})).status_code == 429
+            assert (await try_login(direct, TOKEN, {"X-Forwarded-For": "203.0.113.7"})).status_code == 429
+            assert (await try_login(proxy, TOKEN, {"X-Forwarded-For": "203.0.113.6"})).status_code == 303
+    finally:
+        st.errors.uninstall()
+    with pytest.raises(ValidationError, match="'proxy.local' is not an IP address or CIDR network"):
+        DashboardSettings(token=TOKEN, trusted_proxies="127.0.0.1,proxy.local")
+
+
 async def test_every_action_needs_the_csrf_token(client, store):
     await store.ensure_scope("user:alice", "user", owner="alice")
     fid = await store.add("Alice likes oolong tea", "user:alice", created_by="alice", entities=["oolong", "tea"])

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import sqlite3
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -218,6 +219,84 @@ def test_doctor_reports_a_schema_behind_head(cli_env):
     mig = {c["name"]: c for c in json.loads(res.output)}["migrations"]
     assert mig["status"] == "fail" and "clara db upgrade" in mig["detail"]
     assert _cli("health").exit_code == 1
+
+
+@pytest.fixture
+def fresh_database(backend, cli_env, monkeypatch):
+    """Nothing created yet: no data dir (SQLite), or an empty PostgreSQL database (DATABASE_URL)."""
+    if backend == "sqlite":
+        yield None
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from clara.settings import get_settings
+    from storage.db import async_url
+    from tests.conftest import PG_URL
+
+    base = make_url(async_url(PG_URL, "."))
+    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"clara_doctor_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    monkeypatch.setenv("DATABASE_URL", base.set(database=name).render_as_string(hide_password=False))
+    get_settings.cache_clear()
+    try:
+        yield name
+    finally:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_doctor_on_a_fresh_data_dir_warns_what_first_use_creates(cli_env, fresh_database):
+    assert not cli_env.exists()
+    res = _cli("doctor", "--no-index", "--json")
+    assert res.exit_code == 0, res.output  # warnings only
+    checks = {c["name"]: c for c in json.loads(res.output)}
+    assert not [c for c in checks.values() if c["status"] == "fail"], checks
+    mig = checks["migrations"]
+    assert mig["status"] == "warn" and "will be created (migrated to head" in mig["detail"], mig
+    assert "first use" in mig["detail"] and checks["database"]["status"] == "ok"
+    assert not cli_env.exists()  # doctor made neither the data dir nor an SQLite file
+    # An existing but empty SQLite file (what older doctors left behind) is just as fresh.
+    if fresh_database is None:
+        cli_env.mkdir()
+        (cli_env / "clara.db").touch()
+        res = _cli("doctor", "--no-index", "--json")
+        assert res.exit_code == 0, res.output
+        assert {c["name"]: c for c in json.loads(res.output)}["migrations"]["status"] == "warn"
+    # What it promised: the first use migrates to head, and doctor is then happy with the schema.
+    assert _cli("db", "upgrade").exit_code == 0
+    res = _cli("doctor", "--no-index", "--json")
+    assert {c["name"]: c for c in json.loads(res.output)}["migrations"]["status"] == "ok", res.output
+
+
+def test_doctor_fails_on_an_unknown_revision_or_unversioned_tables(cli_env):
+    import sqlalchemy as sa
+
+    from storage import migrate
+    from storage.db import async_url, sync_url
+
+    url = async_url(None, cli_env)
+    cli_env.mkdir(parents=True)
+    migrate.upgrade(url)
+    engine = sa.create_engine(sync_url(url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = 'ffff9999'"))
+        res = _cli("doctor", "--no-index", "--json")
+        assert res.exit_code == 1
+        mig = {c["name"]: c for c in json.loads(res.output)}["migrations"]
+        assert mig["status"] == "fail" and "unknown revision ffff9999" in mig["detail"], mig
+        # Clara's tables but no alembic_version: not something first use can migrate.
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE alembic_version"))
+    finally:
+        engine.dispose()
+    res = _cli("doctor", "--no-index", "--json")
+    assert res.exit_code == 1
+    mig = {c["name"]: c for c in json.loads(res.output)}["migrations"]
+    assert mig["status"] == "fail" and "no schema version" in mig["detail"], mig
 
 
 # ------------------------------------------------------------------------------ backup / restore

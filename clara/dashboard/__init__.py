@@ -9,7 +9,8 @@ In the bot process (same event loop as discord.py)::
 
 Alone (`clara dashboard`): ``clara.dashboard.serve(host, port, settings)`` (blocking).
 Settings: CLARA_DASHBOARD_TOKEN (admin login), DISCORD_MONITOR_PORT (8001), CLARA_DASHBOARD_HOST
-(127.0.0.1), CLARA_DASHBOARD_SECURE_COOKIE (behind HTTPS).
+(127.0.0.1), CLARA_DASHBOARD_SECURE_COOKIE (behind HTTPS), CLARA_DASHBOARD_TRUSTED_PROXIES (reverse
+proxies whose X-Forwarded-For is believed; none by default).
 """
 
 from __future__ import annotations
@@ -61,7 +62,12 @@ def _uvicorn_server(app, host: str, port: int):
         def capture_signals(self):
             yield
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", access_log=False)
+    # proxy_headers=False: uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1 by default, letting
+    # anything on this host pick its client address (the login throttle's key); the app honours it only
+    # from CLARA_DASHBOARD_TRUSTED_PROXIES.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="off", access_log=False, proxy_headers=False
+    )
     return _Server(config)
 
 

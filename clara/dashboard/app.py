@@ -5,25 +5,33 @@ cookie, HttpOnly, SameSite=Strict, server-side state, rotated at login). Every P
 included — must carry the session's CSRF token (form field `csrf_token` or header
 `X-CSRF-Token`) and, when the browser sends an Origin, come from this very host; otherwise 403.
 Strict CSP (no inline script or style), no framing, no caching of pages.
+
+Login throttling is per client address (`request.client.host`; X-Forwarded-For only from the
+proxies listed in CLARA_DASHBOARD_TRUSTED_PROXIES): see `LoginThrottle`. Wrong guesses from one
+client never lock out another.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import math
 import secrets
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from clara.dashboard.charts import line_chart
 from clara.dashboard.config import DashboardSettings
@@ -37,7 +45,13 @@ COOKIE = "clara_dashboard"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 MAX_SESSIONS = 5000
+# Login throttling (seconds): LOGIN_MAX_FAILURES wrong tokens within LOGIN_WINDOW lock that client out
+# for LOGIN_LOCKOUT, doubling with each further lock-out up to LOGIN_LOCKOUT_MAX; at most
+# LOGIN_MAX_CLIENTS clients are remembered (the least recently failing one is forgotten first).
 LOGIN_WINDOW, LOGIN_MAX_FAILURES = 600.0, 10
+LOGIN_LOCKOUT, LOGIN_LOCKOUT_MAX = 300.0, 3600.0
+LOGIN_MAX_CLIENTS = 10_000
+Clock = Callable[[], float]
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
@@ -52,11 +66,93 @@ class _Session:
     flash: list[tuple[str, str]] = field(default_factory=list)
 
 
-class _Sessions:
-    """Server-side sessions in process memory (a restart logs everyone out)."""
+@dataclass
+class _Client:
+    failures: deque[float]  # monotonic times of the wrong tokens since the last lock-out
+    locked_until: float = 0.0
+    lockouts: int = 0  # lock-outs so far (each doubles the next one's length)
+    last_failure: float = 0.0
 
-    def __init__(self, ttl: float):
+
+class LoginThrottle:
+    """Per-client login throttle, bounded in time and in memory.
+
+    A client (an address string) that sends `max_failures` wrong tokens within `window` seconds is
+    locked out for `lockout` seconds; each further lock-out doubles that, capped at `lockout_max`.
+    While locked, the client is refused even with the right token (otherwise the lock would not stop
+    guessing: a 429-vs-success answer would still tell a right guess apart). Other clients are never
+    affected. A client with no failure for max(`window`, `lockout_max`) seconds, and not locked, is
+    forgotten (its lock-out count starts over); so is one that logs in successfully. At most
+    `max_clients` clients are kept: beyond that the least recently failing one is evicted.
+    `clock` returns seconds on a monotonic scale (default `time.monotonic`).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_failures: int = LOGIN_MAX_FAILURES,
+        window: float = LOGIN_WINDOW,
+        lockout: float = LOGIN_LOCKOUT,
+        lockout_max: float = LOGIN_LOCKOUT_MAX,
+        max_clients: int = LOGIN_MAX_CLIENTS,
+        clock: Clock = time.monotonic,
+    ):
+        if max_failures < 1 or max_clients < 1 or not (0 < window and 0 < lockout <= lockout_max):
+            raise ValueError(
+                "LoginThrottle: need max_failures >= 1, max_clients >= 1, window > 0, 0 < lockout <= lockout_max"
+            )
+        self.max_failures, self.window, self.max_clients = max_failures, window, max_clients
+        self.lockout, self.lockout_max = lockout, lockout_max
+        self.clock = clock
+        self._clients: OrderedDict[str, _Client] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def retry_after(self, client: str) -> float | None:
+        """Seconds until `client` may try again (> 0), or None when it is not locked out."""
+        now = self.clock()
+        c = self._clients.get(client)
+        if c is None:
+            return None
+        if c.locked_until > now:
+            return c.locked_until - now
+        if now - c.last_failure > max(self.window, self.lockout_max):
+            del self._clients[client]
+        return None
+
+    def failed(self, client: str) -> float | None:
+        """Record a wrong token from `client`; the lock-out length in seconds if this one locks it, else None."""
+        now = self.clock()
+        c = self._clients.pop(client, None)
+        if c is None:
+            c = _Client(failures=deque(maxlen=self.max_failures))
+        self._clients[client] = c  # most recently failing last
+        while len(self._clients) > self.max_clients:
+            self._clients.popitem(last=False)
+        c.last_failure = now
+        while c.failures and c.failures[0] <= now - self.window:
+            c.failures.popleft()
+        c.failures.append(now)
+        if len(c.failures) < self.max_failures:
+            return None
+        c.failures.clear()
+        length = min(self.lockout * 2**c.lockouts, self.lockout_max)
+        c.lockouts += 1
+        c.locked_until = now + length
+        return length
+
+    def succeeded(self, client: str) -> None:
+        """`client` logged in: forget its failures."""
+        self._clients.pop(client, None)
+
+
+class _Sessions:
+    """Server-side sessions in process memory (a restart logs everyone out); `ttl` in seconds of `clock`."""
+
+    def __init__(self, ttl: float, clock: Clock = time.monotonic):
         self.ttl = ttl
+        self.clock = clock
         self._s: OrderedDict[str, _Session] = OrderedDict()
 
     def get(self, sid: str | None) -> _Session | None:
@@ -65,18 +161,19 @@ class _Sessions:
         s = self._s.get(sid)
         if s is None:
             return None
-        if s.expires < time.monotonic():
+        now = self.clock()
+        if s.expires < now:
             self._s.pop(sid, None)
             return None
         self._s.move_to_end(sid)
-        s.expires = time.monotonic() + self.ttl
+        s.expires = now + self.ttl
         return s
 
     def new(self, authed: bool = False) -> tuple[str, _Session]:
         while len(self._s) >= MAX_SESSIONS:
             self._s.popitem(last=False)
         sid = secrets.token_urlsafe(32)
-        s = _Session(csrf=secrets.token_urlsafe(32), expires=time.monotonic() + self.ttl, authed=authed)
+        s = _Session(csrf=secrets.token_urlsafe(32), expires=self.clock() + self.ttl, authed=authed)
         self._s[sid] = s
         return sid, s
 
@@ -86,7 +183,7 @@ class _Sessions:
 
 
 class Dashboard:
-    def __init__(self, state: DashboardState):
+    def __init__(self, state: DashboardState, *, clock: Clock = time.monotonic):
         self.state = state
         self.settings: DashboardSettings = state.settings or DashboardSettings()
         state.settings = self.settings
@@ -95,8 +192,8 @@ class Dashboard:
             self.token = secrets.token_urlsafe(24)
             log.warning("CLARA_DASHBOARD_TOKEN is not set: this run's dashboard login token is %s", self.token)
         self.service = DashboardService(state)
-        self.sessions = _Sessions(self.settings.session_hours * 3600)
-        self._failures: dict[str, deque[float]] = {}
+        self.sessions = _Sessions(self.settings.session_hours * 3600, clock)
+        self.throttle = LoginThrottle(clock=clock)
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]), enable_async=False
         )
@@ -200,19 +297,22 @@ class Dashboard:
 
     async def login(self, request: Request) -> Response:
         ip = request.client.host if request.client else "?"
-        now = time.monotonic()
-        fails = self._failures.setdefault(ip, deque(maxlen=LOGIN_MAX_FAILURES))
-        while fails and fails[0] < now - LOGIN_WINDOW:
-            fails.popleft()
-        if len(fails) >= LOGIN_MAX_FAILURES:
-            return PlainTextResponse("too many failed logins; try again later", status_code=429)
+        wait = self.throttle.retry_after(ip)
+        if wait is not None:
+            return _too_many(wait)
         form = await self.form(request)
         given = form.get("token", "")
         if not hmac.compare_digest(given.encode(), self.token.encode()):
-            fails.append(now)
-            log.warning("dashboard: failed login from %s", ip)
+            locked = self.throttle.failed(ip)
+            error = "Wrong token."
+            if locked is None:
+                log.warning("dashboard: failed login from %s", ip)
+            else:
+                log.warning("dashboard: failed login from %s; locked out for %.0f s", ip, locked)
+                error += f" Too many failed logins from this address: try again in {_secs(locked)} s."
             nxt = _safe_next(form.get("next"))
-            return self.render(request, "login.html", status=401, next=nxt, error="Wrong token.")
+            return self.render(request, "login.html", status=401, next=nxt, error=error)
+        self.throttle.succeeded(ip)
         # Rotate the session id at login (no fixation); the pre-login session is dropped.
         self.sessions.drop(request.state.sid)
         sid, sess = self.sessions.new(authed=True)
@@ -420,7 +520,10 @@ class Dashboard:
             Route("/plugins/{name}", g(self.plugin_page)),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         ]
-        app = Starlette(routes=routes)
+        proxies = self.settings.trusted_proxy_list
+        # X-Forwarded-For rewrites request.client only when it comes from a listed proxy.
+        middleware = [Middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)] if proxies else []
+        app = Starlette(routes=routes, middleware=middleware)
         app.state.dashboard = self
         return app
 
@@ -441,6 +544,19 @@ def _int(value) -> int:
     return n
 
 
+def _secs(wait: float) -> int:
+    return max(1, math.ceil(wait))
+
+
+def _too_many(wait: float) -> Response:
+    secs = _secs(wait)
+    return PlainTextResponse(
+        f"too many failed logins from this address; try again in {secs} s",
+        status_code=429,
+        headers={"Retry-After": str(secs)},
+    )
+
+
 def _safe_next(value: str | None) -> str:
     """Only local paths (no scheme, no //host) — no open redirect after login."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
@@ -457,6 +573,9 @@ def _secure(resp: Response) -> Response:
     return resp
 
 
-def create_app(state: DashboardState) -> Starlette:
-    """The ASGI app for `state` (attach store, and optionally engine, plugins, bot, llm)."""
-    return Dashboard(state).app()
+def create_app(state: DashboardState, *, clock: Clock = time.monotonic) -> Starlette:
+    """The ASGI app for `state` (attach store, and optionally engine, plugins, bot, llm).
+
+    `clock` (seconds, monotonic) times sessions and login lock-outs; tests pass a fake one.
+    The `Dashboard` is at `app.state.dashboard`."""
+    return Dashboard(state, clock=clock).app()

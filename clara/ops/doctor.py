@@ -2,6 +2,9 @@
 
 Each check yields `Check(name, status, detail)` with status ok / warn / fail; the commands exit
 non-zero when any check fails (doctor: also on warnings with `--strict`).
+
+On a fresh data dir doctor only warns (every command creates and migrates the database on first
+use) and creates nothing itself: no data dir, no SQLite file.
 """
 
 from __future__ import annotations
@@ -57,17 +60,42 @@ def _branch_head(versions: Path) -> str | None:
     return heads[0] if len(heads) == 1 else ",".join(sorted(heads)) or None
 
 
-def migration_state(url: str) -> dict:
-    """{"core": {"current", "head"}, "plugins": {name: {"current", "head"}}} (blocking)."""
-    from sqlalchemy import inspect
+def _known_revision(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
 
     from storage import migrate
 
-    out = {"core": {"current": migrate.current_revision(url), "head": migrate.head_revision()}, "plugins": {}}
+    try:
+        return ScriptDirectory.from_config(migrate.alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def migration_state(url: str) -> dict:
+    """{"core": {"current", "head", "known", "clara_tables"}, "plugins": {name: {"current", "head"}}}
+    (blocking). `known`: False when `current` is no revision of this Clara's migrations;
+    `clara_tables`: the core tables present (sorted names; lets a never-migrated empty database be
+    told apart from tables made some other way)."""
+    from sqlalchemy import inspect
+
+    from storage import migrate
+    from storage.models import Base
+
+    current = migrate.current_revision(url)
+    out = {
+        "core": {
+            "current": current,
+            "head": migrate.head_revision(),
+            "known": current is None or _known_revision(current),
+        },
+        "plugins": {},
+    }
     engine = migrate._engine(url)
     try:
         with engine.connect() as conn:
             tables = set(inspect(conn).get_table_names())
+            out["core"]["clara_tables"] = sorted(tables & set(Base.metadata.tables))
             for name, versions in plugin_branches().items():
                 table = f"alembic_version_{name}"
                 current = None
@@ -128,9 +156,37 @@ def _check_settings():
     return s, Check("settings", OK, f"parsed (embedding provider {s.embedding_provider})")
 
 
+def _fresh_state() -> dict:
+    """`migration_state` of a database that does not exist yet (nothing is opened or created)."""
+    from storage import migrate
+
+    return {
+        "core": {"current": None, "head": migrate.head_revision(), "known": True, "clara_tables": []},
+        "plugins": {name: {"current": None, "head": _branch_head(v)} for name, v in plugin_branches().items()},
+    }
+
+
+def _missing_sqlite_file(url: str) -> Path | None:
+    """The SQLite database file of `url` when it does not exist yet (connecting would create it), else None."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" or u.query.get("uri"):
+        return None
+    path = Path(u.database)
+    return None if path.exists() else path
+
+
 def _check_data_dir(data_dir: Path) -> Check:
+    if not data_dir.exists():
+        # Not created here: say whether the first real use will be able to.
+        parent = data_dir.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            return Check("data dir", FAIL, f"{data_dir.absolute()} does not exist and {parent} is not writable")
+        return Check("data dir", OK, f"{data_dir.absolute()} does not exist yet: it will be created on first use")
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".doctor-", delete=True) as f:
             f.write(b"ok")
             f.flush()
@@ -142,9 +198,32 @@ def _check_data_dir(data_dir: Path) -> Check:
 def _migration_checks(state: dict) -> list[Check]:
     core = state["core"]
     checks = []
-    if core["current"] is None:
+    if core["current"] is None and core.get("clara_tables"):
         checks.append(
-            Check("migrations", FAIL, f"database not initialised (head {core['head']}): run `clara db upgrade`")
+            Check(
+                "migrations",
+                FAIL,
+                f"Clara tables ({', '.join(core['clara_tables'][:5])}) but no schema version (alembic_version): "
+                "not made by Clara's migrations, so they cannot be upgraded safely",
+            )
+        )
+    elif core["current"] is None:
+        checks.append(
+            Check(
+                "migrations",
+                WARN,
+                f"database not initialised yet: it will be created (migrated to head {core['head']}) on first use "
+                "(or now: `clara db upgrade`)",
+            )
+        )
+    elif not core.get("known", True):
+        checks.append(
+            Check(
+                "migrations",
+                FAIL,
+                f"at unknown revision {core['current']} (this Clara's head is {core['head']}): "
+                "written by a newer Clara or another tool; run that version or restore a backup",
+            )
         )
     elif core["current"] != core["head"]:
         checks.append(Check("migrations", FAIL, f"at {core['current']}, head {core['head']}: run `clara db upgrade`"))
@@ -188,19 +267,14 @@ def _queue_checks(q: dict) -> list[Check]:
     return checks
 
 
-async def run_doctor(*, open_index: bool = True, embedder=None, clock: Clock = system_clock) -> list[Check]:
-    """Every check, in order; a failing step skips what depends on it."""
-    from storage.db import async_url, make_engines
+async def _database_checks(url: str, checks: list[Check], clock: Clock) -> dict | None:
+    """Append the database, migrations and queue checks for an existing database; its queue state
+    when the schema is at head (else None)."""
+    from storage.db import make_engines
 
-    checks: list[Check] = []
-    settings, c = _check_settings()
-    checks.append(c)
-    if settings is None:
-        return checks
-    checks.append(_check_data_dir(settings.data_dir))
-    url = async_url(settings.database_url, settings.data_dir)
     engines = make_engines(url)
     db_ok = False
+    queues = None
     try:
         t0 = time.perf_counter()
         async with engines.reader.connect() as conn:
@@ -211,7 +285,6 @@ async def run_doctor(*, open_index: bool = True, embedder=None, clock: Clock = s
         )
     except Exception as exc:
         checks.append(Check("database", FAIL, f"unreachable: {_short(exc)}"))
-    queues = None
     if db_ok:
         try:
             state = await asyncio.to_thread(migration_state, url)
@@ -222,6 +295,29 @@ async def run_doctor(*, open_index: bool = True, embedder=None, clock: Clock = s
         except Exception as exc:
             checks.append(Check("migrations", FAIL, _short(exc)))
     await engines.dispose()
+    return queues
+
+
+async def run_doctor(*, open_index: bool = True, embedder=None, clock: Clock = system_clock) -> list[Check]:
+    """Every check, in order; a failing step skips what depends on it. Creates nothing: on a fresh
+    SQLite data dir the database is reported as to be created on first use (a warning)."""
+    from storage.db import async_url
+
+    checks: list[Check] = []
+    settings, c = _check_settings()
+    checks.append(c)
+    if settings is None:
+        return checks
+    checks.append(_check_data_dir(settings.data_dir))
+    url = async_url(settings.database_url, settings.data_dir)
+    queues = None
+    missing = _missing_sqlite_file(url)
+    if missing is not None:
+        # Connecting would create the file: report what first use will make instead.
+        checks.append(Check("database", OK, f"sqlite: {missing} does not exist yet: it will be created on first use"))
+        checks += _migration_checks(_fresh_state())
+    else:
+        queues = await _database_checks(url, checks, clock)
     # The embedder (loads the model and embeds one string).
     if embedder is None:
         try:
