@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import humanize
 
+from clara.labels import current_first, outdated_note
 from clara.memory import CORE, Where
 from clara.messages import IncomingMessage, Reply
 from clara.plugin_api import Level
@@ -68,7 +69,9 @@ class Commands:
         out = []
         for i, f in enumerate(facts, 1):
             where_ = "you (private)" if f.scope_id == where.user else f.scope_id.replace("channel:", "#")
-            out.append(f"{i}. {f.content}  — {_age(f.valid_from or f.created_at, now)}, {where_} [#{f.id}]")
+            note = outdated_note(f, now)
+            said = _age(f.valid_from or f.created_at, now) + (f", {note}" if note else "")
+            out.append(f"{i}. {f.content}  — {said}, {where_} [#{f.id}]")
         return out
 
     async def listing(self, msg: IncomingMessage, where: Where, head: str, facts: list[Fact]) -> Reply:
@@ -108,9 +111,17 @@ class Commands:
         return Reply(f"Got it, I'll remember that (#{fid}, private to you).", stored_fact_id=fid)
 
     async def cmd_recall(self, msg, arg, where) -> Reply:
+        history = None
+        flag, _, rest = arg.partition(" ")
+        if flag in ("--all", "--superseded", "--history", "-a"):
+            history, arg = True, rest.strip()
         if not arg:
-            return Reply("Usage: !recall <query> — for example `!recall where do I live`.", error=True)
-        hits = await self.memory.recall(arg, where, k=PAGE)
+            return Reply(
+                "Usage: !recall [--all] <query> — for example `!recall where do I live`; "
+                "`--all` includes what is no longer true.",
+                error=True,
+            )
+        hits = await self.memory.recall(arg, where, k=PAGE, history=history)
         if not hits:
             return Reply("I don't remember anything about that.")
         return await self.listing(msg, where, f"What I recall about “{arg}”:", [h.fact for h in hits])
@@ -179,7 +190,7 @@ class Commands:
             until = f" until {r.valid_to:%Y-%m-%d}" if r.valid_to else ""
             lines.append(f"• {r.source} {r.relation.replace('_', ' ')} {r.target}{until}")
         fact_ids = await self.store.graph.entity_fact_ids(where.readable, ids, limit=PAGE)
-        facts = await self.store.get_many(fact_ids, scopes=where.readable)
+        facts = current_first(await self.store.get_many(fact_ids, scopes=where.readable), self.store.clock())
         if facts:
             await self.save_listing(msg, facts)
             lines += self.numbered(msg, where, facts)

@@ -16,6 +16,7 @@ from datetime import datetime
 
 import humanize
 
+from clara.labels import current_first, with_note
 from clara.llm import ChatMessage
 from clara.tokens import count_tokens, truncate_tokens
 from storage.sessions import Turn
@@ -120,8 +121,9 @@ class ContextBuilder:
         seen_text: set[str] = set()
 
         def fact_items(facts: Iterable[Fact]) -> list[Item]:
+            # What holds now first (the budget drops from the end), what no longer holds labelled.
             out = []
-            for f in facts:
+            for f in current_first(list(facts), now):
                 key = norm_name(f.content)
                 if f.id in seen_ids or key in seen_text:
                     continue
@@ -129,7 +131,7 @@ class ContextBuilder:
                     continue  # the turn itself is already in "recent messages"
                 seen_ids.add(f.id)
                 seen_text.add(key)
-                out.append(Item(f.content, fact_source(f, now), f.id))
+                out.append(Item(with_note(f, now), fact_source(f, now), f.id))
             return out
 
         blocks = [Block("persona", "Persona", b.persona, [Item(persona, "settings: CLARA_PERSONA")])]

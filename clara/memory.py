@@ -47,11 +47,42 @@ class Where:
     project: str | None
     project_name: str | None
     readable: list[str]
+    user_id: str = ""
+    speaker: str = ""
 
 
-def _relevant(hits: list[RecallHit], min_dense: float = 0.35) -> list[RecallHit]:
-    """Hits worth showing a person: a word in common with the query, or a close embedding."""
-    return [h for h in hits if "lexical_rank" in h.signals or h.signals.get("dense", 0.0) >= min_dense]
+def _relevant(hits: list[RecallHit], min_dense: float) -> list[RecallHit]:
+    """Hits worth showing a person: a word in common with the query, a close embedding (the
+    embedder's own `relevance_floor`), or a fact holding the attribute the question is about."""
+    return [
+        h
+        for h in hits
+        if "lexical_rank" in h.signals or "attribute" in h.signals or h.signals.get("dense", 0.0) >= min_dense
+    ]
+
+
+def collapse(hits: list[RecallHit], *, prefer_turns: bool = True) -> list[RecallHit]:
+    """Each thing said shown once: a raw turn and the facts extracted from it share their source
+    message; they take the place of the best-ranked of them, shown as the turn itself (the
+    person's own words, of which an extracted fact may keep only a part) — or, with
+    `prefer_turns=False` (the LLM's context, which has the recent turns anyway), as the extracted
+    fact. Questions and small talk only when nothing else is left. Summaries (which cite many
+    turns) are never collapsed."""
+    groups: list[list[RecallHit]] = []
+    owner: dict[int, list[RecallHit]] = {}
+    for h in hits:
+        src = set(h.fact.source_message_ids or ()) if h.fact.kind != "summary" else set()
+        group = next((owner[m] for m in src if m in owner), None)
+        if group is None:
+            group = []
+            groups.append(group)
+        group.append(h)
+        for m in src:
+            owner.setdefault(m, group)
+    turn = ("observation", "question")
+    out = [next((h for h in g if (h.fact.kind in turn) == prefer_turns), g[0]) for g in groups]
+    answers = [h for h in out if h.fact.kind != "question"]
+    return answers or out
 
 
 def project_slug(name: str) -> str:
@@ -110,7 +141,7 @@ class MemoryManager:
         extra = [s for s in self.extra_scopes if s not in own]
         for s in extra:
             await self.store.get_scope(s)  # raises InvalidInput for an unknown scope
-        return Where(us, conv, project, project_name, [*own, *extra])
+        return Where(us, conv, project, project_name, [*own, *extra], msg.user_id, msg.display_name)
 
     async def set_project(self, msg: IncomingMessage, name: str | None) -> str | None:
         """Set (or clear, with None) the active project of this conversation; returns its scope."""
@@ -166,8 +197,38 @@ class MemoryManager:
             now or self.clock(),
         )
 
-    async def recall(self, query: str, where: Where, k: int = 5) -> list[RecallHit]:
-        return _relevant(await self.store.recall(query, where.readable, k=k))
+    async def recall(
+        self,
+        query: str,
+        where: Where,
+        k: int = 5,
+        *,
+        scopes: list[str] | None = None,
+        history: bool | None = None,
+        prefer_turns: bool = True,
+    ) -> list[RecallHit]:
+        """Up to `k` memories worth showing for `query`, what is true now first (each hit says
+        whether it still holds: `RecallHit.current`). The question's attribute keys ("where do I
+        live" → "<user>/residence") reach facts that share no word with it; a question about the
+        past ("before", "antes", "vorher") — or `history=True` (`!recall --all`) — includes
+        superseded facts and ranks them first. Raises InvalidInput for a bad query."""
+        keys, past = await self.question_keys(query, where)
+        hist = past if history is None else history
+        hits = await self.store.recall(query, scopes or where.readable, k=max(3 * k, 15), attributes=keys, history=hist)
+        return collapse(_relevant(hits, self.store.embedder.relevance_floor), prefer_turns=prefer_turns)[:k]
+
+    async def question_keys(self, query: str, where: Where) -> tuple[list[str], bool]:
+        """The attribute keys a question is about, and whether it asks about the past."""
+        from clara.extract.attributes import question_keys
+
+        asked = question_keys(query)
+        if asked is None:
+            return [], False
+        keys = [
+            await self.writer.attribute_key(asked.subject, a, where.speaker, where.user_id, where.readable)
+            for a in asked.attributes
+        ]
+        return keys, asked.history
 
     async def context(
         self, msg: IncomingMessage, text: str, where: Where, rec: TurnRecord | None, *, debug_query: bool = False
@@ -175,14 +236,16 @@ class MemoryManager:
         """Gather memories for `text` and assemble the prompt (see clara.context)."""
         now = self.clock()
         personal = [s for s in where.readable if s != where.project]
-        hits = _relevant(await self.store.recall(text, personal, k=10))
+        hits = await self.recall(text, where, k=10, scopes=personal, prefer_turns=False)
         profile = await self.store.list_facts(
             [where.user], kinds=("biographical", "preference", "note", "decision", "plan"), limit=8
         )
         user_facts = [h.fact for h in hits] + [f for f in profile if f.importance >= 0.5]
         project_facts = []
         if where.project:
-            project_facts = [h.fact for h in _relevant(await self.store.recall(text, [where.project], k=6))]
+            project_facts = [
+                h.fact for h in await self.recall(text, where, k=6, scopes=[where.project], prefer_turns=False)
+            ]
         channel_summary = None
         if where.conversation != where.user:
             channel_summary = await self.store.find_slug(where.conversation, "channel-summary")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -54,6 +55,7 @@ class Proposal:
     relation: tuple[str, str, str] | None = None
     slug: str | None = None
     event_date: date | None = None
+    attr: str | None = None  # (subject, attribute) key: "alice/residence"
 
 
 @dataclass(slots=True)
@@ -111,10 +113,12 @@ class MemoryWriter:
         ents = await self._resolve([(name, "person"), *_entity_pairs(mentions)], writable)
         previous = [t for t in await self.store.sessions.turns(p["session_id"], 3) if t.id < turn.id]
         context = f"{previous[-1].speaker}: {previous[-1].content}" if previous else None
+        asked = await run_background(is_only_questions, text)
         obs_id = await self.store.add(
             f"{name}: {text}",
             conv,
-            kind="observation",
+            # A question or small talk stays conversation (provenance, history), never an answer.
+            kind="question" if asked else "observation",
             importance=0.3,
             speaker=name,
             context=context[:2000] if context else None,
@@ -144,6 +148,8 @@ class MemoryWriter:
                 for c in cands
                 if c.kind != "observation"
             ]
+        names = [n for n, t in ents if t == "person"]
+        proposals = await self._key_changes(proposals, text, name, user_id, names, writable)
         for prop in proposals:
             prop.entities = await self._resolve(prop.entities, writable)
             try:
@@ -257,7 +263,10 @@ class MemoryWriter:
             if got and got[0].status == "active":
                 if norm_name(got[0].content) == norm_name(content):
                     return Outcome("NOOP", got[0].id, content)
-                fid = await self.store.supersede(got[0].id, content, **common)
+                fid = await self.store.supersede(
+                    got[0].id, content, valid_from=when, attr=prop.attr, speaker=name, **common
+                )
+                await self._outdate_sources(got[0], writable, when, fid, message_id)
                 await self._relate(prop, got[0].scope_id, fid, when)
                 return Outcome("UPDATE", fid, content)
         if prop.slug:
@@ -265,7 +274,10 @@ class MemoryWriter:
             if existing is not None and existing.status == "active":
                 if norm_name(existing.content) == norm_name(content):
                     return Outcome("NOOP", existing.id, content)
-                fid = await self.store.supersede(existing.id, content, **common)
+                fid = await self.store.supersede(
+                    existing.id, content, valid_from=when, attr=prop.attr, speaker=name, **common
+                )
+                await self._outdate_sources(existing, writable, when, fid, message_id)
                 await self._relate(prop, scope, fid, when)
                 return Outcome("UPDATE", fid, content)
         else:
@@ -281,10 +293,87 @@ class MemoryWriter:
             created_by=user_id,
             valid_from=when,
             slug=prop.slug or content_slug(prop.kind, content),
+            attr=prop.attr,
             **common,
         )
         await self._relate(prop, scope, fid, when)
         return Outcome("ADD", fid, content)
+
+    # ------------------------------------------------------------------ change detection
+    async def _key_changes(
+        self,
+        proposals: list[Proposal],
+        text: str,
+        name: str,
+        user_id: str,
+        names: list[str],
+        writable: list[str],
+    ) -> list[Proposal]:
+        """Key every statement about a subject's attribute as "<subject>/<attribute>"
+        (clara.extract.attributes): a keyed proposal supersedes the current holder of its key,
+        whatever the language and whether it gives a new value or only ends the old one. Offline
+        candidates with their own attribute slugs take the same keys; LLM proposals are keyed
+        from their text; statements no proposal covers ("Me mudé a Santiago", "I quit") become
+        proposals of their own."""
+        from clara.extract.attributes import statements
+
+        stmts = await run_background(statements, text, [name, *names])
+        keyed: dict[str, Proposal] = {}
+        for st in stmts:
+            key = await self.attribute_key(st.subject, st.attribute, name, user_id, writable)
+            keyed[key] = Proposal(
+                content=statement_text(st.sentence, name, st.subject),
+                kind="preference" if st.attribute in PREFERENCE_ATTRIBUTES else "biographical",
+                subject=name if st.subject is None else st.subject.removeprefix("kin:"),
+                importance=0.7,
+                slug=key,
+                attr=key,
+            )
+        out: list[Proposal] = []
+        taken: set[str] = set()
+        for prop in proposals:
+            key = None
+            if prop.slug:
+                key = _remap_slug(prop.slug)
+            elif prop.action in ("ADD", "UPDATE"):
+                own = await run_background(statements, prop.content, [name, prop.subject])
+                if len(own) == 1:
+                    subj = own[0].subject
+                    if subj is not None and norm_name(subj) in (norm_name(name), norm_name(user_id)):
+                        subj = None
+                    key = await self.attribute_key(subj, own[0].attribute, name, user_id, writable)
+            if key is not None:
+                if key in taken:
+                    continue  # one statement per key and turn: two would supersede each other
+                taken.add(key)
+                prop.attr = key
+                if not (prop.action == "UPDATE" and prop.target_id):  # an update inherits its slug
+                    prop.slug = key
+                keyed.pop(key, None)  # the same statement found twice: the extractor's text wins
+            out.append(prop)
+        return out + [p for k, p in keyed.items() if k not in taken]
+
+    async def attribute_key(
+        self, subject: str | None, attribute: str, name: str, user_id: str, scopes: list[str]
+    ) -> str:
+        """ "<subject>/<attribute>": the speaker by user id, a person by name, an unnamed relative
+        by the person it resolves to in `scopes` ("alice's sister" → anna) or else by the word."""
+        if subject is None or norm_name(subject) in (norm_name(name), norm_name(user_id)):
+            return f"{user_id}/{attribute}"
+        if subject.startswith("kin:"):
+            kin = subject[4:]
+            known = await self.store.graph.resolve(scopes, f"{name}'s {kin}")
+            return f"{slug_key(known[0].name)}/{attribute}" if known else f"{user_id}/{slug_key(kin)}/{attribute}"
+        return f"{slug_key(subject)}/{attribute}"
+
+    async def _outdate_sources(self, old, scopes: list[str], when: datetime, by_fact_id: int, current: int) -> None:
+        """The raw turns a superseded statement came from no longer hold either: mark them
+        outdated (kept for history and provenance; recall ranks and labels them)."""
+        sources = [m for m in old.source_message_ids if m != current]
+        if not sources:
+            return
+        turns = await self.store.facts_by_slugs(scopes, [f"msg:{m}" for m in sources])
+        await self.store.outdate([t.id for t in turns], until=when, by_fact_id=by_fact_id)
 
     async def _relate(self, prop: Proposal, scope: str, fact_id: int, when: datetime) -> None:
         if not prop.relation or len(prop.relation) != 3:
@@ -359,3 +448,56 @@ class MemoryWriter:
 
 
 SINGLE_VALUED = frozenset({"lives_in", "works_at", "name", "age", "job", "partner", "spouse"})
+PREFERENCE_ATTRIBUTES = frozenset({"diet", "appointment_time", "hobby"})
+# The offline extractor's own relation slugs → the attribute of clara.extract.attributes.
+_SLUG_ATTRIBUTE = {
+    "lives_in": "residence",
+    "works_at": "work",
+    "works_as": "work",
+    "born_in": "birthplace",
+    "name": "name",
+    "age": "age",
+    "birthday": "birthday",
+    **{k: "partner" for k in ("wife", "husband", "partner", "spouse", "girlfriend", "boyfriend", "fiance", "fiancee")},
+    **{k: "manager" for k in ("boss", "manager")},
+}
+
+
+def _remap_slug(slug: str) -> str:
+    """ "u1/lives_in" → "u1/residence", "u1/favourite_dish" → "u1/favourite_food"; other slugs kept."""
+    from clara.extract.attributes import favourite_thing
+
+    head, _, rel = slug.rpartition("/")
+    if not head:
+        return slug
+    if rel.startswith("favourite_"):
+        return f"{head}/favourite_{favourite_thing(rel.removeprefix('favourite_').replace('_', ' '))}"
+    return f"{head}/{_SLUG_ATTRIBUTE[rel]}" if rel in _SLUG_ATTRIBUTE else slug
+
+
+def slug_key(name: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "-", norm_name(name)).strip("-") or "someone"
+
+
+def statement_text(sentence: str, speaker: str, subject: str | None) -> str:
+    """The stored text of an attribute statement: English first person rewritten with the
+    explicit subject ("I moved to Porto" → "alice moved to Porto"); other languages keep the
+    user's own words, attributed ("alice: Me mudé a Santiago")."""
+    from clara.extract.attributes import fold
+    from clara.extract.heuristics import rewrite_first_person
+
+    s = sentence.strip().rstrip(".!;: ")
+    if re.search(r"\b(?:i|my|i'm|i've|we|our)\b", fold(s)):
+        return rewrite_first_person(s, speaker)
+    if subject is not None and fold(s).startswith(fold(subject.removeprefix("kin:"))):
+        return s
+    return f"{speaker}: {s}"
+
+
+def is_only_questions(text: str) -> bool:
+    """True when every sentence of a turn is a question, a greeting or small talk."""
+    from clara.extract.attributes import is_question, sentences
+    from clara.extract.heuristics import is_chitchat
+
+    parts = [text[a:b].strip() for a, b in sentences(text)]
+    return bool(parts) and all(is_question(p) or is_chitchat(p) for p in parts if p)

@@ -27,6 +27,11 @@ class Embedder(ABC):
 
     name: str
     dim: int
+    # The cosine above which an unrelated text is rare (<5%) while true paraphrases mostly pass
+    # (~95%): what "a close embedding" means for this model, measured per model on the
+    # paraphrase sets in clara/bench/data (python -m clara.bench.embedders). Cosines are not
+    # comparable across models: e5's unrelated pairs already score ~0.75.
+    relevance_floor: float = 0.3
 
     @abstractmethod
     def embed_documents(self, texts: list[str]) -> np.ndarray:
@@ -69,6 +74,7 @@ class LocalMiniLM(Embedder):
 
     name = "minilm-l6-int8"
     dim = 384
+    relevance_floor = 0.24  # keeps 95% of true English pairs, 3% of unrelated facts pass
 
     def __init__(self, batch_threads: int = 2) -> None:
         super().__init__()
@@ -151,6 +157,7 @@ class LocalE5Small(Embedder):
     Calls release the GIL and share no state, so a query is never queued behind a bulk batch."""
 
     dim = 384
+    relevance_floor = 0.78  # cosines bunch in 0.7-0.9: keeps 95% of true pairs (11% unrelated pass)
 
     def __init__(self, batch_threads: int = 2, variant: str = "original") -> None:
         super().__init__()
@@ -197,6 +204,7 @@ class LocalUSE(Embedder):
 
     name = "use-m3"
     dim = 512
+    relevance_floor = 0.15  # keeps ~95% of true pairs across languages (22-39% unrelated pass)
 
     def __init__(self, batch_threads: int = 2) -> None:
         super().__init__()

@@ -94,11 +94,16 @@ class FactRow(Base):
     # The previous fact of the same scope at insert time (a trigger fills it: migration 0004);
     # recall's neighbour smoothing reads it instead of searching for the neighbours.
     prev_id: Mapped[int | None] = mapped_column(PK, index=True)
+    # (subject, attribute) key of a statement, on every version (migration 0005); system time at
+    # which the fact stopped being current (world time: valid_from / valid_to).
+    attr: Mapped[str | None] = mapped_column(String(200))
+    superseded_at: Mapped[datetime | None] = mapped_column(TS)
     __table_args__ = (
         UniqueConstraint("scope_id", "slug", name="uq_facts_scope_slug"),
         Index("ix_facts_scope_status_created", "scope_id", "status", "created_at"),
         Index("ix_facts_scope_status_id", "scope_id", "status", "id"),
         Index("ix_facts_scope_id", "scope_id", "id"),
+        Index("ix_facts_scope_attr", "scope_id", "attr"),
     )
 
 

@@ -25,6 +25,13 @@ The fused score is their sum, then
   + 0.3 * (max - min fused score) * share of the entities named in the query that the fact is
     linked to (a turn's speaker is such an entity; naming both speakers boosts nobody)
   + tiny priors for importance and decayed relevance (tie-breakers only).
+What is true now comes first: + 0.6 * spread for a fact holding an attribute key the question is
+about (`attributes`, from the caller's question classifier; such facts are candidates even without
+a word in common), - 1.0 * spread for a fact that no longer holds (superseded, or its world-time
+validity ended) or is a question/small talk, - 0.5 * spread for a session summary when the question
+names attributes (their statements answer it, not a digest of a past conversation); in history
+mode (a question about the past) what no longer holds gets + 0.5 * spread instead. Every hit says
+whether it is current.
 On the LoCoMo development set this fusion gives R@10 ≈ 0.785 against 0.526 for BM25 and 0.58 for
 rank fusion of BM25 and dense (see `clara bench locomo`); the weights are round numbers chosen on
 that set, not fitted per question.
@@ -36,7 +43,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -54,6 +61,11 @@ W_PREV_DENSE = 0.5
 W_NEIGHBOUR = 0.3
 W_ENTITY = 0.3
 W_PRIOR = 0.01
+W_ATTRIBUTE = 0.6  # x spread: the fact holds an attribute key the question is about
+W_STALE = 1.0  # x spread, subtracted: no longer true, or a question/small talk (current first)
+W_HISTORY = 0.5  # x spread, added in history mode to what is no longer true
+W_SUMMARY = 0.5  # x spread, subtracted from session summaries when the question names an attribute
+ATTRIBUTE_CANDIDATES = 20  # newest facts per query fetched by attribute key
 NEIGHBOUR_GAP = timedelta(hours=6)
 SIGNALS = ("lexical", "lexical_ctx", "dense", "dense_ctx")
 
@@ -74,7 +86,15 @@ class Recaller:
         self._stats: dict = {}  # key -> (value, when computed): see `_tiers`
 
     async def recall(
-        self, query: str, scopes: list[str], k: int, *, kinds: Sequence[str] | None, include_superseded: bool
+        self,
+        query: str,
+        scopes: list[str],
+        k: int,
+        *,
+        kinds: Sequence[str] | None,
+        include_superseded: bool,
+        attributes: Sequence[str] = (),
+        history: bool = False,
     ) -> list[RecallHit]:
         from storage.store import _fact
 
@@ -82,12 +102,14 @@ class Recaller:
         k = max(1, min(int(k), 200))
         statuses = ("active", "superseded") if include_superseded else ("active",)
         n = max(50, 4 * k)
-        entity_ids, names = await self.store.engines.run_read(self.entity_mentions, q, scopes)
+        entity_ids, names, keyed = await self.store.engines.run_read(
+            self._prelude, q, scopes, statuses, list(attributes)
+        )
         topic = without_names(q, names)  # the entity signal covers the names (module docstring)
         dense_task = asyncio.create_task(self.dense(topic, scopes, statuses, n))
         lexical = await self.store.engines.run_read(self.lexical, topic, scopes, statuses, n)
         qvec, dense = await dense_task
-        cand = list(dict.fromkeys([i for i, *_ in lexical] + [i for i, _ in dense]))
+        cand = list(dict.fromkeys([i for i, *_ in lexical] + [i for i, _ in dense] + keyed))
         if not cand:
             return []
         # Cosines for every candidate (fetched while the candidates are hydrated) and every
@@ -122,6 +144,9 @@ class Recaller:
         spread = float(smooth.max() - smooth.min()) or 1.0
         dense_rank = {fid: r for r, (fid, _) in enumerate(dense, 1)}
         lexical_rank = {fid: r for r, (fid, *_) in enumerate(lexical, 1)}
+        keys = set(attributes)
+        now = _naive(self.store.clock())
+        current: dict[int, bool] = {}
         scored = []
         for j, row in enumerate(rows):
             signals = {name: round(float(raw[j, c]), 4) for c, name in enumerate(SIGNALS) if raw[j, c]}
@@ -135,12 +160,27 @@ class Recaller:
                 signals["dense_rank"] = dense_rank[row.id]
             if row.id in lexical_rank:  # matched the query's words (bm25 may be ~0 in a tiny scope)
                 signals["lexical_rank"] = lexical_rank[row.id]
+            if row.attr is not None and row.attr in keys:
+                signals["attribute"] = 1.0
+                score += W_ATTRIBUTE * spread
+            holds = current[row.id] = row.status == "active" and (row.valid_to is None or _naive(row.valid_to) > now)
+            if history:
+                if not holds:
+                    score += W_HISTORY * spread
+            elif not holds or row.kind == "question":
+                score -= W_STALE * spread  # what is true now first; questions are not answers
+            elif keys and row.kind == "summary":
+                score -= W_SUMMARY * spread  # asked about one attribute: its statements first
             score += W_PRIOR * (row.importance + row.relevance)
             scored.append((score, row.id, signals))
         scored.sort(key=lambda t: (-t[0], -t[1]))
         top = scored[:k]
         full = await self.store.engines.run_read(self._rows, [fid for _, fid, _ in top])
-        return [RecallHit(_fact(full[fid]), score, signals) for score, fid, signals in top if fid in full]
+        return [
+            RecallHit(_fact(full[fid]), score, signals, current=current[fid])
+            for score, fid, signals in top
+            if fid in full
+        ]
 
     @staticmethod
     def _rows(conn, ids: list[int]) -> dict:
@@ -280,6 +320,29 @@ class Recaller:
             return [f"({_any(rare)}) AND {all_frequent}", f"({_any(rare)}) NOT {all_frequent}"]
         return [f"{_any(rare)} OR ({all_frequent})"]
 
+    @classmethod
+    def _prelude(
+        cls, conn, q: str, scopes: list[str], statuses: Sequence[str], attributes: list[str]
+    ) -> tuple[list[int], list[str], list[int]]:
+        """One read for what the query names: entity mentions (see `entity_mentions`) and the ids
+        of the newest facts holding one of the question's attribute keys (index on scope, attr)."""
+        entity_ids, names = cls.entity_mentions(conn, q, scopes)
+        keyed: list[int] = []
+        if attributes:
+            keyed = list(
+                conn.execute(
+                    select(FactRow.id)
+                    .where(
+                        FactRow.scope_id.in_(scopes),
+                        FactRow.attr.in_(attributes),
+                        FactRow.status.in_(list(statuses)),
+                    )
+                    .order_by(FactRow.id.desc())
+                    .limit(ATTRIBUTE_CANDIDATES)
+                ).scalars()
+            )
+        return entity_ids, names, keyed
+
     @staticmethod
     def entity_mentions(conn, q: str, scopes: list[str]) -> tuple[list[int], list[str]]:
         """Ids of the entities in `scopes` whose normalised name is a 1-3 word n-gram of the query,
@@ -360,6 +423,10 @@ def _hydrate_stmt(with_kinds: bool):
             FactRow.id,
             FactRow.importance,
             FactRow.relevance,
+            FactRow.status,
+            FactRow.kind,
+            FactRow.attr,
+            raw(FactRow.valid_to).label("valid_to"),
             raw(func.coalesce(FactRow.valid_from, FactRow.created_at)).label("at"),
             pv.id.label("prev_id"),
             raw(pv.valid_from).label("prev_at"),
@@ -387,6 +454,8 @@ def raw(expr):
 
 
 def _naive(d):
+    """A naive UTC datetime from the driver's value (SQLite stores naive UTC, PostgreSQL returns
+    aware values in the session's zone)."""
     if isinstance(d, str):  # SQLite returns scalar-subquery datetimes as text
         d = datetime.fromisoformat(d)
-    return d.replace(tzinfo=None) if d.tzinfo else d
+    return d.astimezone(UTC).replace(tzinfo=None) if d.tzinfo else d

@@ -121,6 +121,8 @@ def _fact(row: Any) -> Fact:
         created_by=row.created_by,
         indexed_at=_aware(row.indexed_at),
         last_accessed_at=_aware(row.last_accessed_at),
+        attr=row.attr,
+        superseded_at=_aware(row.superseded_at),
     )
 
 
@@ -380,9 +382,11 @@ class FactStore:
         created_by: str | None,
         valid_from: datetime | None,
         now: datetime,
+        attr: str | None = None,
     ) -> dict:
         check_scope_id(scope_id)
         return dict(
+            attr=clean_text(attr, "attribute key", 200) if attr is not None else None,
             scope_id=scope_id,
             content=clean_text(content, "fact", MAX_FACT_CHARS),
             context=clean_text(context, "context", MAX_FACT_CHARS) if context else None,
@@ -417,13 +421,16 @@ class FactStore:
         valid_from: datetime | None = None,
         actor: str | None = None,
         slug: str | None = None,
+        attr: str | None = None,
     ) -> int:
         """Store one fact and return its id once committed (p95 ~1-3 ms on SQLite).
 
         The embedding is computed afterwards from the durable queue; until then the fact is found
         lexically. `entities` are names or (name, type) pairs linked to the fact (created in the
-        scope if new). With `slug`, the add is idempotent: if the scope already has a fact with that
-        slug, its id is returned and nothing is written (use `upsert` to replace text).
+        scope if new). `attr` is the statement's (subject, attribute) key ("alice/residence"), kept
+        on every later version so the attribute's past stays askable. With `slug`, the add is
+        idempotent: if the scope already has a fact with that slug, its id is returned and nothing
+        is written (use `upsert` to replace text).
         Raises InvalidInput (bad text, kind, importance or unknown scope) or ScopeDenied."""
         now = self.clock()
         values = self._fact_values(
@@ -439,6 +446,7 @@ class FactStore:
             created_by=created_by or actor,
             valid_from=valid_from,
             now=now,
+            attr=attr,
         )
 
         def write(conn: Connection) -> tuple[int, bool]:
@@ -478,6 +486,24 @@ class FactStore:
                 await conn.execute(select(FactRow).where(FactRow.scope_id == scope_id, FactRow.slug == slug))
             ).first()
         return _fact(row) if row is not None else None
+
+    async def facts_by_slugs(self, scope_ids: Sequence[str], slugs: Sequence[str]) -> list[Fact]:
+        """The facts holding any of `slugs` in `scope_ids` (any status but deleted), by id."""
+        if not scope_ids or not slugs:
+            return []
+        async with self.engines.reader.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(FactRow)
+                    .where(
+                        FactRow.scope_id.in_(list(scope_ids)),
+                        FactRow.slug.in_(list(slugs)[:500]),
+                        FactRow.status != "deleted",
+                    )
+                    .order_by(FactRow.id)
+                )
+            ).all()
+        return [_fact(r) for r in rows]
 
     @staticmethod
     def _after_insert(conn: Connection, ids: list[int], values: list[dict], actor: str | None, now: datetime) -> None:
@@ -643,12 +669,18 @@ class FactStore:
         importance: float | None = None,
         source_message_ids: Sequence[int] | None = None,
         context: str | None = None,
+        valid_from: datetime | None = None,
+        attr: str | None = None,
+        speaker: str | None = None,
     ) -> int:
-        """Replace an active fact with a new one: the old fact stays (status superseded, valid_to
-        now, superseded_by set), the new fact points back via supersedes_id and takes over the
-        slug. Returns the new fact id. Raises FactNotFound, InvalidInput (not active), ScopeDenied."""
+        """Replace an active fact with a new one, bi-temporally: the old fact stays (status
+        superseded, world-time `valid_to` = the new fact's `valid_from` (default now), system-time
+        `superseded_at` = now, `superseded_by_id` set); the new fact points back via supersedes_id
+        and takes over the slug and the attribute key (`attr` overrides it). Nothing is deleted.
+        Returns the new fact id. Raises FactNotFound, InvalidInput (not active), ScopeDenied."""
         fid = check_fact_id(fact_id)
         now = self.clock()
+        since = valid_from or now
 
         def write(conn: Connection) -> int:
             old = conn.execute(select(FactRow).where(FactRow.id == fid)).first()
@@ -663,18 +695,19 @@ class FactStore:
                 kind=kind or old.kind,
                 slug=None,
                 importance=old.importance if importance is None else importance,
-                speaker=old.speaker,
+                speaker=speaker or old.speaker,
                 context=context,
                 source_message_ids=source_message_ids,
                 source_ref=old.source_ref,
                 created_by=actor or old.created_by,
-                valid_from=now,
+                valid_from=since,
                 now=now,
+                attr=attr or old.attr,
             )
             conn.execute(
                 update(FactRow)
                 .where(FactRow.id == fid)
-                .values(status="superseded", valid_to=now, updated_at=now, slug=None)
+                .values(status="superseded", valid_to=since, superseded_at=now, updated_at=now, slug=None)
             )
             values.update(supersedes_id=fid, slug=old.slug)
             new_id = conn.execute(_INSERT_FACT, values).scalar_one()
@@ -692,6 +725,40 @@ class FactStore:
         new_id = await self.engines.run_write(write)
         self.indexer.notify()
         return new_id
+
+    async def outdate(self, fact_ids: Sequence[int], *, until: datetime, by_fact_id: int | None = None) -> int:
+        """Mark facts that stay active as no longer true from `until` (world time) — e.g. the raw
+        turns a superseded statement was extracted from: kept for history and provenance, ranked
+        after current facts and labelled by recall (`RecallHit.current`). Facts already ended
+        earlier keep their end. Returns how many were marked."""
+        ids = [check_fact_id(i) for i in fact_ids]
+        if not ids:
+            return 0
+        now = self.clock()
+
+        def write(conn: Connection) -> int:
+            live = (
+                conn.execute(
+                    select(FactRow.id).where(
+                        FactRow.id.in_(ids),
+                        FactRow.status == "active",
+                        or_(FactRow.valid_to.is_(None), FactRow.valid_to > until),
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if live:
+                conn.execute(
+                    update(FactRow)
+                    .where(FactRow.id.in_(live))
+                    .values(valid_to=until, superseded_at=now, superseded_by_id=by_fact_id, updated_at=now)
+                )
+            for i in live:
+                self._history(conn, i, "outdate", None, now, None, None, "active", "active")
+            return len(live)
+
+        return await self.engines.run_write(write)
 
     async def forget(
         self, fact_id: int | str, *, actor: str | None = None, scopes: Sequence[str] | None = None
@@ -1031,12 +1098,20 @@ class FactStore:
         include_superseded: bool = False,
         actor: str | None = None,
         bump: bool = True,
+        attributes: Sequence[str] = (),
+        history: bool = False,
     ) -> list[RecallHit]:
         """Hybrid recall: up to `k` facts from `scopes` only, best first.
 
         Signals: lexical (FTS5 bm25 / PostgreSQL ts_rank), dense (embedding index), entity and
-        speaker mentions, neighbouring turns, importance and relevance, fused as min-max normalised
-        scores (formula in storage/recall.py). Superseded facts only with `include_superseded`; deleted never.
+        speaker mentions, neighbouring turns, the attribute keys the question is about
+        (`attributes`, e.g. "alice/residence": facts holding one are candidates even with no word in
+        common), importance and relevance, fused as min-max normalised scores (formula in
+        storage/recall.py). What is true now comes first: facts that no longer hold (superseded,
+        or ended in world time) and questions/small talk rank after current facts, and each hit
+        says whether it is current (`RecallHit.current`). Superseded facts only with
+        `include_superseded`; `history=True` (a question about the past) includes them, ranks
+        them first and drops the current-first order. Deleted facts never.
         Bumps access counts (asynchronously). Raises InvalidInput (empty/overlong query, bad scope)
         or ScopeDenied. Latency grows with the number of facts matching the query's words."""
         if not scopes:
@@ -1044,8 +1119,15 @@ class FactStore:
         for s in scopes:
             check_scope_id(s)
         await self.check_access(scopes, actor)
+        keys = [clean_text(a, "attribute key", 200) for a in list(dict.fromkeys(attributes))[:20]]
         hits = await self.recaller.recall(
-            query, list(dict.fromkeys(scopes)), k, kinds=kinds, include_superseded=include_superseded
+            query,
+            list(dict.fromkeys(scopes)),
+            k,
+            kinds=kinds,
+            include_superseded=include_superseded or history,
+            attributes=keys,
+            history=history,
         )
         if bump:
             self._access.update(h.fact.id for h in hits)

@@ -35,6 +35,7 @@ class FactKind(StrEnum):
     INSIGHT = "insight"
     SUMMARY = "summary"
     NOTE = "note"
+    QUESTION = "question"  # a question or small talk: kept as conversation, ranked after facts
 
 
 class FactStatus(StrEnum):
@@ -78,6 +79,12 @@ class Fact:
     created_by: str | None = None
     indexed_at: datetime | None = None
     last_accessed_at: datetime | None = None
+    attr: str | None = None
+    superseded_at: datetime | None = None
+
+    def is_current(self, now: datetime) -> bool:
+        """True while the fact holds: active and its world-time validity not over at `now`."""
+        return self.status == FactStatus.ACTIVE and (self.valid_to is None or self.valid_to > now)
 
 
 @dataclass(slots=True)
@@ -91,6 +98,7 @@ class RecallHit:
     fact: Fact
     score: float
     signals: dict[str, float] = field(default_factory=dict)
+    current: bool = True  # the fact holds at recall time (see Fact.is_current); else label it
 
 
 @dataclass(slots=True)
