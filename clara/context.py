@@ -1,8 +1,9 @@
 """Context assembly: what the LLM sees for one incoming message.
 
 Blocks, in prompt order, each with its own token budget (counted with `clara.tokens`):
-persona → user memories → project memories → channel summary → entities → previous-session
-summary → recent messages (carry-over + this session) → the new message. Facts are de-duplicated
+persona → user memories (the speaker's private scope) → shared memories (the channel's and other
+readable scopes) → project memories → channel summary → entities → previous-session summary →
+recent messages (carry-over + this session) → the new message. Facts are de-duplicated
 across blocks (by id, by normalised text, and against the turns already in "recent messages"), and
 every item keeps its provenance (fact id, scope, kind, age) so `!context` can show where each line
 came from.
@@ -25,10 +26,11 @@ from storage.types import Fact
 
 @dataclass(slots=True)
 class Budgets:
-    """Token budget per block (defaults sum to ~5K tokens: fits any current chat model)."""
+    """Token budget per block (defaults sum to ~6K tokens: fits any current chat model)."""
 
     persona: int = 500
     user_memories: int = 700
+    shared_memories: int = 300
     project_memories: int = 400
     channel_summary: int = 300
     entities: int = 300
@@ -105,6 +107,7 @@ class ContextBuilder:
         new_message: str,
         is_dm: bool,
         user_facts: Iterable[Fact] = (),
+        shared_facts: Iterable[Fact] = (),
         project: str | None = None,
         project_facts: Iterable[Fact] = (),
         channel_summary: Fact | None = None,
@@ -112,7 +115,11 @@ class ContextBuilder:
         session_summary: Fact | None = None,
         recent: Iterable[Turn] = (),
     ) -> AssembledContext:
-        """Assemble the blocks and the chat messages. Pure (no I/O); ~1 ms for a full context."""
+        """Assemble the blocks and the chat messages. Pure (no I/O); ~1 ms for a full context.
+
+        `user_facts` are the speaker's own (private scope) memories, `shared_facts` those of the
+        conversation's and other readable scopes (e.g. what others said in the channel): they get
+        separate blocks so the model never reads another person's words as facts about the speaker."""
         b = self.budgets
         recent = list(recent)
         in_recent = {t.id for t in recent}
@@ -135,6 +142,8 @@ class ContextBuilder:
         blocks = [Block("persona", "Persona", b.persona, [Item(persona, "settings: CLARA_PERSONA")])]
         blocks.append(Block("user_memories", f"What you know about {speaker}", b.user_memories))
         blocks[-1].items = fact_items(user_facts)
+        blocks.append(Block("shared_memories", "Shared memories", b.shared_memories))
+        blocks[-1].items = fact_items(shared_facts)
         blocks.append(Block("project_memories", f"Project {project}" if project else "Project", b.project_memories))
         blocks[-1].items = fact_items(project_facts)
         blocks.append(
@@ -169,7 +178,8 @@ class ContextBuilder:
         for block in blocks:
             self._fit(block, newest_last=block.name == "recent_messages")
 
-        persona_block, memory_blocks = blocks[0], blocks[1:6]
+        persona_block = blocks[0]
+        memory_blocks = [mb for mb in blocks[1:] if mb.name not in ("recent_messages", "new_message")]
         # The persona (and its rules) opens the system message; the user's words are only ever a
         # `user` turn below, never system text.
         system = [persona_block.items[0].text if persona_block.items else ""]

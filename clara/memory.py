@@ -179,7 +179,11 @@ class MemoryManager:
         profile = await self.store.list_facts(
             [where.user], kinds=("biographical", "preference", "note", "decision", "plan"), limit=8
         )
-        user_facts = [h.fact for h in hits] + [f for f in profile if f.importance >= 0.5]
+        # Only the speaker's own scope is "what you know about <speaker>"; channel and extra scopes
+        # hold other people's words too.
+        user_facts = [h.fact for h in hits if h.fact.scope_id == where.user]
+        user_facts += [f for f in profile if f.importance >= 0.5]
+        shared_facts = [h.fact for h in hits if h.fact.scope_id != where.user]
         project_facts = []
         if where.project:
             project_facts = [h.fact for h in _relevant(await self.store.recall(text, [where.project], k=6))]
@@ -203,6 +207,7 @@ class MemoryManager:
             new_message=new_text,
             is_dm=msg.is_dm,
             user_facts=user_facts,
+            shared_facts=shared_facts,
             project=where.project_name,
             project_facts=project_facts,
             channel_summary=channel_summary,

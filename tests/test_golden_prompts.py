@@ -287,7 +287,9 @@ async def test_channel_message(lobby, provider):
     assert len(calls) == 1
     check_prompt(provider, calls, persona=LOBBY_PERSONA, new=question, speaker="Alice")
     body = calls[0].body
-    assert "Conversation: channel." in system_text(body) and "Miso" in system_text(body)
+    assert "Conversation: channel." in system_text(body)
+    about_alice = system_text(body).split("## What you know about Alice\n")[1].split("\n\n")[0]
+    assert "Miso" in about_alice and "Bob" not in about_alice  # others' words are not facts about her
     user_turns = [text for role, kind, text in contents(body) if role == "user"]
     assert user_turns == ["Alice: I just adopted a cat named Miso.", f"Alice: {question}"]
     assert "purple elephant" not in dumped(calls) and "peanuts" not in dumped(calls)
