@@ -94,6 +94,14 @@ def fact_source(f: Fact, now: datetime) -> str:
     return f"#{f.id} {f.scope_id} {f.kind}, {humanize.naturaltime(now - when)}"
 
 
+def _bullet(item: Item) -> str:
+    """One list item; the lines of a multi-line memory (e.g. an extractive summary) are indented
+    under it, so none of them reads as a line of the prompt of its own ("Alice: ..." at the start
+    of a line looks like a turn)."""
+    text = "\n  ".join(line.strip() for line in item.text.splitlines() if line.strip())
+    return f"- {text} [{item.source.split(' ')[0]}]" if item.fact_id else f"- {text}"
+
+
 class ContextBuilder:
     def __init__(self, budgets: Budgets | None = None):
         self.budgets = budgets or Budgets()
@@ -123,14 +131,16 @@ class ContextBuilder:
         b = self.budgets
         recent = list(recent)
         in_recent = {t.id for t in recent}
-        seen_ids: set[int] = set()
+        # The channel summary and the previous session's summary have blocks of their own: recall
+        # hits in the blocks before them must not claim them first.
+        seen_ids: set[int] = {f.id for f in (channel_summary, session_summary) if f is not None}
         seen_text: set[str] = set()
 
-        def fact_items(facts: Iterable[Fact]) -> list[Item]:
+        def fact_items(facts: Iterable[Fact], *, designated: bool = False) -> list[Item]:
             out = []
             for f in facts:
                 key = norm_name(f.content)
-                if f.id in seen_ids or key in seen_text:
+                if (f.id in seen_ids and not designated) or key in seen_text:
                     continue
                 if f.kind == "observation" and f.source_message_ids and set(f.source_message_ids) <= in_recent:
                     continue  # the turn itself is already in "recent messages"
@@ -151,7 +161,7 @@ class ContextBuilder:
                 "channel_summary",
                 "Channel summary",
                 b.channel_summary,
-                fact_items([channel_summary] if channel_summary else []),
+                fact_items([channel_summary] if channel_summary else [], designated=True),
             )
         )
         blocks.append(
@@ -167,7 +177,7 @@ class ContextBuilder:
                 "session_summary",
                 "Summary of your previous conversation",
                 b.session_summary,
-                fact_items([session_summary] if session_summary else []),
+                fact_items([session_summary] if session_summary else [], designated=True),
             )
         )
         turns = Block("recent_messages", "Recent messages", b.recent_messages)
@@ -186,7 +196,7 @@ class ContextBuilder:
         for mb in memory_blocks:
             if mb.items:
                 system.append(f"\n## {mb.title}")
-                system += [f"- {i.text} [{i.source.split(' ')[0]}]" if i.fact_id else f"- {i.text}" for i in mb.items]
+                system += [_bullet(i) for i in mb.items]
         system.append(f"\nNow: {now:%A %Y-%m-%d %H:%M} UTC. Conversation: {'direct message' if is_dm else 'channel'}.")
         messages = [ChatMessage(role="system", content="\n".join(system).strip())]
         kept = {item.source for item in turns.items}

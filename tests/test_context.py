@@ -42,3 +42,28 @@ def test_shared_memories_are_not_filed_as_facts_about_the_speaker():
     assert system.index("## What you know about Alice\n- Alice has a cat named Miso [#1]") < system.index(
         "## Shared memories\n- Bob: I love hiking [#2]"
     )
+
+
+def test_summaries_keep_their_own_blocks_and_multi_line_memories_stay_one_item():
+    summary = fact(7, "user:alice", "Conversation summary (2026-05-31): Alice: I live in Lisbon.\nAlice: I'm a nurse.")
+    summary.kind = "summary"
+    channel = fact(8, "channel:lobby", "Channel summary: Bob likes hiking.", "summary")
+    ctx = ContextBuilder().build(
+        persona="You are Clara.",
+        now=NOW,
+        speaker="Alice",
+        new_message="where do I live?",
+        is_dm=False,
+        user_facts=[summary, fact(1, "user:alice", "Alice lives in Lisbon")],  # recall found the summary too
+        shared_facts=[channel],
+        channel_summary=channel,
+        session_summary=summary,
+    )
+    assert [i.fact_id for i in ctx.block("user_memories").items] == [1]
+    assert ctx.block("shared_memories").items == []
+    assert [i.fact_id for i in ctx.block("channel_summary").items] == [8]
+    assert [i.fact_id for i in ctx.block("session_summary").items] == [7]
+    assert (
+        "## Summary of your previous conversation\n"
+        "- Conversation summary (2026-05-31): Alice: I live in Lisbon.\n  Alice: I'm a nurse. [#7]"
+    ) in ctx.messages[0].content

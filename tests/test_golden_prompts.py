@@ -273,7 +273,8 @@ async def test_dm_in_the_next_session(chat, provider):
     assert len(calls) == 1
     check_prompt(provider, calls, persona=PERSONA, new=question, speaker=None)
     system = system_text(calls[0].body)
-    assert "Alice lives in Lisbon" in system and "Conversation summary (2026-04-07)" in system
+    assert "Alice lives in Lisbon" in system
+    assert "## Summary of your previous conversation\n- Conversation summary (2026-04-07)" in system
     assert "purple elephant" not in dumped(calls) and "peanuts" not in dumped(calls)
     assert_golden("dm_next_session", provider, calls)
 
