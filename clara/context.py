@@ -187,6 +187,12 @@ class ContextBuilder:
 
         for block in blocks:
             self._fit(block, newest_last=block.name == "recent_messages")
+        # History that opens with a reply (its question fell outside the carry-over or the budget)
+        # starts at the first user turn instead: a reply to nothing misleads the model, and the
+        # Anthropic API rejects a conversation whose first turn is the assistant's.
+        while turns.items and turns.items[0].source.endswith("(assistant)"):
+            turns.items.pop(0)
+            turns.dropped += 1
 
         persona_block = blocks[0]
         memory_blocks = [mb for mb in blocks[1:] if mb.name not in ("recent_messages", "new_message")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from clara.context import ContextBuilder
+from storage.sessions import Turn
 from storage.types import Fact
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -67,3 +68,20 @@ def test_summaries_keep_their_own_blocks_and_multi_line_memories_stay_one_item()
         "## Summary of your previous conversation\n"
         "- Conversation summary (2026-05-31): Alice: I live in Lisbon.\n  Alice: I'm a nurse. [#7]"
     ) in ctx.messages[0].content
+
+
+def test_history_never_opens_with_a_reply():
+    """An odd CARRYOVER_MESSAGES or the recent-messages budget can cut a question off its answer;
+    the history then starts at the next user turn (Anthropic rejects an assistant turn first)."""
+    recent = [
+        Turn(2, 1, "Clara", None, "assistant", "Nice to meet you!", NOW),
+        Turn(3, 2, "Alice", "alice", "user", "Good morning!", NOW),
+        Turn(4, 2, "Clara", None, "assistant", "Morning!", NOW),
+    ]
+    ctx = ContextBuilder().build(persona="P", now=NOW, speaker="Alice", new_message="hi", is_dm=True, recent=recent)
+    assert [(m.role, m.content) for m in ctx.messages[1:]] == [
+        ("user", "Good morning!"),
+        ("assistant", "Morning!"),
+        ("user", "hi"),
+    ]
+    assert ctx.block("recent_messages").dropped == 1
