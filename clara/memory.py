@@ -197,7 +197,8 @@ class MemoryManager:
         if msg.reply_to:
             chain = "\n".join(f"> {s}: {t}" for s, t in msg.reply_to)
             new_text = f"(replying to)\n{chain}\n{text}"
-        for a in msg.attachments:
+        # An attachments-only message has them as its text already (ChatEngine._converse).
+        for a in msg.attachments if msg.text.strip() else ():
             new_text += f"\n[attachment {a.filename}]\n{a.text}"
         persona = self.settings.persona or DEFAULT_PERSONA.format(bot=self.settings.bot_name)
         return self.builder.build(

@@ -7,6 +7,7 @@ clients' HTTP peer (`tests.llm_stub.LLMStub`) for four conversations, each with 
 - ``channel``: a channel message (speaker-prefixed user turns, channel scope, a custom
   ``CLARA_PERSONA``); another user's private facts must not be in the body;
 - ``tiers``: ``!high ...`` then ``!low ...`` (the model of that tier; tools as the tier rules say);
+- ``attachments``: an attachments-only message, then a reply to someone with an attachment;
 - ``tools``: a ``remember`` round then a ``recall`` round (the second request of each round carries
   the assistant's tool call and the tool result in the provider's wire format).
 
@@ -45,7 +46,7 @@ from typing import Any
 
 import pytest
 
-from clara.chat import ChatEngine, IncomingMessage
+from clara.chat import Attachment, ChatEngine, IncomingMessage
 from clara.llm import AnthropicProvider, OpenAICompatProvider
 from clara.memory import DEFAULT_PERSONA
 from clara.settings import Settings
@@ -113,7 +114,14 @@ class Conversation:
         self.engine, self.clock, self.stub = engine, clock, stub
 
     async def say(
-        self, text: str, *, user: str = "alice", channel: str | None = None, minutes: int = 1, replies=()
+        self,
+        text: str,
+        *,
+        user: str = "alice",
+        channel: str | None = None,
+        minutes: int = 1,
+        replies=(),
+        **extra: Any,  # IncomingMessage fields: attachments, reply_to
     ) -> list[StubCall]:
         self.clock.advance(timedelta(minutes=minutes))
         self.stub.script(list(replies))
@@ -125,6 +133,7 @@ class Conversation:
                 channel_id=channel or f"dm-{user}",
                 text=text,
                 is_dm=channel is None,
+                **extra,
             )
         )
         assert not reply.error, reply.text
@@ -330,3 +339,27 @@ async def test_tool_rounds(chat, provider):
         assert [m["role"] for m in added] == (["assistant", "tool"] if provider == "openai" else ["assistant", "user"])
     assert "7731" in json.dumps(recall[1].body["messages"][-1])
     assert_golden("tools", provider, remember + recall)
+
+
+async def test_attachments_and_reply_chain(lobby, provider):
+    notes = Attachment("notes.txt", "buy milk\nfix bike")
+    only = await lobby.say("", channel="lobby", attachments=[notes], replies=["Got your notes."])
+    route = Attachment("route.txt", "Sintra loop, 12 km")
+    answer = await lobby.say(
+        "Count me in! Here is the route.",
+        channel="lobby",
+        attachments=[route],
+        reply_to=[("Bob", "Anyone up for hiking on Saturday?")],
+        replies=["Have fun!"],
+    )
+    assert len(only) == len(answer) == 1
+    # The attachment's text is the message: once, as the user turn.
+    check_prompt(
+        provider, only, persona=LOBBY_PERSONA, new="[attachment notes.txt]\nbuy milk\nfix bike", speaker="Alice"
+    )
+    reply = (
+        "(replying to)\n> Bob: Anyone up for hiking on Saturday?\n"
+        "Count me in! Here is the route.\n[attachment route.txt]\nSintra loop, 12 km"
+    )
+    check_prompt(provider, answer, persona=LOBBY_PERSONA, new=reply, speaker="Alice")
+    assert_golden("attachments", provider, only + answer)
