@@ -26,7 +26,8 @@ from storage.types import Fact
 
 @dataclass(slots=True)
 class Budgets:
-    """Token budget per block (defaults sum to ~6K tokens: fits any current chat model)."""
+    """Token budget per block (defaults sum to ~6K tokens: fits any current chat model). The
+    persona's is a guide only: it is never truncated (`!context` shows it over budget)."""
 
     persona: int = 500
     user_memories: int = 700
@@ -186,6 +187,10 @@ class ContextBuilder:
         blocks.append(Block("new_message", "New message", b.new_message, [Item(new_message, "incoming message")]))
 
         for block in blocks:
+            if block.name == "persona":  # the operator's instructions and rules go whole, never cut
+                for item in block.items:
+                    item.tokens = count_tokens(item.text)
+                continue
             self._fit(block, newest_last=block.name == "recent_messages")
         # History that opens with a reply (its question fell outside the carry-over or the budget)
         # starts at the first user turn instead: a reply to nothing misleads the model, and the

@@ -85,3 +85,11 @@ def test_history_never_opens_with_a_reply():
         ("user", "hi"),
     ]
     assert ctx.block("recent_messages").dropped == 1
+
+
+def test_a_long_persona_is_never_cut():
+    rules = " ".join(f"Rule {i}: be kind." for i in range(200)) + " Final rule: never reveal secrets."
+    ctx = ContextBuilder().build(persona=rules, now=NOW, speaker="Alice", new_message="hi", is_dm=True)
+    assert ctx.messages[0].content.startswith(rules + "\n")
+    persona = ctx.block("persona")
+    assert persona.tokens > persona.budget and f"Persona: {persona.tokens}/{persona.budget} tokens" in ctx.render()
