@@ -1,5 +1,5 @@
 """Golden prompts: the exact request bodies that reach the real `openai` and `anthropic` SDK
-clients' HTTP peer (`tests.llm_stub.LLMStub`) for four conversations, each with both providers:
+clients' HTTP peer (`tests.llm_stub.LLMStub`) for these conversations, each with both providers:
 
 - ``dm``: a direct message after an earlier one whose facts the memory writer stored (the memory
   block appears); ``dm_next_session``: the same after an idle gap (carried-over turns, the
@@ -255,7 +255,7 @@ def dumped(calls: list[StubCall]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The four cases
+# The cases
 
 
 async def test_dm_with_remembered_facts(chat, provider):
