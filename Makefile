@@ -24,7 +24,7 @@ test: $(STAMP)
 
 # The time-sensitive tests with the clock 400 days ahead (libfaketime; Debian package `faketime`).
 TIME_TESTS := tests/test_clock.py tests/test_reminders.py tests/test_invoices.py tests/test_memory.py \
-	tests/test_store.py tests/test_pipeline.py tests/test_chat.py tests/test_restart.py
+	tests/test_store.py tests/test_pipeline.py tests/test_chat.py tests/test_restart.py tests/test_golden_prompts.py
 test-faketime: $(STAMP)
 	faketime -f '+400d' $(VENV)/bin/python -m pytest $(PYTEST_ARGS) $(TIME_TESTS)
 

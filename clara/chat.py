@@ -115,7 +115,7 @@ class ChatEngine:
             text = msg.text.strip()
             where = await self.memory.where(msg)
             tier = None
-            head = text.split(maxsplit=1)[0].lower()
+            head = text.split(maxsplit=1)[0].lower() if text else ""  # attachments only: no text
             if head in TIERS:
                 tier, text = TIERS[head], text[len(head) :].strip()
                 if not text:
@@ -157,12 +157,10 @@ class ChatEngine:
             if self.plugins is not None:
                 self._emit_later("message", self.invocation(msg, where), text)
             return Reply(reply, message_id=rec.message_id)
-        tools = core_tools(self.memory, msg, where)
-        if self.plugins is not None:
-            tools += self.plugins.tools(self.invocation(msg, where))
         try:
             if tier is None and self.auto_tier:
                 tier = await self.choose_tier(text)
+            tools = self._tools(msg, where, tier)
             ctx = await self.memory.context(msg, text, where, rec)
             result = await run_tool_loop(
                 self.llm,
@@ -182,6 +180,17 @@ class ChatEngine:
         if self.plugins is not None:
             self._emit_later("message", self.invocation(msg, where), text)
         return Reply(reply, message_id=rec.message_id)
+
+    def _tools(self, msg: IncomingMessage, where: Where, tier: str | None) -> list:
+        """The tools offered with this message: none when it was sent to the low tier (`!low`, or
+        auto selection). Tool calls never run on the low tier: with tools attached the provider
+        would quietly answer on the base model, so `!low` would never reach the low model."""
+        if tier == "low":
+            return []
+        tools = core_tools(self.memory, msg, where)
+        if self.plugins is not None:
+            tools += self.plugins.tools(self.invocation(msg, where))
+        return tools
 
     async def choose_tier(self, text: str) -> str | None:
         """AUTO_TIER_SELECTION: ask the low-tier model how demanding `text` is (one word). None

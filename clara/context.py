@@ -1,8 +1,9 @@
 """Context assembly: what the LLM sees for one incoming message.
 
 Blocks, in prompt order, each with its own token budget (counted with `clara.tokens`):
-persona → user memories → project memories → channel summary → entities → previous-session
-summary → recent messages (carry-over + this session) → the new message. Facts are de-duplicated
+persona → user memories (the speaker's private scope) → shared memories (the channel's and other
+readable scopes) → project memories → channel summary → entities → previous-session summary →
+recent messages (carry-over + this session) → the new message. Facts are de-duplicated
 across blocks (by id, by normalised text, and against the turns already in "recent messages"), and
 every item keeps its provenance (fact id, scope, kind, age) so `!context` can show where each line
 came from.
@@ -26,10 +27,12 @@ from storage.types import Fact
 
 @dataclass(slots=True)
 class Budgets:
-    """Token budget per block (defaults sum to ~5K tokens: fits any current chat model)."""
+    """Token budget per block (defaults sum to ~6K tokens: fits any current chat model). The
+    persona's is a guide only: it is never truncated (`!context` shows it over budget)."""
 
     persona: int = 500
     user_memories: int = 700
+    shared_memories: int = 300
     project_memories: int = 400
     channel_summary: int = 300
     entities: int = 300
@@ -93,6 +96,14 @@ def fact_source(f: Fact, now: datetime) -> str:
     return f"#{f.id} {f.scope_id} {f.kind}, {humanize.naturaltime(now - when)}"
 
 
+def _bullet(item: Item) -> str:
+    """One list item; the lines of a multi-line memory (e.g. an extractive summary) are indented
+    under it, so none of them reads as a line of the prompt of its own ("Alice: ..." at the start
+    of a line looks like a turn)."""
+    text = "\n  ".join(line.strip() for line in item.text.splitlines() if line.strip())
+    return f"- {text} [{item.source.split(' ')[0]}]" if item.fact_id else f"- {text}"
+
+
 class ContextBuilder:
     def __init__(self, budgets: Budgets | None = None):
         self.budgets = budgets or Budgets()
@@ -106,6 +117,7 @@ class ContextBuilder:
         new_message: str,
         is_dm: bool,
         user_facts: Iterable[Fact] = (),
+        shared_facts: Iterable[Fact] = (),
         project: str | None = None,
         project_facts: Iterable[Fact] = (),
         channel_summary: Fact | None = None,
@@ -113,19 +125,25 @@ class ContextBuilder:
         session_summary: Fact | None = None,
         recent: Iterable[Turn] = (),
     ) -> AssembledContext:
-        """Assemble the blocks and the chat messages. Pure (no I/O); ~1 ms for a full context."""
+        """Assemble the blocks and the chat messages. Pure (no I/O); ~1 ms for a full context.
+
+        `user_facts` are the speaker's own (private scope) memories, `shared_facts` those of the
+        conversation's and other readable scopes (e.g. what others said in the channel): they get
+        separate blocks so the model never reads another person's words as facts about the speaker."""
         b = self.budgets
         recent = list(recent)
         in_recent = {t.id for t in recent}
-        seen_ids: set[int] = set()
+        # The channel summary and the previous session's summary have blocks of their own: recall
+        # hits in the blocks before them must not claim them first.
+        seen_ids: set[int] = {f.id for f in (channel_summary, session_summary) if f is not None}
         seen_text: set[str] = set()
 
-        def fact_items(facts: Iterable[Fact]) -> list[Item]:
+        def fact_items(facts: Iterable[Fact], *, designated: bool = False) -> list[Item]:
             # What holds now first (the budget drops from the end), what no longer holds labelled.
             out = []
             for f in current_first(list(facts), now):
                 key = norm_name(f.content)
-                if f.id in seen_ids or key in seen_text:
+                if (f.id in seen_ids and not designated) or key in seen_text:
                     continue
                 if f.kind == "observation" and f.source_message_ids and set(f.source_message_ids) <= in_recent:
                     continue  # the turn itself is already in "recent messages"
@@ -137,6 +155,8 @@ class ContextBuilder:
         blocks = [Block("persona", "Persona", b.persona, [Item(persona, "settings: CLARA_PERSONA")])]
         blocks.append(Block("user_memories", f"What you know about {speaker}", b.user_memories))
         blocks[-1].items = fact_items(user_facts)
+        blocks.append(Block("shared_memories", "Shared memories", b.shared_memories))
+        blocks[-1].items = fact_items(shared_facts)
         blocks.append(Block("project_memories", f"Project {project}" if project else "Project", b.project_memories))
         blocks[-1].items = fact_items(project_facts)
         blocks.append(
@@ -144,7 +164,7 @@ class ContextBuilder:
                 "channel_summary",
                 "Channel summary",
                 b.channel_summary,
-                fact_items([channel_summary] if channel_summary else []),
+                fact_items([channel_summary] if channel_summary else [], designated=True),
             )
         )
         blocks.append(
@@ -160,7 +180,7 @@ class ContextBuilder:
                 "session_summary",
                 "Summary of your previous conversation",
                 b.session_summary,
-                fact_items([session_summary] if session_summary else []),
+                fact_items([session_summary] if session_summary else [], designated=True),
             )
         )
         turns = Block("recent_messages", "Recent messages", b.recent_messages)
@@ -169,16 +189,27 @@ class ContextBuilder:
         blocks.append(Block("new_message", "New message", b.new_message, [Item(new_message, "incoming message")]))
 
         for block in blocks:
+            if block.name == "persona":  # the operator's instructions and rules go whole, never cut
+                for item in block.items:
+                    item.tokens = count_tokens(item.text)
+                continue
             self._fit(block, newest_last=block.name == "recent_messages")
+        # History that opens with a reply (its question fell outside the carry-over or the budget)
+        # starts at the first user turn instead: a reply to nothing misleads the model, and the
+        # Anthropic API rejects a conversation whose first turn is the assistant's.
+        while turns.items and turns.items[0].source.endswith("(assistant)"):
+            turns.items.pop(0)
+            turns.dropped += 1
 
-        persona_block, memory_blocks = blocks[0], blocks[1:6]
+        persona_block = blocks[0]
+        memory_blocks = [mb for mb in blocks[1:] if mb.name not in ("recent_messages", "new_message")]
         # The persona (and its rules) opens the system message; the user's words are only ever a
         # `user` turn below, never system text.
         system = [persona_block.items[0].text if persona_block.items else ""]
         for mb in memory_blocks:
             if mb.items:
                 system.append(f"\n## {mb.title}")
-                system += [f"- {i.text} [{i.source.split(' ')[0]}]" if i.fact_id else f"- {i.text}" for i in mb.items]
+                system += [_bullet(i) for i in mb.items]
         system.append(f"\nNow: {now:%A %Y-%m-%d %H:%M} UTC. Conversation: {'direct message' if is_dm else 'channel'}.")
         messages = [ChatMessage(role="system", content="\n".join(system).strip())]
         kept = {item.source for item in turns.items}

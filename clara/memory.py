@@ -240,7 +240,11 @@ class MemoryManager:
         profile = await self.store.list_facts(
             [where.user], kinds=("biographical", "preference", "note", "decision", "plan"), limit=8
         )
-        user_facts = [h.fact for h in hits] + [f for f in profile if f.importance >= 0.5]
+        # Only the speaker's own scope is "what you know about <speaker>"; channel and extra scopes
+        # hold other people's words too.
+        user_facts = [h.fact for h in hits if h.fact.scope_id == where.user]
+        user_facts += [f for f in profile if f.importance >= 0.5]
+        shared_facts = [h.fact for h in hits if h.fact.scope_id != where.user]
         project_facts = []
         if where.project:
             project_facts = [
@@ -256,7 +260,8 @@ class MemoryManager:
         if msg.reply_to:
             chain = "\n".join(f"> {s}: {t}" for s, t in msg.reply_to)
             new_text = f"(replying to)\n{chain}\n{text}"
-        for a in msg.attachments:
+        # An attachments-only message has them as its text already (ChatEngine._converse).
+        for a in msg.attachments if msg.text.strip() else ():
             new_text += f"\n[attachment {a.filename}]\n{a.text}"
         persona = self.settings.persona or DEFAULT_PERSONA.format(bot=self.settings.bot_name)
         return self.builder.build(
@@ -266,6 +271,7 @@ class MemoryManager:
             new_message=new_text,
             is_dm=msg.is_dm,
             user_facts=user_facts,
+            shared_facts=shared_facts,
             project=where.project_name,
             project_facts=project_facts,
             channel_summary=channel_summary,
