@@ -338,10 +338,17 @@ class MemoryWriter:
             elif prop.action in ("ADD", "UPDATE"):
                 own = await run_background(statements, prop.content, [name, prop.subject])
                 if len(own) == 1:
+                    # The turn's own statement of that attribute names its subject more reliably
+                    # than a rewrite ("Maya and I broke up" → "Maya and Cy broke up").
+                    said = [k for k in keyed if k.endswith(f"/{own[0].attribute}")]
                     subj = own[0].subject
                     if subj is not None and norm_name(subj) in (norm_name(name), norm_name(user_id)):
                         subj = None
-                    key = await self.attribute_key(subj, own[0].attribute, name, user_id, writable)
+                    key = (
+                        said[0]
+                        if len(said) == 1
+                        else await self.attribute_key(subj, own[0].attribute, name, user_id, writable)
+                    )
             if key is not None:
                 if key in taken:
                     continue  # one statement per key and turn: two would supersede each other
@@ -373,7 +380,9 @@ class MemoryWriter:
         if not sources:
             return
         turns = await self.store.facts_by_slugs(scopes, [f"msg:{m}" for m in sources])
-        await self.store.outdate([t.id for t in turns], until=when, by_fact_id=by_fact_id)
+        # The summaries of the sessions they were said in quote them too.
+        summaries = await self.store.sessions.summary_fact_ids(sources)
+        await self.store.outdate([t.id for t in turns] + summaries, until=when, by_fact_id=by_fact_id)
 
     async def _relate(self, prop: Proposal, scope: str, fact_id: int, when: datetime) -> None:
         if not prop.relation or len(prop.relation) != 3:
@@ -400,8 +409,9 @@ class MemoryWriter:
         if session is None:
             return None
         turns = await self.store.sessions.turns(session_id, 200)
-        if not turns:
-            return None
+        people = [t.content for t in turns if t.role == "user"]
+        if not turns or all(is_only_questions(c) for c in people):
+            return None  # nothing was said that a summary should keep
         text = await self.summarize([(t.speaker, t.content, t.role) for t in turns])
         day = session.started_at.strftime("%Y-%m-%d")
         fid = await self.store.add(
@@ -415,6 +425,14 @@ class MemoryWriter:
             slug=f"session:{session_id}",
         )
         await self.store.sessions.set_summary(session_id, fid)
+        # Written after a later statement outdated one of its turns: it quotes what no longer holds.
+        ended = [
+            t.valid_to
+            for t in await self.store.facts_by_slugs([session.scope_id], [f"msg:{x.id}" for x in turns[-100:]])
+            if t.valid_to is not None
+        ]
+        if ended:
+            await self.store.outdate([fid], until=min(ended))
         if not session.is_dm:
             await self.refresh_channel_summary(session.scope_id)
         if self.on_session_closed is not None:

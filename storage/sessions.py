@@ -337,6 +337,19 @@ class SessionStore:
             ).all()
         return [_turn(r) for r in reversed(rows)]
 
+    async def summary_fact_ids(self, message_ids: list[int]) -> list[int]:
+        """The summary facts of the sessions these messages belong to."""
+        if not message_ids:
+            return []
+        async with self.engines.reader.connect() as conn:
+            sessions = select(MessageRow.session_id).where(MessageRow.id.in_(list(message_ids)[:500]))
+            rows = await conn.execute(
+                select(SessionRow.summary_fact_id).where(
+                    SessionRow.id.in_(sessions), SessionRow.summary_fact_id.is_not(None)
+                )
+            )
+            return sorted(set(rows.scalars().all()))
+
     async def message(self, message_id: int) -> Turn | None:
         async with self.engines.reader.connect() as conn:
             row = (await conn.execute(select(MessageRow).where(MessageRow.id == message_id))).first()

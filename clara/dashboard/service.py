@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import String, cast, delete, desc, func, or_, select, text, update
 
 from clara.dashboard.metrics import ErrorBuffer, RecallTimings
+from clara.labels import outdated_note
 from storage.errors import FactNotFound, InvalidInput
 from storage.models import (
     EntityRow,
@@ -291,8 +292,9 @@ class DashboardService:
                 include_superseded=f.status in ("superseded", "any"),
                 bump=False,
             )
+            now = self.store.clock()
             rows = [
-                {"fact": h.fact, "score": h.score, "signals": h.signals}
+                {"fact": h.fact, "score": h.score, "signals": h.signals, "note": outdated_note(h.fact, now)}
                 for h in hits
                 if f.status in ("any", "") or h.fact.status == f.status
             ]
@@ -312,7 +314,9 @@ class DashboardService:
         q = q.order_by(desc(FactRow.created_at), desc(FactRow.id)).limit(PAGE + 1).offset(max(0, f.page) * PAGE)
         async with self.store.engines.reader.connect() as conn:
             facts = [_fact(r) for r in (await conn.execute(q)).all()]
-        return [{"fact": x, "score": None, "signals": {}} for x in facts[:PAGE]], len(facts) > PAGE
+        now = self.store.clock()
+        rows = [{"fact": x, "score": None, "signals": {}, "note": outdated_note(x, now)} for x in facts[:PAGE]]
+        return rows, len(facts) > PAGE
 
     async def fact_detail(self, fact_id: int) -> dict:
         fact = await self.store.get(fact_id)

@@ -624,6 +624,8 @@ _THIRD_VERB = re.compile(
 _DESCRIBES_MINE = re.compile(
     r"^(?:is|'s|es|e|est|ist)\s+(?:now\s+|ahora\s+|agora\s+|maintenant\s+|jetzt\s+)?(?:my|mi|meu|minha|mon|ma|mein|meine)\b"
 )
+# "Maya and I broke up": a statement about the speaker (and someone).
+_AND_I = re.compile(r"^(?:and|y|e|et|und)\s+(?:i|me|yo|eu|moi|ich)\b")
 # Attributes often stated as a bare "label: value" line, about the speaker (or their company).
 _DECLARATIVE = frozenset({"tax_regime", "email", "phone", "handle", "timezone"})
 
@@ -643,7 +645,7 @@ def _subject(sentence: str, names: frozenset[str] | None = None) -> tuple[str | 
     m = _NAME_START.match(sentence)
     if m and fold(m.group("name").split()[0]) not in _NOT_NAMES:
         rest = fold(m.group("rest"))
-        if _DESCRIBES_MINE.match(rest):
+        if _DESCRIBES_MINE.match(rest) or _AND_I.match(rest):
             return None, rest  # "Tom is my new manager": the speaker's manager
         known = names is not None and fold(m.group("name")) in names
         if known or (_THIRD_VERB.match(rest) and not _FIRST_VERB.match(fold(m.group("name")))):

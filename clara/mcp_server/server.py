@@ -127,10 +127,22 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
         k: Annotated[int, Field(ge=1, le=50)] = 10,
         kinds: list[str] | None = None,
         include_superseded: bool = False,
+        history: bool = False,
     ) -> dict[str, Any]:
         """Recall the facts most relevant to `query` (hybrid: meaning, words, entities, importance)
-        from the scopes you may read, best first."""
-        return await call(ctx, "recall", query, scopes=scopes, k=k, kinds=kinds, include_superseded=include_superseded)
+        from the scopes you may read, best first — what is true now first; each fact says whether
+        it still holds (`current`, and a `note` when it does not). `history=true` for questions
+        about the past ("where did she live before?"): superseded facts included, ranked first."""
+        return await call(
+            ctx,
+            "recall",
+            query,
+            scopes=scopes,
+            k=k,
+            kinds=kinds,
+            include_superseded=include_superseded,
+            history=history,
+        )
 
     @mcp.tool(structured_output=True)
     async def memory_search(

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import desc, select
 
+from clara.labels import outdated_note
 from clara.mcp_server.query import run_query
 from storage import FactStore
 from storage.errors import FactNotFound, InvalidInput, ScopeDenied
@@ -70,7 +71,9 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def fact_dict(f, score: float | None = None) -> dict[str, Any]:
+def fact_dict(f, score: float | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """A fact as a tool result. With `now`, says whether it still holds (`current`) and, when it
+    no longer does, the same note chat shows ("no longer true: until Nov 2026")."""
     out = {
         "id": f.id,
         "scope": f.scope_id,
@@ -85,6 +88,15 @@ def fact_dict(f, score: float | None = None) -> dict[str, Any]:
         out["context"] = f.context
     if f.superseded_by_id:
         out["superseded_by"] = f.superseded_by_id
+    if f.valid_from:
+        out["valid_from"] = _iso(f.valid_from)
+    if f.valid_to:
+        out["valid_to"] = _iso(f.valid_to)
+    if now is not None:
+        out["current"] = f.is_current(now)
+        note = outdated_note(f, now)
+        if note:
+            out["note"] = note
     if score is not None:
         out["score"] = round(float(score), 4)
     return out
@@ -228,7 +240,10 @@ class MemoryService:
         k: int = 10,
         kinds: Sequence[str] | None = None,
         include_superseded: bool = False,
+        history: bool = False,
     ) -> dict[str, Any]:
+        """What is true now first, each fact saying whether it still holds; `history=True` asks
+        about the past (superseded facts included and ranked first)."""
         principal, _ = await self.ensure_agent(agent)
         readable = await self._readable(principal, scopes)
         hits = await self.store.recall(
@@ -238,8 +253,9 @@ class MemoryService:
             kinds=list(kinds) if kinds else None,
             include_superseded=include_superseded,
             actor=principal,
+            history=bool(history),
         )
-        return {"facts": [fact_dict(h.fact, h.score) for h in hits]}
+        return {"facts": [fact_dict(h.fact, h.score, self.store.clock()) for h in hits]}
 
     async def search(
         self,
@@ -262,7 +278,7 @@ class MemoryService:
             return {"facts": []}
         if not query or not query.strip():
             facts = await self.store.list_facts(readable, kinds=kinds or None, created_by=created_by, limit=limit)
-            return {"facts": [fact_dict(f) for f in facts]}
+            return {"facts": [fact_dict(f, now=self.store.clock()) for f in facts]}
         rows = await self.store.engines.run_read(
             self.store.recaller.lexical, query, readable, ("active",), max(limit * 4, 50)
         )
@@ -271,7 +287,7 @@ class MemoryService:
         facts = [
             f for f in facts if (not kinds or f.kind in kinds) and (created_by is None or f.created_by == created_by)
         ][:limit]
-        return {"facts": [fact_dict(f, score.get(f.id)) for f in facts]}
+        return {"facts": [fact_dict(f, score.get(f.id), self.store.clock()) for f in facts]}
 
     async def link_entity(
         self,
@@ -363,7 +379,7 @@ class MemoryService:
                         "relations": [
                             {"source": r.source, "relation": r.relation, "target": r.target} for r in rels[:10]
                         ],
-                        "facts": [fact_dict(f) for f in facts],
+                        "facts": [fact_dict(f, now=self.store.clock()) for f in facts],
                     }
                 )
         mine = await self.store.list_facts(readable, created_by=principal, limit=5) if readable else []
@@ -396,9 +412,9 @@ class MemoryService:
             ]
         return {
             "topic": topic,
-            "facts": [fact_dict(h.fact, h.score) for h in hits],
+            "facts": [fact_dict(h.fact, h.score, self.store.clock()) for h in hits],
             "entities": entities,
-            "my_recent_facts": [fact_dict(f) for f in mine],
+            "my_recent_facts": [fact_dict(f, now=self.store.clock()) for f in mine],
             "recent_sessions": sessions,
             "scopes": readable,
         }
