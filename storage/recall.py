@@ -51,7 +51,16 @@ from sqlalchemy import String, bindparam, func, select, text, type_coerce
 from sqlalchemy.orm import aliased
 
 from storage.models import EntityRow, FactEntityRow, FactRow
-from storage.text import MAX_QUERY_CHARS, clean_text, norm_name, query_terms, scope_token, without_names, words
+from storage.text import (
+    MAX_QUERY_CHARS,
+    clean_text,
+    norm_name,
+    query_terms,
+    scope_token,
+    strip_accents,
+    without_names,
+    words,
+)
 from storage.types import FactStatus, RecallHit
 
 if TYPE_CHECKING:
@@ -209,7 +218,8 @@ class Recaller:
                 "FROM facts, to_tsquery('english', :m) q "
                 "WHERE tsv @@ q AND scope_id IN :scopes AND status IN :st ORDER BY s2 DESC LIMIT :n"
             ).bindparams(bindparam("scopes", expanding=True), bindparam("st", expanding=True))
-            params = {"m": " | ".join(terms), "scopes": scopes, "st": list(statuses), "n": n}
+            folded = list(dict.fromkeys(strip_accents(t) for t in terms))  # as the index (migration 0006)
+            params = {"m": " | ".join(folded), "scopes": scopes, "st": list(statuses), "n": n}
         return [(r.id, float(r.s1), float(r.s2)) for r in conn.execute(stmt, params).all()]
 
     # Rows bm25 may score for one query before the query is evaluated in tiers (1.5-2.5 us a row,

@@ -24,6 +24,17 @@ STOPWORDS = frozenset(
     this those through to too under until up very was we were what when where which while who whom
     why will with would you your yours yourself yourselves s t d ll m re ve y o don didn doesn isn
     wasn weren hasn haven hadn won wouldn shouldn couldn mustn also get got ever""".split()
+) | frozenset(
+    # Spanish, Portuguese, French and German function words that are not English content words.
+    """el la los las un una unos unas del de en y o que se su sus por para con sin es lo le les
+    mi mis tu tus yo nos como mas pero muy ya esta este esto estos estas eso esa ese fue ser tiene
+    donde dónde qué cuál cual cuando cuándo quien quién
+    um uma uns umas do da dos das no na nos em ao aos pelo pela com sem meu minha seu sua
+    ele ela isso isto esse essa onde quem quando qual porque também
+    les des du au aux et ou est sont une je tu il elle nous vous ils elles ce cet cette ces mon ma mes
+    ta tes sa ses leur leurs qui quoi où quand comment pourquoi avec pour sans dans sur pas ne
+    der das dem des ein eine einen einem einer und oder ist sind ich du er sie wir ihr es
+    mein meine dein deine sein nicht mit für auf aus bei wo wer wann wie warum was""".split()
 )
 
 
@@ -67,6 +78,12 @@ def check_fact_id(fact_id: object) -> int:
     if not 0 < value < 2**62:
         raise InvalidInput(f"invalid fact id {fact_id!r}")
     return value
+
+
+def strip_accents(text: str) -> str:
+    """Accented Latin letters without their accents ("dónde" → "donde"); what both full-text
+    indexes do to stored text (SQLite remove_diacritics, PostgreSQL migration 0006)."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
 def words(text: str) -> list[str]:
