@@ -115,7 +115,7 @@ class ChatEngine:
             text = msg.text.strip()
             where = await self.memory.where(msg)
             tier = None
-            head = text.split(maxsplit=1)[0].lower()
+            head = text.split(maxsplit=1)[0].lower() if text else ""
             if head in TIERS:
                 tier, text = TIERS[head], text[len(head) :].strip()
                 if not text:
