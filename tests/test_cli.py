@@ -60,7 +60,7 @@ def test_bot_py_without_a_token_says_how_to_chat_locally(tmp_path):
 def test_memory_commands_and_db(tmp_path):
     assert clara(["db", "upgrade"], tmp_path).returncode == 0
     cur = clara(["db", "current"], tmp_path)
-    assert "current 0003" in cur.stdout
+    assert "current 0004_purge" in cur.stdout
     add = clara(["memory", "add", "Alice prefers window seats", "--user", "alice", "--slug", "seat"], tmp_path)
     assert "added #1" in add.stdout
     upd = clara(["memory", "add", "Alice prefers aisle seats", "--user", "alice", "--slug", "seat"], tmp_path)

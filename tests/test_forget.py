@@ -1,0 +1,198 @@
+"""Forgotten means forgotten, the store's part: quote detection (verbatim, code-like words,
+provenance for paraphrases), the purge's redaction of machine-written copies (summaries, agents'
+facts, contexts, aliases, plugin messages about the user), the SQLite file's stale bytes and the
+vector index's deleted points."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select, text
+
+from storage.models import MessageRow
+from storage.redact import REMOVED, Quotes, code_like
+from storage.vectors import EdgeIndex, VectorPoint
+from tests.conftest import two_users
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def marker() -> str:
+    """A random token no stemmer or tokenizer changes (lower-case hex letters and digits)."""
+    return "zq" + secrets.token_hex(6) + "7"
+
+
+def absent(blob: str | bytes, m: str) -> bool:
+    """`m` is nowhere in `blob` — nor its tail (FTS5 stores a term after a shared prefix)."""
+    needles = (m, m[-9:])
+    if isinstance(blob, bytes):
+        return not any(n.encode() in blob for n in needles)
+    return not any(n in blob for n in needles)
+
+
+def checkpoint(db: Path) -> None:
+    con = sqlite3.connect(db)
+    try:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
+
+
+async def everything(store) -> bytes | str:
+    """SQLite: the raw bytes of every file under the data dir after a WAL checkpoint.
+    PostgreSQL: the text of every row of every table of the schema."""
+    if store.dialect == "sqlite":
+        checkpoint(Path(store.engines.writer.url.database))
+        root = Path(store.config.data_dir)
+        return b"\n".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+    out = []
+    async with store.engines.reader.connect() as conn:
+        tables = (
+            await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"))
+        ).scalars()
+        for t in list(tables):
+            out += [str(v) for v in (await conn.execute(text(f'SELECT t::text FROM "{t}" t'))).scalars()]
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------- quote detection (pure)
+def test_quotes_verbatim_codes_and_paraphrases():
+    q = Quotes(["Alice: my locker code is 4471x and I work at Acme Robotics", "I adore zydeco accordion music"])
+    listing = "Here is what I remember:\n1. Alice: my locker code is 4471x  — a minute ago [#3]\nAnything else?"
+    assert q.redact(listing) == "Here is what I remember:\n1. [removed]  — a minute ago [#3]\nAnything else?"
+    assert q.redact("Her code? It is 4471x.") == "Her code? It [removed]."  # a code-like word alone
+    assert q.redact("She works at Acme Robotics, I think.") is None  # three content words are not a quote
+    assert q.redact("I work at Acme Robotics too", allowed=["I work at Acme Robotics"]) is None  # the reader's own
+    assert q.redact("Alice said she works at Acme Robotics too") is None
+    # A paraphrase is only caught with provenance, sentence by sentence, minus the reader's words.
+    para = "Sure! Alice adores zydeco accordion. Ask her about it."
+    assert q.redact(para) is None
+    assert q.redact(para, allowed=["what music does alice like?"], used=["I adore zydeco accordion music"]) == (
+        "Sure! [removed] Ask her about it."
+    )
+    assert q.redact("Zydeco is a genre.", allowed=["tell me about zydeco"], used=["I adore zydeco music"]) is None
+    assert [w for w in ("4471", "2026", "xk44", "12345", "abc", "a1") if code_like(w)] == ["4471", "xk44", "12345"]
+
+
+# ------------------------------------------------------------------ store-level redaction
+async def test_purge_cuts_machine_copies_and_keeps_others_words(store):
+    await two_users(store)
+    await store.ensure_scope("channel:c1", "channel", members=["alice", "bob"])
+    secret = marker()
+    mine = await store.add(f"alice: my sister Anna lives at 12 Rua {secret}", "channel:c1", actor="alice")
+    # An agent's copy, a channel summary (no author), Bob's observation whose context is the bot's reply.
+    agent = await store.add(f"Heard in #c1: Anna lives at 12 Rua {secret}", "channel:c1", created_by="agent:coder")
+    summary = await store.add(
+        f"Channel summary: Alice said Anna lives at 12 Rua {secret}.", "channel:c1", kind="summary"
+    )
+    await store.supersede(summary, f"Channel summary: Anna lives at 12 Rua {secret}; Bob keeps bees.")
+    bobs = await store.add(
+        "bob: cool, thanks", "channel:c1", actor="bob", context=f"Clara: Anna lives at 12 Rua {secret}"
+    )
+    bob_own = await store.add(f"bob: I also know 12 Rua {secret} is a nice street", "channel:c1", actor="bob")
+    await store.add("Bob's invoice client Zed owes $120.", "user:bob", created_by="bob", source_ref="plugin:invoices")
+    await store.graph.add_alias("channel:c1", "Anna", "alice's sister", "person")
+    await store.graph.add_alias("channel:c1", "Anna", "the neighbour", "person")
+    await store.graph.relate("channel:c1", ("Anna", "person"), "lives_in", ("Rua", "place"), fact_id=mine)
+    await store.add("bob: Anna waved at me", "channel:c1", actor="bob", entities=["Anna"])
+    await store.drain()
+
+    report = await store.purge_user("alice")
+    assert report.facts == 1 and report.redacted >= 4
+    got = {f.id: f for f in await store.get_many([agent, bobs, bob_own], scopes=["channel:c1"])}
+    assert secret not in got[agent].content and REMOVED in got[agent].content
+    assert got[bobs].content == "bob: cool, thanks" and secret not in got[bobs].context
+    assert secret in got[bob_own].content  # Bob's own words are his
+    summaries = await store.list_facts(["channel:c1"], statuses=("active", "superseded"), kinds=["summary"])
+    for f in summaries:
+        assert secret not in f.content
+        for h in await store.history(f.id):
+            assert secret not in (h.old_content or "") + (h.new_content or "")
+    assert "Bob keeps bees" in " ".join(f.content for f in summaries)
+    assert (await store.list_facts(["user:bob"]))[0].content == "Bob's invoice client Zed owes $120."
+    anna = await store.graph.resolve(["channel:c1"], "Anna")
+    assert anna and anna[0].aliases == ["the neighbour"]  # kept (Bob named Anna), minus "alice s sister"
+    assert await store.graph.relations(["channel:c1"], [anna[0].id]) == []  # drawn from Alice's fact
+    assert await store.graph.resolve(["channel:c1"], "Rua") == []  # only Alice's fact named it
+    # Their vectors are gone and the redacted facts are re-embedded from the redacted text.
+    await store.drain()
+    hits = await store.recall(f"12 Rua {secret}", ["channel:c1"], k=20, include_superseded=True)
+    assert mine not in [h.fact.id for h in hits]
+    assert all(secret not in h.fact.content for h in hits if h.fact.id != bob_own)
+
+
+async def test_plugin_message_about_the_user_is_removed_from_a_shared_channel(store):
+    await two_users(store)
+    await store.ensure_scope("channel:c1", "channel", members=["alice", "bob"])
+    gone = await store.add_message(
+        "channel:c1", "Clara", "⏰ Reminder for Alice: call Anna", role="assistant", about=["alice"]
+    )
+    kept = await store.add_message("channel:c1", "Clara", "Good morning everyone", role="assistant")
+    both = await store.add_message(
+        "channel:c1", "Clara", "Alice and Bob: standup now", role="assistant", about=["alice", "bob"]
+    )
+    report = await store.purge_user("alice")
+    assert report.messages == 1
+    assert await store.sessions.message(gone) is None
+    assert (await store.sessions.message(kept)).content == "Good morning everyone"
+    assert (await store.sessions.message(both)) is not None  # about Bob too: kept (its provenance now Bob only)
+    async with store.engines.reader.connect() as conn:
+        prov = (await conn.execute(select(MessageRow.provenance).where(MessageRow.id == both))).scalar()
+    assert prov == {"users": ["bob"]}
+
+
+# ------------------------------------------------------------------------- physical erasure
+async def test_sqlite_file_holds_no_deleted_text(store):
+    """Neither free pages nor stale cells (deleted rows, copies left by page rebalancing during
+    ordinary churn) keep a purged user's text in the database file."""
+    if store.dialect != "sqlite":
+        pytest.skip("SQLite file layout")
+    await two_users(store)
+    marks = [marker() for _ in range(120)]
+    filler = "and some filler words to fill pages " * 8
+    ids = (await store.add_many([{"content": f"alice wrote {m} {filler}"} for m in marks], "user:alice")).ids
+    await store.add_many([{"content": f"bob wrote something else {i} " * 8} for i in range(120)], "user:bob")
+    # Ordinary churn while Alice is still here (FAST secure-delete leaves freed pages as they were).
+    for fid in ids[::3]:
+        new = marker()
+        marks.append(new)
+        await store.supersede(fid, f"alice rewrote {new} and more filler words " * 4, actor="alice")
+    await store.drain()
+    await store.purge_user("alice")
+    blob = await everything(store)
+    assert [m for m in marks if not absent(blob, m)] == []
+
+
+async def test_vector_index_compaction_drops_deleted_points(tmp_path):
+    idx = EdgeIndex(tmp_path / "v", 8)
+    rng = np.random.default_rng(7)
+    vecs = rng.standard_normal((40, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    try:
+        await idx.upsert(
+            [VectorPoint(i + 1, vecs[i], "user:zgone" if i < 4 else "user:kept", "active") for i in range(40)]
+        )
+        await idx.flush()
+
+        def files() -> bytes:
+            return b"".join(p.read_bytes() for p in (tmp_path / "v").rglob("*") if p.is_file())
+
+        assert vecs[0].tobytes() in files() and b"zgone" in files()
+        await idx.delete([1, 2, 3, 4])
+        await idx.flush()
+        assert vecs[0].tobytes() in files() and b"zgone" in files()  # Qdrant only marks them deleted
+        await idx.compact()
+        assert vecs[0].tobytes() not in files() and b"zgone" not in files()
+        assert await idx.count() == 36
+        assert (await idx.search(vecs[10], ["user:kept"], 1))[0][0] == 11
+    finally:
+        await idx.close()
+    idx = EdgeIndex(tmp_path / "v", 8)  # reopens the compacted index
+    try:
+        assert await idx.count() == 36
+    finally:
+        await idx.close()
