@@ -1,24 +1,42 @@
 """Forgotten means forgotten, the store's part: quote detection (verbatim, code-like words,
 provenance for paraphrases), the purge's redaction of machine-written copies (summaries, agents'
 facts, contexts, aliases, plugin messages about the user), the SQLite file's stale bytes and the
-vector index's deleted points."""
+vector index's deleted points; and the reply provenance the chat records for it."""
 
 from __future__ import annotations
 
 import secrets
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import select, text
 
-from storage.models import MessageRow
+from clara.chat import ChatEngine, IncomingMessage
+from clara.llm import OpenAICompatProvider
+from clara.settings import Settings
+from storage.models import FactRow, MessageRow
 from storage.redact import REMOVED, Quotes, code_like
 from storage.vectors import EdgeIndex, VectorPoint
 from tests.conftest import two_users
+from tests.llm_stub import LLMStub, Reply
 
 pytestmark = pytest.mark.timeout(300)
+
+
+def msg(text, user="alice", channel="c1", dm=False, at=None, **kw) -> IncomingMessage:
+    return IncomingMessage(
+        user_id=user,
+        display_name=user.title(),
+        channel_id=channel,
+        text=text,
+        is_dm=dm,
+        guild_id=None if dm else "g1",
+        timestamp=at or datetime.now(UTC),
+        **kw,
+    )
 
 
 def marker() -> str:
@@ -76,6 +94,40 @@ def test_quotes_verbatim_codes_and_paraphrases():
     )
     assert q.redact("Zydeco is a genre.", allowed=["tell me about zydeco"], used=["I adore zydeco music"]) is None
     assert [w for w in ("4471", "2026", "xk44", "12345", "abc", "a1") if code_like(w)] == ["4471", "xk44", "12345"]
+
+
+# -------------------------------------------------------------- provenance of replies (chat)
+async def test_reply_provenance_lets_purge_cut_paraphrases(store, tmp_path):
+    """With an LLM, Clara's reply to Bob paraphrases Alice's fact: no verbatim quote, but the reply
+    recorded the facts it was written from, so the purge cuts the sentence that carries them."""
+    async with LLMStub() as stub:
+        stub.responder = lambda body: Reply(text="") if body.get("response_format") else None
+        llm = OpenAICompatProvider(base_url=stub.base_url, api_key="k", model="m")
+        engine = ChatEngine(store, llm, settings=Settings(CLARA_DATA_DIR=tmp_path))
+        try:
+            await engine.handle(msg("I adore zydeco accordion music"))
+            await engine.drain()
+            stub.script(["Good question! Alice adores zydeco accordion, as far as I know. Anything else?"])
+            await engine.handle(msg("what music does alice like?", user="bob"))
+            async with store.engines.reader.connect() as conn:
+                row = (
+                    await conn.execute(
+                        select(MessageRow.id, MessageRow.provenance).where(MessageRow.role == "assistant")
+                    )
+                ).all()[-1]
+                theirs = (await conn.execute(select(FactRow.id).where(FactRow.created_by == "alice"))).scalars().all()
+            assert set(theirs) & set(row.provenance["facts"])  # the reply says what it used
+            report = await store.purge_user("alice")
+            assert report.redacted >= 1
+            reply = (await store.sessions.message(row.id)).content
+            assert reply == "Good question! [removed] Anything else?"
+            assert (await store.sessions.message(row.id - 1)).content == "what music does alice like?"
+            async with store.engines.reader.connect() as conn:
+                prov = (await conn.execute(select(MessageRow.provenance).where(MessageRow.id == row.id))).scalar()
+            assert not set(theirs) & set((prov or {}).get("facts", []))
+        finally:
+            await engine.aclose()
+            await llm.aclose()
 
 
 # ------------------------------------------------------------------ store-level redaction
