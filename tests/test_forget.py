@@ -1,42 +1,42 @@
-"""Forgotten means forgotten, the store's part: quote detection (verbatim, code-like words,
-provenance for paraphrases), the purge's redaction of machine-written copies (summaries, agents'
-facts, contexts, aliases, plugin messages about the user), the SQLite file's stale bytes and the
-vector index's deleted points; and the reply provenance the chat records for it."""
+"""Forgotten means forgotten. A user's words go in through every path (DM, a shared channel where
+another user's bot reply quotes them, `!remember`, a text attachment, an agent's MCP fact copying
+them, an invoice note, a reminder delivered to the channel, an `!export` file on disk); after
+`!forgetme` — or the purge the CLI and the dashboard run — no copy of them survives: not in the
+raw bytes of any file under the data dir (SQLite database and WAL, vector index, exports) after a
+checkpoint, not in the text of any row of any table (PostgreSQL), while the other user's own words,
+their conversation (minus the quote) and their recall are intact. Plus the pieces: quote
+detection (verbatim, code-like words, provenance for paraphrases), the reply provenance the chat
+records, the store-level redaction of summaries, agents' facts, contexts and aliases, the SQLite file's
+stale bytes and the vector index's deleted points."""
 
 from __future__ import annotations
 
 import secrets
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mcp import Client
 from sqlalchemy import select, text
 
 from clara.chat import ChatEngine, IncomingMessage
+from clara.dashboard import DashboardSettings, DashboardState
+from clara.dashboard.service import DashboardService
+from clara.forget import save_files, user_files
 from clara.llm import OpenAICompatProvider
+from clara.mcp_server import MemoryService, stdio_server
+from clara.messages import Attachment
+from clara.plugin_host import PluginHost
 from clara.settings import Settings
 from storage.models import FactRow, MessageRow
 from storage.redact import REMOVED, Quotes, code_like
 from storage.vectors import EdgeIndex, VectorPoint
-from tests.conftest import two_users
+from tests.conftest import assert_private, two_users
 from tests.llm_stub import LLMStub, Reply
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def msg(text, user="alice", channel="c1", dm=False, at=None, **kw) -> IncomingMessage:
-    return IncomingMessage(
-        user_id=user,
-        display_name=user.title(),
-        channel_id=channel,
-        text=text,
-        is_dm=dm,
-        guild_id=None if dm else "g1",
-        timestamp=at or datetime.now(UTC),
-        **kw,
-    )
 
 
 def marker() -> str:
@@ -50,6 +50,19 @@ def absent(blob: str | bytes, m: str) -> bool:
     if isinstance(blob, bytes):
         return not any(n.encode() in blob for n in needles)
     return not any(n in blob for n in needles)
+
+
+class Clock:
+    def __init__(self, t: datetime):
+        self.t = t
+
+    def __call__(self) -> datetime:
+        return self.t
+
+
+class Sent(list):
+    async def __call__(self, target: str, text: str) -> None:
+        self.append((target, text))
 
 
 def checkpoint(db: Path) -> None:
@@ -75,6 +88,141 @@ async def everything(store) -> bytes | str:
         for t in list(tables):
             out += [str(v) for v in (await conn.execute(text(f'SELECT t::text FROM "{t}" t'))).scalars()]
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------- the floor
+@pytest.fixture
+async def world(store):
+    data_dir = Path(store.config.data_dir)
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    clock, sent = Clock(t0), Sent()
+    host = PluginHost(store, packages="plugins", clock=clock, sender=sent)
+    for name in ("invoices", "reminders"):
+        res = await host.load(name)
+        assert res.ok, res.error
+    engine = ChatEngine(
+        store, settings=Settings(CLARA_DATA_DIR=data_dir, session_idle_minutes=30), clock=clock, plugins=host
+    )
+    service = MemoryService(store, {"coder": ["channel:c1"]})
+    yield engine, host, service, t0, data_dir
+    await service.aclose()
+    await engine.aclose()
+    await host.aclose()
+
+
+def msg(text, user="alice", channel="c1", dm=False, at=None, **kw) -> IncomingMessage:
+    return IncomingMessage(
+        user_id=user,
+        display_name=user.title(),
+        channel_id=channel,
+        text=text,
+        is_dm=dm,
+        guild_id=None if dm else "g1",
+        timestamp=at or datetime.now(UTC),
+        **kw,
+    )
+
+
+async def populate(world) -> tuple[dict[str, str], dict[str, str]]:
+    """Alice's words through every path, Bob's own words around them. Returns (alice's markers,
+    bob's markers) by path."""
+    engine, host, service, t0, data_dir = world
+    a = {k: marker() for k in ("dm", "channel", "remember", "attachment", "mcp", "invoice", "reminder")}
+    b = {k: marker() for k in ("said", "remember")}
+    at = iter(t0 + timedelta(seconds=i) for i in range(1000))
+
+    async def say(text, **kw):
+        reply = await engine.handle(msg(text, at=next(at), **kw))
+        assert not reply.error, reply.text
+        return reply
+
+    await say(f"my passport number is {a['dm']}", dm=True, channel="dm-alice")
+    await say(f"the vault code for the office is {a['channel']}")
+    await say(f"!remember my gym locker combination is {a['remember']}")
+    await say("", attachments=[Attachment("todo.txt", f"shopping list: oat milk and {a['attachment']}")])
+    await say(f"my bike lock code is {a['mcp']}")
+    await say(f'!client add Zed Corp "notes=met at the fair {a["invoice"]}"')
+    due = (t0 + timedelta(days=30)).date().isoformat()
+    await say(f'!invoice add 2026-001 "Zed Corp" $120 due {due} note {a["invoice"]} consulting')
+    await say(f"!remind me in 1 hour to call {a['reminder']}")
+    await engine.drain()
+    # An agent copies what Alice said in the shared channel into a fact of its own.
+    async with Client(stdio_server(service, "coder")) as coder:
+        res = await coder.call_tool(
+            "memory_store_fact",
+            {"content": f"Alice told the team: my bike lock code is {a['mcp']}", "scope": "channel:c1"},
+        )
+        assert not res.is_error, res.content
+    # Bob asks; Clara's reply in Bob's conversation quotes Alice (the reproduced bug).
+    reply = await say("what is the vault code for the office?", user="bob")
+    assert a["channel"] in reply.text
+    await say(f"I keep bees on my allotment, hive number {b['said']}", user="bob")
+    await say(f"!remember my bee suit is size {b['remember']}", user="bob")
+    # The reminder fires into the shared channel (a plugin's proactive message about Alice).
+    host.clock.t = t0 + timedelta(minutes=61)
+    assert await host.run_job("reminders", "tick", now=t0 + timedelta(minutes=61))
+    sent = host.sender
+    assert any(a["reminder"] in t for _, t in sent)
+    exported = await engine.handle(msg("!export", at=next(at)))
+    assert save_files(data_dir, exported.files) == user_files(data_dir, "alice")
+    await engine.drain()
+    await engine.memory.sweep(t0 + timedelta(hours=3))  # sessions close: summaries, channel summary
+    await engine.drain()
+    assert a["channel"] in (await engine.store.find_slug("channel:c1", "channel-summary")).content
+    return a, b
+
+
+async def check_forgotten(world, a: dict[str, str], b: dict[str, str]) -> None:
+    engine, host, service, t0, data_dir = world
+    store = engine.store
+    await engine.drain()
+    blob = await everything(store)
+    left = {k: m for k, m in a.items() if not absent(blob, m)}
+    assert not left, f"copies of Alice's words survived: {left}"
+    assert user_files(data_dir, "alice") == []
+    for m in b.values():  # Bob's own words are all still there
+        assert not absent(blob, m)
+    # Bob's conversation: his question and Clara's reply are kept, minus Alice's words.
+    async with store.engines.reader.connect() as conn:
+        rows = (await conn.execute(select(MessageRow.role, MessageRow.content).order_by(MessageRow.id))).all()
+    contents = [r.content for r in rows]
+    assert "what is the vault code for the office?" in contents
+    quoted = [r.content for r in rows if r.role == "assistant" and REMOVED in r.content]
+    assert quoted and all("Here is what I remember" in c for c in quoted)
+    # Bob's recall still works and never returns anything of Alice's.
+    out = (await engine.handle(msg("!recall bees allotment hive", user="bob", at=t0 + timedelta(hours=4)))).text
+    assert b["said"] in out
+    readable = await store.readable_scopes("bob")
+    for q in ("vault code office", "passport number", "bike lock code", "gym locker", "shopping list", "Zed Corp"):
+        for hit in await store.recall(q, readable, k=50, include_superseded=True):
+            assert all(m not in hit.fact.content + (hit.fact.context or "") for m in a.values()), hit.fact
+    await assert_private(store, "passport gym locker", "bob", "user:alice")
+    left_in_plugins = await host.export_user_data("alice")
+    assert all(rows == [] for rows in left_in_plugins["invoices"].values())
+    assert all(not rows for t, rows in left_in_plugins["reminders"].items() if t != "settings")
+
+
+async def test_forgetme_leaves_no_copy_anywhere(world):
+    engine = world[0]
+    a, b = await populate(world)
+    before = await everything(engine.store)
+    assert all(not absent(before, m) for m in a.values()), "every path must really store its marker"
+    code = (await engine.handle(msg("!forgetme"))).text.split("`!forgetme ")[1][:6]
+    done = await engine.handle(msg(f"!forgetme {code}"))
+    assert not done.error and "cut your words out of" in done.text, done.text
+    await check_forgotten(world, a, b)
+
+
+async def test_dashboard_and_cli_purge_leave_no_copy_anywhere(world):
+    engine = world[0]
+    a, b = await populate(world)
+    state = DashboardState(engine.store, settings=DashboardSettings(token="t" * 20, port=0), engine=engine)
+    try:
+        result = await DashboardService(state).purge_user("alice")  # what the CLI's forget_user does too
+    finally:
+        state.errors.uninstall()
+    assert result["report"].facts and result["report"].redacted and result["plugins"]["invoices"]
+    await check_forgotten(world, a, b)
 
 
 # ------------------------------------------------------------------- quote detection (pure)
