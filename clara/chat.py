@@ -153,15 +153,18 @@ class ChatEngine:
             reply = await self._recall_reply(msg, where, hits or [])
             if on_text:
                 await on_text(reply)
-            await self.memory.record_reply(rec, where, reply, msg.timestamp)
+            shown = [h.fact.id for h in (hits or [])[:3]]
+            await self.memory.record_reply(rec, where, reply, msg.timestamp, source_fact_ids=shown)
             if self.plugins is not None:
                 self._emit_later("message", self.invocation(msg, where), text)
             return Reply(reply, message_id=rec.message_id)
+        used: set[int] = set()  # facts the recall tool showed the model (provenance, with the context's)
         try:
             if tier is None and self.auto_tier:
                 tier = await self.choose_tier(text)
-            tools = self._tools(msg, where, tier)
+            tools = self._tools(msg, where, tier, used)
             ctx = await self.memory.context(msg, text, where, rec)
+            used |= ctx.fact_ids()
             result = await run_tool_loop(
                 self.llm,
                 ctx.messages,
@@ -176,18 +179,18 @@ class ChatEngine:
             reply = APOLOGY.format(why=str(exc)[:120])
             await self.memory.record_reply(rec, where, reply, msg.timestamp)
             return Reply(reply, message_id=rec.message_id, error=True)
-        await self.memory.record_reply(rec, where, reply, msg.timestamp)
+        await self.memory.record_reply(rec, where, reply, msg.timestamp, source_fact_ids=used)
         if self.plugins is not None:
             self._emit_later("message", self.invocation(msg, where), text)
         return Reply(reply, message_id=rec.message_id)
 
-    def _tools(self, msg: IncomingMessage, where: Where, tier: str | None) -> list:
+    def _tools(self, msg: IncomingMessage, where: Where, tier: str | None, used: set[int]) -> list:
         """The tools offered with this message: none when it was sent to the low tier (`!low`, or
         auto selection). Tool calls never run on the low tier: with tools attached the provider
         would quietly answer on the base model, so `!low` would never reach the low model."""
         if tier == "low":
             return []
-        tools = core_tools(self.memory, msg, where)
+        tools = core_tools(self.memory, msg, where, used)
         if self.plugins is not None:
             tools += self.plugins.tools(self.invocation(msg, where))
         return tools

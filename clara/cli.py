@@ -267,13 +267,36 @@ def memory_history(fact_id: str) -> None:
 def memory_purge_user(
     user: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False
 ) -> None:
-    """Erase everything about a user for real (facts, messages, vectors, history text)."""
+    """Erase everything about a user for real, as `!forgetme` does: facts, messages, sessions,
+    vectors, history text, plugins' data, copies of their words in others' bot replies and
+    summaries, their export file; channel summaries rebuilt without them."""
     if not yes and not typer.confirm(f"Erase all memories of {user}? This cannot be undone"):
         raise typer.Exit(1)
 
     async def go(store):
-        report = await store.purge_user(user)
-        console.print(report)
+        from rich.markup import escape
+
+        from clara.forget import forget_user
+        from clara.llm import LLMSettings, make_llm
+        from clara.plugin_host import PluginHost
+        from clara.writer import MemoryWriter
+
+        llm = make_llm(LLMSettings())
+        plugins = PluginHost(store, llm=llm)
+        try:
+            for result in await plugins.load_all():
+                if not result.ok:
+                    why = escape(f"plugin {result.name} not loaded ({result.error}): its data is not erased")
+                    err.print(f"[yellow]{why}[/yellow]")
+            done = await forget_user(store, user, plugins=plugins, writer=MemoryWriter(store, llm))
+        finally:
+            await plugins.aclose()
+            if llm is not None:
+                await llm.aclose()
+        console.print(done.store)
+        for name, value in sorted(done.plugins.items()):
+            console.print(f"plugin {name}: {value}")
+        console.print(f"channel summaries rebuilt: {done.summaries_rebuilt}; files deleted: {len(done.files)}")
 
     _run(_with_store(go))
 

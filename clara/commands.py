@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import humanize
 
+from clara.forget import export_filename, forget_user
 from clara.labels import current_first, outdated_note
 from clara.memory import CORE, Where
 from clara.messages import IncomingMessage, Reply
@@ -232,9 +233,7 @@ class Commands:
             data["plugins"] = await self.engine.plugins.export_user_data(msg.user_id)
         blob = json.dumps(data, ensure_ascii=False, indent=1, default=str).encode()
         n = len(data["facts"])
-        return Reply(
-            f"Here are your {n} memories as JSON.", files=[(f"clara-export-{msg.user_id}.json", blob)], private=True
-        )
+        return Reply(f"Here are your {n} memories as JSON.", files=[(export_filename(msg.user_id), blob)], private=True)
 
     async def export_user(self, user_id: str, where: Where) -> dict:
         """Everything about one user: facts in their scope and facts they created elsewhere (all
@@ -302,18 +301,12 @@ class Commands:
         expected = await self.store.settings.take(CORE, target, "forgetme_code")
         if expected is None or arg != expected:
             return Reply("That confirmation code is wrong or expired. Send `!forgetme` to get a new one.", error=True)
-        if self.engine.plugins is not None:
-            await self.engine.plugins.delete_user_data(msg.user_id)
-        channels = {s.scope_id for s in await self.store.sessions.list_sessions(msg.user_id, limit=100_000)}
-        report = await self.store.purge_user(msg.user_id)
-        # Channel summaries quote everyone who spoke: rebuild them without this user's words.
-        for scope in sorted(channels - {where.user}):
-            old = await self.store.find_slug(scope, "channel-summary")
-            if old is not None:
-                await self.store.erase([old.id])
-                if await self.store.recent_messages(scope, 1):
-                    await self.memory.writer.refresh_channel_summary(scope)
+        done = await forget_user(self.store, msg.user_id, plugins=self.engine.plugins, writer=self.memory.writer)
+        report = done.store
+        quoted = ""
+        if report.redacted:
+            quoted = f" I also cut your words out of {report.redacted} other texts (replies, summaries)."
         return Reply(
             f"Done. I erased {report.facts} memories, {report.messages} messages and {report.entities} "
-            "entities about you. I no longer know anything about you."
+            f"entities about you.{quoted} I no longer know anything about you."
         )

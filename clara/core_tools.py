@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     from clara.messages import IncomingMessage
 
 
-def core_tools(memory: MemoryManager, msg: IncomingMessage, where: Where) -> list[Tool]:
+def core_tools(memory: MemoryManager, msg: IncomingMessage, where: Where, used: set[int] | None = None) -> list[Tool]:
+    """The three tools for one message. `used` (optional) collects the ids of the facts `recall`
+    showed the model: the reply's provenance."""
     store = memory.store
 
     async def remember(args: dict) -> str:
@@ -39,6 +41,8 @@ def core_tools(memory: MemoryManager, msg: IncomingMessage, where: Where) -> lis
             return f"error: {exc}"
         if not hits:
             return "nothing found"
+        if used is not None:
+            used.update(h.fact.id for h in hits)
         return "\n".join(f"[#{h.fact.id}] {h.fact.content}" for h in hits)
 
     async def forget(args: dict) -> str:

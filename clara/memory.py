@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -186,8 +187,17 @@ class MemoryManager:
         self.notify()
         return rec
 
-    async def record_reply(self, rec: TurnRecord, where: Where, text: str, now: datetime | None = None) -> int:
-        """Store the bot's reply in the session (never mined for facts)."""
+    async def record_reply(
+        self,
+        rec: TurnRecord,
+        where: Where,
+        text: str,
+        now: datetime | None = None,
+        *,
+        source_fact_ids: Iterable[int] = (),
+    ) -> int:
+        """Store the bot's reply in the session (never mined for facts), with the ids of the facts
+        it was written from as its provenance (see `SessionStore.record_reply`)."""
         return await self.store.sessions.record_reply(
             rec.session.id,
             where.conversation,
@@ -195,6 +205,7 @@ class MemoryManager:
             self.settings.bot_name,
             text,
             now or self.clock(),
+            source_fact_ids=source_fact_ids,
         )
 
     async def recall(

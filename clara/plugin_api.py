@@ -147,7 +147,8 @@ class PluginContext(Protocol):
     def db(self) -> Any: ...
     def read(self) -> Any: ...  # async context manager → AsyncConnection for reads
     # "channel:<id>" | "user:<id>"; also written into that conversation's history. False if undeliverable.
-    async def send(self, target: str, text: str) -> bool: ...
+    # Proactive message; `about`: the users whose data it carries (erasing one of them removes it).
+    async def send(self, target: str, text: str, *, about: Sequence[str] = ()) -> bool: ...
     async def call_tool(self, name: str, inv: Invocation, args: dict[str, Any]) -> str: ...  # another plugin's tool
     # One LLM completion; None when no LLM is configured or the call failed (use a rule-based path then).
     async def complete(

@@ -17,7 +17,7 @@ import importlib
 import logging
 import pkgutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -193,9 +193,11 @@ class _Context:
     def read(self):
         return self.host.store.engines.reader.connect()
 
-    async def send(self, target: str, text: str) -> bool:
+    async def send(self, target: str, text: str, *, about: Sequence[str] = ()) -> bool:
         """Deliver a proactive message through the transport and write it into the conversation
-        history of that channel/DM (role assistant). False if there is no transport or it failed."""
+        history of that channel/DM (role assistant). `about`: the users whose data the message
+        carries (e.g. the reminder's owner), kept as its provenance so that erasing them removes it
+        from a shared channel. False if there is no transport or it failed."""
         if self.host.sender is None:
             return False
         try:
@@ -216,6 +218,7 @@ class _Context:
                 role="assistant",
                 channel=raw if kind == "channel" else f"dm-{raw}",
                 created_at=self.now(),
+                about=list(about),
             )
         except Exception:
             self.log.exception("could not record the proactive message to %s", target)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from clara.chat import ChatEngine, IncomingMessage
+from clara.forget import save_files
 
 
 async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra_scopes: list[str]) -> None:
@@ -47,10 +48,7 @@ async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra
             reply = await engine.handle(msg)
             style = "red" if reply.error else "green"
             console.print(f"[{style}]clara>[/{style}] {escape(reply.text)}")
-            for name, blob in reply.files:
-                path = store.config.data_dir / "exports" / name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(blob)
+            for path in save_files(store.config.data_dir, reply.files):
                 console.print(f"[green]clara>[/green] (file saved to {escape(str(path))})")
             if not interactive:
                 # Scripted input arrives faster than anyone types: let each line's memory write land

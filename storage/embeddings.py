@@ -54,6 +54,12 @@ class Embedder(ABC):
     def _embed_query(self, text: str) -> np.ndarray:
         return self.embed_documents([text])[0]
 
+    def clear_cache(self) -> None:
+        """Drop the cached query embeddings (they are keyed by the query texts: after a user's
+        erasure none of their words may stay in memory)."""
+        with self._cache_lock:
+            self._cache.clear()
+
     def __init__(self) -> None:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()

@@ -61,6 +61,9 @@ class MessageRow(Base):
     external_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(TS)
     session_id: Mapped[int | None] = mapped_column(PK)
+    # What a bot/plugin message was written from: {"facts": [fact ids in its context or tool
+    # results], "users": [principals a proactive message is about]} (None for people's turns).
+    provenance: Mapped[dict | None] = mapped_column(JSON)
     __table_args__ = (
         Index("ix_messages_scope_created", "scope_id", "created_at"),
         Index("ix_messages_session", "session_id", "id"),

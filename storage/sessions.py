@@ -10,6 +10,7 @@ session and queues the background memory job. Nothing else happens before the re
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -67,6 +68,15 @@ class TurnRecord:
     session: Session
     closed: Session | None
     new_session: bool
+
+
+def provenance_of(fact_ids: Iterable[int] = (), users: Iterable[str] = ()) -> dict | None:
+    """The `messages.provenance` value for a bot/plugin message: sorted unique fact ids (at most
+    200) and principals, or None when there is neither."""
+    facts = sorted({int(i) for i in fact_ids})[:200]
+    who = sorted({str(u) for u in users})[:50]
+    out = {k: v for k, v in (("facts", facts), ("users", who)) if v}
+    return out or None
 
 
 def _session(r: Any) -> Session:
@@ -201,6 +211,7 @@ class SessionStore:
         external_id: str | None,
         now: datetime,
         last_activity: datetime | str | None,
+        provenance: dict | None = None,
     ) -> int:
         """Insert one turn into a session and count it as activity (never moving the session's
         last activity backwards; `last_activity` None = a brand-new session). Returns its id."""
@@ -216,6 +227,7 @@ class SessionStore:
                 external_id=external_id,
                 created_at=now,
                 session_id=session_id,
+                provenance=provenance,
             ),
         ).scalar_one()
         conn.execute(
@@ -271,12 +283,23 @@ class SessionStore:
             await conn.execute(update(SessionRow).where(SessionRow.id == session_id).values(summary_fact_id=fact_id))
 
     async def record_reply(
-        self, session_id: int, scope_id: str, channel_id: str, speaker: str, content: str, now: datetime
+        self,
+        session_id: int,
+        scope_id: str,
+        channel_id: str,
+        speaker: str,
+        content: str,
+        now: datetime,
+        *,
+        source_fact_ids: Iterable[int] = (),
     ) -> int:
         """Store the bot's reply in the session (role assistant; never mined for facts); it counts
-        as session activity."""
+        as session activity. `source_fact_ids`: the facts the reply was written from (its context
+        and tool results), kept as its provenance (`{"facts": [...]}`) so that erasing a user
+        finds the replies that used their facts. Returns the message id."""
         speaker = clean_text(speaker, "speaker", 200)
         content = clean_text(content or "…", "reply", MAX_FACT_CHARS)
+        provenance = provenance_of(source_fact_ids)
 
         def write(conn: Connection) -> int:
             row = conn.execute(select(SessionRow.last_activity_at).where(SessionRow.id == session_id)).first()
@@ -292,6 +315,7 @@ class SessionStore:
                 None,
                 now,
                 row.last_activity_at if row is not None else None,
+                provenance,
             )
 
         mid = await self.engines.run_write(write)

@@ -129,9 +129,14 @@ class BatchResult:
 
 @dataclass(slots=True)
 class PurgeReport:
+    """What a user's erasure removed: their facts, messages (and the bot's replies to them),
+    entities, history rows, owned scopes and vectors; `redacted` = other people's rows (bot
+    replies, summaries, agents' facts, contexts, aliases) whose copies of their words were cut."""
+
     facts: int = 0
     messages: int = 0
     entities: int = 0
     history: int = 0
     scopes: int = 0
     vectors: int = 0
+    redacted: int = 0

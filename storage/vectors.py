@@ -72,6 +72,10 @@ class VectorIndex(ABC):
     async def optimize(self) -> None:  # noqa: B027 - optional hook
         """Build or refresh search structures after bulk writes (no-op where not needed)."""
 
+    async def compact(self) -> None:  # noqa: B027 - optional hook
+        """Make deleted points physically gone from local files (after a user's erasure). A
+        no-op where the index lives elsewhere (a Qdrant server vacuums deleted points itself)."""
+
     @abstractmethod
     async def close(self) -> None: ...
 
@@ -86,7 +90,12 @@ class EdgeIndex(VectorIndex):
         self.dim = dim
         self.path = Path(path)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clara-vectors")
+        for stale in (self._sibling("compact"), self._sibling("old")):  # left by a crashed compaction
+            shutil.rmtree(stale, ignore_errors=True)
         self._shard = self._open()
+
+    def _sibling(self, suffix: str) -> Path:
+        return self.path.with_name(f"{self.path.name}.{suffix}")
 
     def _config(self):
         qe = self._qe
@@ -95,8 +104,12 @@ class EdgeIndex(VectorIndex):
             hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10000),
         )
 
-    def _open(self):
+    def _open(self, path: Path | None = None):
         qe = self._qe
+        path = path or self.path
+        if path != self.path:  # a fresh shard elsewhere (compaction)
+            path.mkdir(parents=True, exist_ok=True)
+            return self._create(path)
         if self.path.exists() and any(self.path.iterdir()):
             try:
                 return qe.EdgeShard.load(str(self.path))
@@ -110,7 +123,11 @@ class EdgeIndex(VectorIndex):
                 # notices the empty index and re-queues every fact.
                 shutil.rmtree(self.path, ignore_errors=True)
         self.path.mkdir(parents=True, exist_ok=True)
-        shard = qe.EdgeShard.create(str(self.path), self._config())
+        return self._create(self.path)
+
+    def _create(self, path: Path):
+        qe = self._qe
+        shard = qe.EdgeShard.create(str(path), self._config())
         shard.update(qe.UpdateOperation.create_field_index("scope", qe.PayloadSchemaType.Keyword))
         shard.update(qe.UpdateOperation.create_field_index("status", qe.PayloadSchemaType.Keyword))
         return shard
@@ -175,6 +192,55 @@ class EdgeIndex(VectorIndex):
 
     async def flush(self) -> None:
         await self._call(self._shard.flush)
+
+    async def compact(self) -> None:
+        """Rewrite the index with only its live points. Qdrant only marks a deleted point as
+        deleted: its vector and payload stay in the segment files, and the upsert stays in the
+        WAL, until the segment is vacuumed and the WAL wraps. So the live points are copied (in
+        batches) into a new shard next to this one, which then replaces it; the old folder is
+        removed. Nothing is re-embedded. A crash midway leaves either folder complete or none (the
+        store then rebuilds the index from SQL). Runs on the index thread in batches of 500 points
+        (~0.7 s per 10K points; searches wait for it). The new shard is not optimized (Qdrant's
+        optimizer holds the GIL for the whole HNSW build, which would freeze the bot: a 20K-point
+        build takes ~35 s here), so an index last optimized by `reindex` searches by full scan
+        until the next `reindex`/`optimize` (~15 ms per 20K points)."""
+
+        def _compact():
+            qe = self._qe
+            fresh, old = self._sibling("compact"), self._sibling("old")
+            shutil.rmtree(fresh, ignore_errors=True)
+            self._shard.flush()
+            target = self._open(fresh)
+            offset = None
+            try:
+                while True:
+                    records, offset = self._shard.scroll(
+                        qe.ScrollRequest(offset=offset, limit=500, with_payload=True, with_vector=True)
+                    )
+                    if records:
+                        target.update(
+                            qe.UpdateOperation.upsert_points(
+                                [qe.Point(id=r.id, vector=r.vector, payload=r.payload) for r in records]
+                            )
+                        )
+                    if offset is None:
+                        break
+                target.flush()
+            finally:
+                target.close()
+            self._shard.close()
+            try:
+                self.path.rename(old)
+                try:
+                    fresh.rename(self.path)
+                except OSError:
+                    old.rename(self.path)
+                    raise
+            finally:
+                self._shard = qe.EdgeShard.load(str(self.path))
+            shutil.rmtree(old, ignore_errors=True)
+
+        await self._call(_compact)
 
     async def close(self) -> None:
         def _close():

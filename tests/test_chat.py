@@ -128,3 +128,14 @@ async def test_first_message_is_recalled_immediately_in_a_fresh_store(engine, st
     reply = await engine.handle(msg("!recall sailing", user="solo", channel="fresh"))
     assert "I love sailing" in reply.text
     assert "sailing" not in (await engine.handle(msg("!recall sailing", user="other", channel="elsewhere"))).text
+
+
+async def test_a_message_with_only_a_text_attachment_is_stored_and_answered(engine, store):
+    from clara.messages import Attachment
+
+    m = msg("")
+    m.attachments = [Attachment("todo.txt", "buy oat milk and stamps")]
+    reply = await engine.handle(m)
+    assert not reply.error and reply.message_id, reply.text
+    turn = await store.sessions.message(reply.message_id)
+    assert "[attachment todo.txt]" in turn.content and "oat milk" in turn.content

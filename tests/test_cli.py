@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from storage import migrate
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "data" / "tiny_locomo.json"
 
@@ -60,7 +62,7 @@ def test_bot_py_without_a_token_says_how_to_chat_locally(tmp_path):
 def test_memory_commands_and_db(tmp_path):
     assert clara(["db", "upgrade"], tmp_path).returncode == 0
     cur = clara(["db", "current"], tmp_path)
-    assert "current 0003" in cur.stdout
+    assert f"current {migrate.head_revision()}" in cur.stdout
     add = clara(["memory", "add", "Alice prefers window seats", "--user", "alice", "--slug", "seat"], tmp_path)
     assert "added #1" in add.stdout
     upd = clara(["memory", "add", "Alice prefers aisle seats", "--user", "alice", "--slug", "seat"], tmp_path)
@@ -139,3 +141,35 @@ def test_bench_locomo_with_mem0_peer(tmp_path):
     # Same embedder, verbatim storage: mem0 must rank exactly like the dense baseline.
     assert data["mem0.R@10"] == pytest.approx(data["dense.R@10"])
     assert data["mem0.questions"] == 4
+
+
+def test_purge_user_erases_plugin_data_and_files_like_forgetme(tmp_path):
+    import secrets
+    import sqlite3
+
+    note, said = ("zq" + secrets.token_hex(6) + "7" for _ in range(2))
+    script = (
+        f'!client add Zed Corp "notes=met at the fair {note}"\n'
+        f'!invoice add 2026-001 "Zed Corp" $120 due 2099-01-01 note {note}\n'
+        f"my locker code is {said}\n!export\n"
+    )
+    chat = clara(["chat", "--user", "alice", "--channel", "general"], tmp_path, script)
+    assert chat.returncode == 0, chat.stderr
+    assert (tmp_path / "exports" / "clara-export-alice.json").is_file()
+    clara(["chat", "--user", "bob", "--channel", "general"], tmp_path, "!client add Bob Client\n")
+    purge = clara(["memory", "purge-user", "alice", "--yes"], tmp_path)
+    assert purge.returncode == 0, purge.stderr
+    assert "plugin invoices:" in purge.stdout and "files deleted: 1" in purge.stdout
+    assert not (tmp_path / "exports" / "clara-export-alice.json").exists()
+    con = sqlite3.connect(tmp_path / "clara.db")
+    try:
+        owners = {
+            t: con.execute(f"SELECT owner_id FROM {t}").fetchall() for t in ("invoices_clients", "invoices_invoices")
+        }
+    finally:
+        con.close()
+    assert owners == {"invoices_clients": [("bob",)], "invoices_invoices": []}
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            assert note.encode() not in blob and said.encode() not in blob, path

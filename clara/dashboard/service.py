@@ -398,27 +398,25 @@ class DashboardService:
         return await self.store.forget(fact_id)
 
     async def purge_user(self, user_id: str) -> dict:
-        """Like `!forgetme`: plugins' data, then the store's purge, then channel summaries that
-        may quote the user are erased (and rebuilt when the chat engine is attached)."""
-        user_id = (user_id or "").strip()
-        if not user_id:
-            raise InvalidInput("no user given")
-        plugin_report: dict = {}
-        if self.state.plugins is not None:
-            plugin_report = await self.state.plugins.delete_user_data(user_id)
-        channels = {s.scope_id for s in await self.store.sessions.list_sessions(user_id, limit=100_000)}
-        report = await self.store.purge_user(user_id)
-        refreshed = 0
-        for scope in sorted(channels - {f"user:{user_id}"}):
-            old = await self.store.find_slug(scope, "channel-summary")
-            if old is not None:
-                await self.store.erase([old.id])
-                engine = self.state.engine
-                if engine is not None and await self.store.recent_messages(scope, 1):
-                    with _suppress():
-                        await engine.memory.writer.refresh_channel_summary(scope)
-                        refreshed += 1
-        return {"report": report, "plugins": plugin_report, "summaries_rebuilt": refreshed}
+        """Like `!forgetme` (`clara.forget.forget_user`: the store's purge with plugins' data,
+        channel summaries rebuilt when the chat engine is attached, files, compaction). Returns
+        {"report": PurgeReport, "plugins": {name: result}, "summaries_rebuilt": n, "files": [...]}.
+        Raises InvalidInput for an empty user id."""
+        from clara.forget import forget_user
+
+        engine = self.state.engine
+        done = await forget_user(
+            self.store,
+            user_id,
+            plugins=self.state.plugins,
+            writer=engine.memory.writer if engine is not None else None,
+        )
+        return {
+            "report": done.store,
+            "plugins": done.plugins,
+            "summaries_rebuilt": done.summaries_rebuilt,
+            "files": done.files,
+        }
 
     # ------------------------------------------------------------------ entities
     async def entities(self, q: str = "", scope: str = "", limit: int = 200) -> list[dict]:

@@ -434,6 +434,12 @@ def reset_model_cache() -> None:
     _analyse.cache_clear()
 
 
+def forget_cached_texts() -> None:
+    """Drop the memoised analyses (keyed by the texts analysed): after a user's erasure none
+    of their words may stay in memory. The loaded model stays."""
+    _analyse.cache_clear()
+
+
 def model_available() -> bool:
     return get_nlp() is not None
 

@@ -430,7 +430,7 @@ async def assess(ctx, act: Any, now: datetime, limits: Limits) -> tuple[Decision
                 await _note(
                     ctx, act.user_id, f"Wanted to say ({d.reason}): {d.message}", d.key and d.key + ":held", now
                 )
-        elif await ctx.send(target, d.message):
+        elif await ctx.send(target, d.message, about=[act.user_id]):
             async with ctx.db() as conn:
                 await conn.execute(
                     insert(M.proactive).values(

@@ -238,7 +238,7 @@ async def _deliver_one(ctx, row: Any, now: datetime) -> int:
 
 
 async def _send(ctx, row: Any, occ: datetime, now: datetime) -> int:
-    ok = await ctx.send(row.target, message(row, occ, now))
+    ok = await ctx.send(row.target, message(row, occ, now), about=[row.owner_id])
     async with ctx.db() as conn:
         await conn.execute(
             update(M.deliveries)
