@@ -116,6 +116,7 @@ class MemoryManager:
         self._turns = 0
         self._quiet = asyncio.Event()
         self._quiet.set()
+        self.yield_max = 0.25  # seconds a background job waits for in-flight turns
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -393,12 +394,12 @@ class MemoryManager:
             if self._turns == 0:
                 self._quiet.set()
 
-    async def _yield_to_turns(self, max_wait: float = 0.25) -> None:
-        """Let in-flight turns finish before the next job takes the writer and the CPU (bounded,
-        so background work still progresses under constant load)."""
+    async def _yield_to_turns(self) -> None:
+        """Let in-flight turns finish before the next job takes the writer and the CPU (bounded by
+        `yield_max` seconds, so background work still progresses under constant load)."""
         if self._turns:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max_wait):
+                async with asyncio.timeout(self.yield_max):
                     await self._quiet.wait()
 
     async def run_worker(self) -> None:

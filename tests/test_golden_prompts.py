@@ -145,6 +145,9 @@ class Conversation:
 def conversation(store, llm, clock, stub, tmp_path, persona=None) -> tuple[ChatEngine, Conversation]:
     engine = ChatEngine(store, llm, settings=settings_for(tmp_path, persona))
     engine.memory.writer.llm = None  # offline extraction: deterministic facts, no extraction requests
+    # The memory writer waits for the reply however long it takes (not 250 ms): a loaded machine
+    # must not change which write gets which id.
+    engine.memory.yield_max = 60.0
     return engine, Conversation(engine, clock, stub)
 
 
