@@ -258,7 +258,9 @@ class MemoryWriter:
         )
         writable = [s for s in (user_scope, conv, project) if s]
 
-        if prop.action == "UPDATE" and prop.target_id:
+        # UPDATE replaces a fact; END says it stopped being true: either way the statement becomes
+        # the current version (the old one keeps its history, ended when this was said).
+        if prop.action in ("UPDATE", "END") and prop.target_id:
             got = await self.store.get_many([prop.target_id], scopes=writable)
             if got and got[0].status == "active":
                 if norm_name(got[0].content) == norm_name(content):
@@ -335,7 +337,7 @@ class MemoryWriter:
             key = None
             if prop.slug:
                 key = _remap_slug(prop.slug)
-            elif prop.action in ("ADD", "UPDATE"):
+            elif prop.action in ("ADD", "UPDATE", "END"):
                 own = await run_background(statements, prop.content, [name, prop.subject])
                 if len(own) == 1:
                     # The turn's own statement of that attribute names its subject more reliably
@@ -354,7 +356,7 @@ class MemoryWriter:
                     continue  # one statement per key and turn: two would supersede each other
                 taken.add(key)
                 prop.attr = key
-                if not (prop.action == "UPDATE" and prop.target_id):  # an update inherits its slug
+                if not (prop.action in ("UPDATE", "END") and prop.target_id):  # inherits its slug
                     prop.slug = key
                 keyed.pop(key, None)  # the same statement found twice: the extractor's text wins
             out.append(prop)

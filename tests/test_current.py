@@ -190,3 +190,45 @@ def test_attribute_classifier_languages_and_subjects():
     q = question_keys("what was my old job?")
     assert q.attributes == ("work",) and q.history
     assert question_keys("where does my sister live").subject == "kin:sister"
+
+
+async def test_llm_extraction_can_end_a_fact_with_the_same_keys(engine, store, clock):
+    """With an LLM, END (or UPDATE) supersedes the target; its text takes the attribute key, so a
+    later offline statement on the same key supersedes it in turn."""
+    import json
+    import re
+    from types import SimpleNamespace
+
+    (old_id,) = await tell(engine, clock, "hal", "I drive a blue Volkswagen Golf")
+
+    class EndsTheCar:
+        async def complete(self, messages, **kw):
+            prompt = messages[-1].content
+            target = re.search(r"^(\d+): hal drives a blue Volkswagen Golf", prompt, re.M | re.I)
+            facts = [
+                {
+                    "action": "END",
+                    "target_id": int(target.group(1)) if target else None,
+                    "content": "Hal sold his car",
+                    "kind": "biographical",
+                    "subject": "Hal",
+                    "importance": 6,
+                    "entities": [],
+                    "relation": None,
+                    "event_date": None,
+                }
+            ]
+            return SimpleNamespace(text=json.dumps({"facts": facts}))
+
+    engine.memory.writer.llm = EndsTheCar()
+    (end_id,) = await tell(engine, clock, "hal", "I sold my car")
+    engine.memory.writer.llm = None
+    facts = await store.list_facts(["user:hal"], statuses=("active", "superseded"), limit=50)
+    ended = next(f for f in facts if f.content == "Hal sold his car")
+    assert ended.status == "active" and ended.attr == "hal/car" and ended.supersedes_id is not None
+    assert (await store.get(ended.supersedes_id)).status == "superseded"
+    hits = await ask(engine, "hal", "what car do I drive?")
+    assert said(hits[0], end_id) and all(not h.current for h in hits if said(h, old_id))
+    (new_id,) = await tell(engine, clock, "hal", "I bought a used Toyota Yaris")
+    assert (await store.get(ended.id)).status == "superseded"
+    assert said((await ask(engine, "hal", "what car do I drive?"))[0], new_id)

@@ -3,7 +3,7 @@ calls the provider and falls back to `clara.extract.heuristics` when parsing fai
 
 Extraction output (strict JSON, one object)::
 
-    {"facts": [{"action": "ADD" | "UPDATE" | "NOOP",
+    {"facts": [{"action": "ADD" | "UPDATE" | "END" | "NOOP",
                 "target_id": int | null,
                 "content": str,          # one self-contained fact, explicit subject, no "I"/"my"
                 "kind": str,             # one of FACT_KINDS
@@ -87,10 +87,12 @@ against the current date given; null if none or unsure.
   ADD = new information (target_id null);
   UPDATE = it changes or replaces an existing fact (target_id = that fact's id; the new content \
 must be the complete, current version);
+  END = an existing fact is no longer true and nothing replaces it (target_id = that fact; \
+content = the statement that ends it, e.g. "Alice sold her car");
   NOOP = already known (target_id = the fact that already says it).
 
 Reply with ONE JSON object and nothing else:
-{{"facts": [{{"action": "ADD|UPDATE|NOOP", "target_id": null, "content": "...", "kind": "...", \
+{{"facts": [{{"action": "ADD|UPDATE|END|NOOP", "target_id": null, "content": "...", "kind": "...", \
 "subject": "...", "importance": 5, "entities": [{{"name": "...", "type": "..."}}], \
 "relation": null, "event_date": null}}]}}
 If there is nothing worth remembering, reply {{"facts": []}}."""
@@ -150,7 +152,7 @@ class ExtractedFact(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    action: Literal["ADD", "UPDATE", "NOOP"] = "ADD"
+    action: Literal["ADD", "UPDATE", "END", "NOOP"] = "ADD"
     target_id: StrictInt | None = None
     content: StrictStr = Field(min_length=1)
     kind: StrictStr = "observation"
@@ -255,7 +257,7 @@ def parse_extraction(raw: str, *, existing_ids: set[int]) -> list[ExtractedFact]
     out: list[ExtractedFact] = []
     for f in env.facts:
         known = f.target_id is not None and f.target_id in existing_ids
-        if f.action == "UPDATE" and not known:
+        if f.action in ("UPDATE", "END") and not known:
             f = f.model_copy(update={"action": "ADD", "target_id": None})
         elif f.action == "ADD" and f.target_id is not None:
             f = f.model_copy(update={"target_id": None})
