@@ -404,6 +404,9 @@ def bench_locomo(
     distractors: Annotated[
         int, typer.Option(min=0, help="Also recall over a scope of this many synthetic facts (Clara only).")
     ] = 0,
+    context: Annotated[
+        bool, typer.Option("--context", help="Also: share of questions whose evidence reaches the assembled prompt.")
+    ] = False,
 ) -> None:
     """Retrieval recall@k of Clara vs BM25-only and dense-only (and mem0) in one run."""
     from clara.bench import locomo as bench
@@ -412,13 +415,29 @@ def bench_locomo(
         progress = _named_tasks(prog)
         try:
             res = _run(
-                bench.run(paths, database_url=database_url, with_mem0=mem0, progress=progress, distractors=distractors)
+                bench.run(
+                    paths,
+                    database_url=database_url,
+                    with_mem0=mem0,
+                    progress=progress,
+                    distractors=distractors,
+                    context=context,
+                )
             )
         except ValueError as exc:
             _fail(str(exc))
     _print_bench(
-        res, "LoCoMo retrieval", ["R@1", "R@5", "R@10", "R@25", "query_p50_ms", "query_p95_ms", "ingest_turns_per_s"]
+        {k: v for k, v in res.items() if not k.startswith("context:")},
+        "LoCoMo retrieval",
+        ["R@1", "R@5", "R@10", "R@25", "query_p50_ms", "query_p95_ms", "ingest_turns_per_s"],
     )
+    ctx = {k: v for k, v in res.items() if k.startswith("context:")}
+    if ctx:
+        _print_bench(
+            ctx,
+            "Evidence inside the assembled prompt (default budgets)",
+            ["all_in_prompt", "any_in_prompt", "tokens_p50", "questions"],
+        )
     if "bm25" in res:
         c, b = res["clara"], res["bm25"]
         console.print(f"clara/bm25 R@10 ratio: {c['R@10'] / b['R@10']:.2f}; run: {res['run']}")

@@ -68,12 +68,16 @@ async def run(
     with_mem0: bool | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     distractors: int = 0,
+    context: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Run the benchmark; returns {system: {metric: value}} (systems: clara, bm25, dense, mem0).
 
     With `distractors` > 0, Clara recalls each question over its conversation's scope AND a scope
     of that many synthetic chat facts (`clara bench scale`'s sentences, embedded like the turns):
-    recall and latency in a large store. The baselines and mem0 still see the conversation only."""
+    recall and latency in a large store. The baselines and mem0 still see the conversation only.
+    With `context`, also: the share of questions whose evidence turns are inside the prompt the
+    chat would assemble at the default budgets (`MemoryManager.context`), per category, as the
+    system "context" (all evidence inside / any evidence inside / tokens)."""
     convs = [c for f in locomo.expand(files) for c in locomo.load(f)]
     if not convs:
         raise ValueError("no LoCoMo conversations found in the given paths")
@@ -86,6 +90,7 @@ async def run(
         try:
             noise = await _distractors(store, distractors, progress) if distractors > 0 else []
             await _run_clara(store, convs, results["clara"], progress, n_questions, noise)
+            ctx_figures = await _context_share(store, convs, progress, n_questions) if context else None
             _run_baselines(store.embedder, convs, results, progress, n_questions)
             extra = {"rss_mb": rss_mb(), "facts": await store.count_facts()}
         finally:
@@ -100,6 +105,8 @@ async def run(
             results["mem0"] = SystemResult("mem0")
             await run_mem0(convs, results["mem0"], progress, n_questions, _evidence)
     out = {name: r.summary() for name, r in results.items()}
+    if ctx_figures:
+        out.update(ctx_figures)
     out["run"] = {
         "conversations": len(convs),
         "turns": sum(len(c.turns) for c in convs),
@@ -155,6 +162,47 @@ async def _run_clara(
             done += 1
             if progress and done % 20 == 0:
                 progress("clara", done, n_questions)
+
+
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+
+
+async def _context_share(store: FactStore, convs, progress, n_questions: int) -> dict[str, dict[str, float]]:
+    """Per category: the share of questions whose evidence turns all (and any) reach the prompt
+    that `MemoryManager.context` assembles for them at the default budgets, and its tokens."""
+    from clara.memory import MemoryManager, Where
+    from clara.messages import IncomingMessage
+    from clara.settings import Settings
+
+    memory = MemoryManager(store, settings=Settings(_env_file=None))
+    rows: dict[str, list[tuple[float, float, int]]] = {}
+    done = 0
+    for conv in convs:
+        scope = f"locomo:{conv.id}"
+        asker = conv.speakers[0]
+        where = Where(scope, scope, None, None, [scope], f"bench-{conv.id}", asker)
+        for q in conv.scored_questions():
+            msg = IncomingMessage(user_id=where.user_id, display_name=asker, channel_id=scope, text=q.question)
+            ctx = await memory.context(msg, q.question, where, None)
+            facts = await store.get_many(sorted(ctx.fact_ids()), scopes=[scope])
+            inside = {f.source_ref for f in facts}
+            ev = _evidence(q)
+            hit = [e in inside for e in ev]
+            row = (float(all(hit)), float(any(hit)), ctx.total_tokens)
+            rows.setdefault(CATEGORIES.get(q.category, str(q.category)), []).append(row)
+            rows.setdefault("all", []).append(row)
+            done += 1
+            if progress and done % 20 == 0:
+                progress("context", done, n_questions)
+    return {
+        f"context:{cat}": {
+            "all_in_prompt": float(np.mean([r[0] for r in rs])),
+            "any_in_prompt": float(np.mean([r[1] for r in rs])),
+            "tokens_p50": pct([r[2] for r in rs], 50),
+            "questions": len(rs),
+        }
+        for cat, rs in rows.items()
+    }
 
 
 def _run_baselines(embedder, convs, results, progress, n_questions: int) -> None:
