@@ -45,7 +45,15 @@ from storage.recall import Recaller
 from storage.sessions import SessionStore
 from storage.sqlutil import aware as _aware
 from storage.sqlutil import dialect_insert
-from storage.text import MAX_FACT_CHARS, check_fact_id, check_scope_id, clean_text, norm_name
+from storage.text import (
+    MAX_FACT_CHARS,
+    MAX_NAME_CHARS,
+    check_fact_id,
+    check_name,
+    check_scope_id,
+    clean_text,
+    norm_name,
+)
 from storage.types import (
     BatchResult,
     Fact,
@@ -134,6 +142,19 @@ def _importance(value: float | None) -> float:
     if not 0.0 <= v <= 1.0:
         raise InvalidInput(f"importance must be in [0, 1], got {v}")
     return v
+
+
+def _entity_names(items: Sequence[str | tuple[str, str]] | None) -> list[str | tuple[str, str]]:
+    """Validate the entities of a fact (names or (name, type) pairs) before anything is written:
+    a name longer than MAX_NAME_CHARS, or not text, is refused (InvalidInput), never cut."""
+    if items is None:
+        return []
+    if isinstance(items, str | bytes) or not isinstance(items, Sequence):
+        raise InvalidInput(f"entities must be a list of names, got {type(items).__name__}")
+    for item in items:
+        name = item if isinstance(item, str) else (item[0] if isinstance(item, tuple | list) and item else item)
+        check_name(name, "entity name", MAX_NAME_CHARS)
+    return list(items)
 
 
 def _kind(kind: str) -> str:
@@ -440,6 +461,7 @@ class FactStore:
             valid_from=valid_from,
             now=now,
         )
+        entities = _entity_names(entities)
 
         def write(conn: Connection) -> tuple[int, bool]:
             self._check_in_tx(conn, scope_id, actor, True)
@@ -540,7 +562,7 @@ class FactStore:
                     valid_from=item.get("valid_from"),
                     now=now,
                 )
-                good.append((i, values, item.get("entities") or ()))
+                good.append((i, values, _entity_names(item.get("entities") or ())))
             except (InvalidInput, TypeError, ValueError) as exc:
                 result.failed += 1
                 result.errors.append({"index": i, "error": str(exc)})
