@@ -88,3 +88,21 @@ async def test_lone_surrogates_are_refused_before_the_store_and_the_embedder(sto
     fid = await store.add("party \ud83c\udf89 time", "user:alice")
     assert (await store.get(fid)).content == "party 🎉 time"
     assert await store.count_facts() == 1
+
+
+async def test_memories_and_forget_take_any_number_without_overflow(store, engine):
+    # Before: OverflowError (Python int too large to convert to SQLite INTEGER) out of handle().
+    for text, expect in [
+        ("!memories 99999999999999999999", "There is no page 99999999999999999999"),
+        ("!memories " + "9" * 5000, "There is no page 999"),
+        ("!memories 100001", "There is no page 100001"),
+        ("!memories ²", "Usage: !memories"),  # a digit to str.isdigit, not to int()
+        ("!memories 00", "Usage: !memories"),
+        ("!forget ²", "Usage: !forget"),
+        ("!forget #" + "9" * 5000, "I have no memory #999"),
+        ("!forget " + "9" * 40, "There is no item 999"),
+        ("!forget #9223372036854775808", "I have no memory #9223372036854775808"),
+    ]:
+        reply = await engine.handle(msg(text))
+        assert reply.error and reply.text.startswith(expect), (text[:40], reply.text)
+    assert not (await engine.handle(msg("!memories 2"))).error
