@@ -10,6 +10,7 @@ consistent (no orphan rows)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -106,3 +107,121 @@ async def test_memories_and_forget_take_any_number_without_overflow(store, engin
         reply = await engine.handle(msg(text))
         assert reply.error and reply.text.startswith(expect), (text[:40], reply.text)
     assert not (await engine.handle(msg("!memories 2"))).error
+
+
+# ------------------------------------------------------------------------------ MCP helpers
+def _unbounded(schema: dict, path: str = "") -> list[str]:
+    """Paths in a JSON schema where a string, list, integer or object has no bound."""
+    out = []
+    for key in ("anyOf", "oneOf", "allOf"):
+        for i, sub in enumerate(schema.get(key, [])):
+            out += _unbounded(sub, f"{path}|{i}")
+    kind = schema.get("type")
+    if kind == "string" and "maxLength" not in schema and "enum" not in schema:
+        out.append(f"{path}: string without maxLength")
+    if kind == "array":
+        if "maxItems" not in schema:
+            out.append(f"{path}: array without maxItems")
+        out += _unbounded(schema.get("items", {}), f"{path}[]")
+    if kind == "integer" and ("minimum" not in schema or "maximum" not in schema):
+        out.append(f"{path}: integer without minimum/maximum")
+    if kind == "object":
+        for name, sub in schema.get("properties", {}).items():
+            out += _unbounded(sub, f"{path}.{name}")
+        extra = schema.get("additionalProperties")
+        if extra not in (None, False):
+            if "maxProperties" not in schema:
+                out.append(f"{path}: object without maxProperties")
+            if isinstance(extra, dict):
+                out += _unbounded(extra, f"{path}.*")
+            names = schema.get("propertyNames", {})
+            if "maxLength" not in names and "enum" not in names:
+                out.append(f"{path}: object keys without maxLength")
+    return out
+
+
+async def entity_rows(store) -> int:
+    from sqlalchemy import func, select
+
+    from storage.models import EntityRow
+
+    async with store.engines.reader.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(EntityRow))).scalar_one()
+
+
+@contextlib.asynccontextmanager
+async def mcp_client(store, agent: str = "coder"):
+    """The real `mcp` client on the server in-process (as tests/test_mcp.py)."""
+    from mcp import Client
+
+    from clara.mcp_server import MemoryService, stdio_server
+
+    service = MemoryService(store)
+    try:
+        async with Client(stdio_server(service, agent)) as client:
+            client.service = service
+            yield client
+    finally:
+        await service.aclose()
+
+
+async def tool(client, name: str, **args) -> tuple[bool, object]:
+    res = await client.call_tool(name, args)
+    return (True, res.content[0].text) if res.is_error else (False, res.structured_content)
+
+
+async def test_every_mcp_tool_argument_is_bounded_in_its_input_schema(store):
+    async with mcp_client(store) as mcp:
+        tools = (await mcp.list_tools()).tools
+    assert len(tools) == 8
+    for t in tools:
+        assert _unbounded(t.input_schema) == [], t.name
+
+
+async def test_mcp_numbers_beyond_64_bits_get_a_clear_error_and_no_traceback(store, caplog):
+    async with mcp_client(store) as mcp:
+        await _numbers_beyond_64_bits(mcp, caplog)
+
+
+async def _numbers_beyond_64_bits(mcp, caplog):
+    # Before: a bare "Error executing tool memory_query_raw" for the agent and a traceback
+    # (OverflowError: Python int too large to convert to SQLite INTEGER) in the server log.
+    await tool(mcp, "memory_store_fact", content="the deploy key rotates monthly")
+    for filters in ({"id": {"eq": 10**30}}, {"id": 10**30}, {"id": {"in": [1, -(10**20)]}}, {"id": {"gt": 2**63}}):
+        err, text = await tool(mcp, "memory_query_raw", table="facts", filters=filters)
+        assert err and "must be from -9,223,372,036,854,775,808 to 9,223,372,036,854,775,807" in text, text
+    err, text = await tool(mcp, "memory_link_entity", entity="Falcon", fact_id=10**30)
+    assert err and "fact_id: Input should be less than or equal to 9223372036854775807" in text
+    err, text = await tool(mcp, "memory_recall", query="key", k=10**30)
+    assert err and "k: Input should be less than or equal to 50" in text and "\n" not in text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
+    ok = await tool(mcp, "memory_query_raw", table="facts", filters={"id": {"lt": 2**63 - 1}})
+    assert not ok[0] and len(ok[1]["rows"]) == 1
+
+
+async def test_mcp_store_fact_refuses_too_many_or_too_long_entity_names(store):
+    async with mcp_client(store) as mcp:
+        await _entity_limits(mcp, store)
+
+
+async def _entity_limits(mcp, store):
+    # Before: 10,000 names in one call made 10,001 entity rows; a 1 MB name was cut to 200 chars.
+    for args, expect in [
+        ({"entities": [f"e{i}" for i in range(10_000)]}, "entities: List should have at most 50 items"),
+        ({"entities": ["x" * 1_000_000]}, "entities.0: String should have at most 200 characters"),
+        ({"tags": ["t"] * 21}, "tags: List should have at most 20 items"),
+    ]:
+        err, text = await tool(mcp, "memory_store_fact", content="a fact", **args)
+        assert err and expect in text, text
+    service = mcp.service  # in-process callers get the same limits, named
+    with pytest.raises(InvalidInput, match=r"too many entities: 10,000 \(at most 50\)"):
+        await service.store_fact("coder", "a fact", entities=[f"e{i}" for i in range(10_000)])
+    with pytest.raises(InvalidInput, match=r"entity name is too long: 1,000,000 characters \(max 200\)"):
+        await service.store_fact("coder", "a fact", entities=["x" * 1_000_000])
+    with pytest.raises(InvalidInput, match=r"entity name is too long: 201 characters \(max 200\)"):
+        await service.link_entity("coder", "y" * 201)
+    with pytest.raises(InvalidInput, match=r"too many capabilities: 21 \(at most 20\)"):
+        await service.register_agent("coder", capabilities=["c"] * 21)
+    assert await store.count_facts() == 0 and await entity_rows(store) == 0
+    got = await tool(mcp, "memory_store_fact", content="a fact", entities=["n" * 200, "Falcon"])
+    assert not got[0] and await entity_rows(store) == 2
