@@ -225,3 +225,58 @@ async def _entity_limits(mcp, store):
     assert await store.count_facts() == 0 and await entity_rows(store) == 0
     got = await tool(mcp, "memory_store_fact", content="a fact", entities=["n" * 200, "Falcon"])
     assert not got[0] and await entity_rows(store) == 2
+
+
+# ------------------------------------------------------------------------------ dashboard, CLI
+@contextlib.asynccontextmanager
+async def dashboard(store, **state_kw):
+    """A logged-in httpx client on the dashboard app (as tests/test_dashboard.py drives it)."""
+    from tests.test_dashboard import client_for, login, make_state
+
+    state = make_state(store, **state_kw)
+    try:
+        async with client_for(state) as client:
+            client.csrf = await login(client)
+            yield client
+    finally:
+        state.errors.uninstall()
+
+
+async def test_dashboard_ids_pages_and_query_strings_beyond_their_bounds_get_a_400(store):
+    # Before: OverflowError (a 500 and a traceback) for 20-digit ids and pages; the search box was
+    # cut to 500 characters without a word.
+    await store.ensure_scope("user:alice", "user", owner="alice")
+    await store.add("alice waters the ferns on sundays", "user:alice")
+    big = "9" * 20
+    async with dashboard(store) as c:
+        for path, expect in [
+            (f"/entities/{big}", "not an id"),
+            (f"/sessions/{big}", "not an id"),
+            (f"/facts/{big}", "not an id"),
+            (f"/memories?page={big}", "page must be a number from 0 to 100,000"),
+            ("/memories?page=-1", "page must be a number"),
+            ("/memories?q=" + "x" * 501, "query is too long: 501 characters (max 500)"),
+            ("/memories?scope=%00", "scope is not plain text"),
+            ("/entities?q=a%00b", "query is not plain text"),
+            ("/sessions?user=" + "u" * 201, "user is too long: 201 characters (max 200)"),
+        ]:
+            r = await c.get(path)
+            assert r.status_code == 400 and expect in r.text, (path[:60], r.status_code, r.text[-300:])
+        r = await c.post("/entities/merge", data={"keep": big, "merge": "1", "csrf_token": c.csrf})
+        assert r.status_code == 400 and "not an id" in r.text
+        assert "ferns" in (await c.get("/memories?q=ferns")).text
+
+
+def test_cli_numbers_beyond_their_bounds_are_usage_errors(tmp_path):
+    for args, expect in [
+        (["memory", "list", "--user", "a", "--limit", "9" * 20], "less than or equal to 100000"),
+        (["memory", "list", "--user", "a", "--offset", str(2**63)], "less than or equal to"),
+        (["memory", "recall", "x", "--user", "a", "-k", "0"], "greater than or equal to 1"),
+        (["bench", "scale", "--facts", "1e5"], "--facts takes comma-separated sizes"),
+        (["mcp", "serve", "--agent", "bad/name"], "bad agent name"),
+        (["chat", "--user", "bad%name"], "--user 'bad%name' is not a usable name"),
+        (["memory", "import", "jsonl", str(tmp_path / "missing.jsonl")], "No such file or directory"),
+    ]:
+        res = clara(args, tmp_path, b"")
+        assert res.returncode == 2 and expect in " ".join(res.err.split()), (args, res.err[-400:])
+        assert "Traceback" not in res.out + res.err
