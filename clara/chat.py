@@ -20,7 +20,7 @@ from clara.memory import MemoryManager, Where
 from clara.messages import Attachment, IncomingMessage, Reply
 from clara.settings import Settings, get_settings
 from storage import InvalidInput, RecallHit, StoreError
-from storage.text import unicode_problem
+from storage.text import join_surrogates, unicode_problem
 
 __all__ = ["MAX_MESSAGE_CHARS", "Attachment", "ChatEngine", "IncomingMessage", "Reply"]
 
@@ -118,6 +118,11 @@ class ChatEngine:
             problem = self._invalid(msg)
             if problem:
                 return Reply(problem, error=True)
+            # Surrogate pairs (valid, e.g. from a JSON escape) become the characters they spell, so no
+            # command, plugin or database sees UTF-16 halves.
+            msg.text = join_surrogates(msg.text)
+            for a in msg.attachments:
+                a.text = join_surrogates(a.text)
             text = msg.text.strip()
             where = await self.memory.where(msg)
             tier = None

@@ -44,15 +44,21 @@ def unicode_problem(value: str) -> str | None:
     return None
 
 
-def _valid_unicode(value: str, what: str) -> str:
-    """`value` with surrogate pairs joined into the characters they encode; raises InvalidInput
-    for a lone surrogate (never passed on to the embedder or the database)."""
+def join_surrogates(value: str) -> str:
+    """`value` with UTF-16 surrogate pairs joined into the characters they spell ("\\ud83d\\ude00"
+    -> "😀"). Check `unicode_problem` first: a lone surrogate raises UnicodeDecodeError here."""
     if _SURROGATE.search(value) is None:
         return value
+    return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+
+
+def _valid_unicode(value: str, what: str) -> str:
+    """`value` with surrogate pairs joined; raises InvalidInput for a lone surrogate (never passed
+    on to the embedder or the database)."""
     problem = unicode_problem(value)
     if problem:
         raise InvalidInput(f"{what} is unreadable: {problem}")
-    return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+    return join_surrogates(value)
 
 
 def clean_text(value: object, what: str = "text", max_chars: int = MAX_FACT_CHARS) -> str:
