@@ -280,3 +280,398 @@ def test_cli_numbers_beyond_their_bounds_are_usage_errors(tmp_path):
         res = clara(args, tmp_path, b"")
         assert res.returncode == 2 and expect in " ".join(res.err.split()), (args, res.err[-400:])
         assert "Traceback" not in res.out + res.err
+
+
+# ============================================================================== fuzzing
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from sqlalchemy import text as sql  # noqa: E402
+
+from clara.chat import INTERNAL_ERROR  # noqa: E402
+from tests.reliability.conftest import FUZZ_EXAMPLES  # noqa: E402
+
+
+def fuzz(share: float):
+    """Hypothesis settings for one property: `share` of CLARA_FUZZ_EXAMPLES (200 in CI), so the
+    whole set stays bounded and a long run (CLARA_FUZZ_EXAMPLES=10000) scales every property."""
+    return settings(
+        max_examples=max(3, int(FUZZ_EXAMPLES * share)),
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
+
+
+# Values that have broken parsers before: numbers beyond 64 bits, digits int() refuses, dates
+# that do not exist, invalid Unicode, NUL, control characters, huge strings.
+NASTY = [
+    "",
+    " ",
+    "\x00",
+    "\t\r\n",
+    "0",
+    "-1",
+    "+1",
+    "1_000",
+    "²",
+    "٣",
+    "1e400",
+    "nan",
+    "inf",
+    "-0",
+    str(2**63),
+    str(2**63 - 1),
+    str(-(2**63) - 1),
+    "9" * 20,
+    "9" * 5000,
+    "#" + "9" * 30,
+    "2023-02-30",
+    "2023-02-29",
+    "2024-13-01",
+    "0000-01-01",
+    "9999-12-31T23:59:59-05:00",
+    "24:61",
+    "\ud800",
+    "\udcff\udcfe",
+    "\ud83d\ude00",
+    "💥" * 40,
+    "\u202e\u200b\ufeff",
+    "%00%ff",
+    "<script>x</script>",
+    "' OR 1=1 --",
+    "x" * 20_000,
+]
+nasty = st.sampled_from(NASTY)
+NUMBERS = ["0", "-1", "1", "007", "²", "٣", "1e3", "9" * 20, str(2**63), str(2**63 - 1), str(2**31), "9" * 400, "1.5"]
+numberish = st.one_of(st.sampled_from(NUMBERS), st.integers().map(str), st.integers(0, 50).map(str))
+words_ = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
+odd_text = st.one_of(
+    nasty,
+    words_,
+    st.text(max_size=80),  # any code point, lone surrogates included
+    st.integers().map(str),
+    st.lists(st.one_of(nasty, words_, st.integers().map(str)), max_size=6).map(" ".join),
+)
+BANNED = (
+    "Traceback",
+    "Error executing tool",
+    "plugin failed on that",  # clara.plugin_host: a plugin handler raised
+    "OverflowError",
+    "TypeError",
+    "KeyError",
+    "AttributeError",
+    "sqlalchemy",
+)
+
+
+def assert_clean(text: str, where: str = "") -> None:
+    """A reply, tool result or page shows no traceback, internal error or bare exception text."""
+    assert INTERNAL_ERROR not in text, where
+    for bad in BANNED:
+        assert bad not in text, (where, bad, text[:300])
+
+
+ORPHANS = {
+    "fact links to missing facts": "SELECT count(*) FROM fact_entities WHERE fact_id NOT IN (SELECT id FROM facts)",
+    "fact links to missing entities": "SELECT count(*) FROM fact_entities "
+    "WHERE entity_id NOT IN (SELECT id FROM entities)",
+    "relations to missing entities": "SELECT count(*) FROM relations WHERE source_id NOT IN (SELECT id FROM entities) "
+    "OR target_id NOT IN (SELECT id FROM entities)",
+    "facts in missing scopes": "SELECT count(*) FROM facts WHERE scope_id NOT IN (SELECT id FROM scopes)",
+    "entities in missing scopes": "SELECT count(*) FROM entities WHERE scope_id NOT IN (SELECT id FROM scopes)",
+    "messages in missing scopes": "SELECT count(*) FROM messages WHERE scope_id NOT IN (SELECT id FROM scopes)",
+    "history of missing facts": "SELECT count(*) FROM fact_history WHERE fact_id NOT IN (SELECT id FROM facts)",
+    "supersede links to missing facts": "SELECT count(*) FROM facts WHERE (supersedes_id IS NOT NULL AND "
+    "supersedes_id NOT IN (SELECT id FROM facts)) OR (superseded_by_id IS NOT NULL AND "
+    "superseded_by_id NOT IN (SELECT id FROM facts))",
+    "facts without their add/import history": "SELECT count(*) FROM facts WHERE id NOT IN (SELECT fact_id FROM "
+    "fact_history)",
+    "session counts below their messages": "SELECT count(*) FROM sessions s WHERE s.message_count < "
+    "(SELECT count(*) FROM messages m WHERE m.session_id = s.id)",
+}
+
+
+async def assert_consistent(store) -> dict[str, int]:
+    """No orphan rows; returns row counts of the main tables."""
+    async with store.engines.reader.connect() as conn:
+        bad = {k: (await conn.execute(sql(q))).scalar_one() for k, q in ORPHANS.items()}
+        counts = {
+            t: (await conn.execute(sql(f"SELECT count(*) FROM {t}"))).scalar_one()
+            for t in ("facts", "entities", "messages", "fact_entities", "relations", "scopes")
+        }
+    assert not any(bad.values()), bad
+    return counts
+
+
+class Loop:
+    """One event loop and store for all examples of a property (hypothesis calls sync code)."""
+
+    def __init__(self, tmp_path, embedder, clock):
+        import asyncio
+
+        from storage import FactStore, StoreConfig
+
+        self.loop = asyncio.new_event_loop()
+        self.store = self.run(FactStore.open(StoreConfig(data_dir=tmp_path, clock=clock), embedder=embedder))
+        self.closers: list = []
+
+    def run(self, coro):
+        return self.loop.run_until_complete(coro)
+
+    def close(self):
+        for c in reversed(self.closers):
+            self.run(c())
+        self.run(self.store.aclose())
+        self.loop.close()
+
+
+@pytest.fixture
+def loop(tmp_path, embedder, clock):
+    lp = Loop(tmp_path, embedder, clock)
+    yield lp
+    lp.close()
+
+
+def chat_engine(loop: Loop, tmp_path, plugins: bool = True) -> ChatEngine:
+    """The engine `clara chat` builds: memory-only, every plugin under plugins/ loaded."""
+    host = None
+    if plugins:
+        from clara.plugin_host import PluginHost
+
+        host = PluginHost(loop.store, scheduler=False)
+        results = loop.run(host.load_all())
+        assert all(r.ok for r in results), [(r.name, r.error) for r in results]
+        loop.closers.append(host.aclose)
+    eng = ChatEngine(loop.store, settings=Settings(CLARA_DATA_DIR=tmp_path, CLARA_ADMIN_USERS="root"), plugins=host)
+    loop.closers.append(eng.aclose)
+    return eng
+
+
+def terminal_lines(data: bytes) -> list[tuple[str, str | None]]:
+    """What the terminal reads from `data` on stdin, line by line (its own reader)."""
+    stream, out = io.BytesIO(data), []
+    while (got := read_line(stream)) is not None:
+        out.append(got)
+    return out
+
+
+byte_lines = st.lists(
+    st.one_of(
+        st.binary(max_size=120),
+        st.sampled_from([b"\xc3\x28", b"\xa0\xa1", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\x00", b"\xff" * 9]),
+        odd_text.map(lambda t: t.encode("utf-8", "surrogatepass")),
+        st.just(b"x" * (MAX_LINE_BYTES + 10)),
+    ),
+    min_size=1,
+    max_size=4,
+).map(lambda parts: b"\n".join(p.replace(b"\n", b" ") for p in parts) + b"\n")
+
+
+def test_fuzz_terminal_lines_in_process_every_line_is_answered(loop, tmp_path):
+    """Arbitrary bytes through the terminal's reader and the engine: every non-blank line gets one
+    reply, refusals store nothing, a normal line afterwards is answered and stored."""
+    engine = chat_engine(loop, tmp_path)
+
+    @fuzz(0.3)
+    @given(data=byte_lines)
+    def prop(data):
+        async def one():
+            before = await assert_consistent(loop.store)
+            for line, problem in terminal_lines(data + b"I water the ferns on sundays\n"):
+                if problem:
+                    assert "Nothing was stored" in problem and "\n" not in problem
+                    continue
+                if not line.strip():
+                    continue
+                reply = await engine.handle(
+                    IncomingMessage(
+                        user_id="m", display_name="m", channel_id="terminal", text=line.rstrip("\r\n"), level=4
+                    )
+                )
+                assert reply.text, line[:60]
+                assert_clean(reply.text, line[:60])
+                if reply.error and not line.lstrip().startswith("!"):
+                    assert reply.message_id is None, (line[:60], reply.text)  # refused: nothing stored
+            assert reply.message_id is not None and not reply.error  # the closing normal line
+            await engine.drain(timeout=60, index=False)
+            after = await assert_consistent(loop.store)
+            assert after["messages"] > before["messages"]
+
+        loop.run(one())
+
+    prop()
+
+
+def _args(cmd: str):
+    """Arguments shaped like what `cmd` expects, with nasty values in the slots."""
+    slot = odd_text
+    shapes = {
+        "!memories": st.one_of(slot, numberish),
+        "!forget": st.one_of(slot, numberish, numberish.map(lambda n: f"#{n}")),
+        "!project": st.one_of(slot, st.just("none")),
+        "!remind": st.builds(
+            lambda when, what: f"me {when} {what}",
+            st.sampled_from(["in 2 hours to", "tomorrow 9:00", "at 25:99", "on 2023-02-30", "every Monday 9:00", "in"])
+            | slot,
+            slot,
+        ),
+        "!reminders": st.builds(
+            lambda v, n, d: f"{v} {n} {d}",
+            st.sampled_from(["list", "cancel", "snooze", "x"]),
+            numberish | slot,
+            st.sampled_from(["", "10m", "2h", "1d", "0m", "-5m", "9" * 20 + "d", "99999999999m"]) | numberish,
+        ),
+        "!timezone": st.one_of(slot, st.sampled_from(["Europe/Berlin", "Mars/Olympus", "UTC+99", "../../etc"])),
+        "!client": st.builds(
+            lambda v, n, kv: f"{v} {n} {kv}",
+            st.sampled_from(["add", "update", "show", "list", "x"]),
+            slot,
+            st.sampled_from(["", "email=a@b", "phone=" + "9" * 30, "status=bogus"]) | slot,
+        ),
+        "!invoice": st.builds(
+            lambda v, c, a, d: f"{v} {c} {a} {d}",
+            st.sampled_from(["add", "pay", "record", "void", "show", "list"]),
+            numberish | slot,
+            st.sampled_from(["100", "1e400", "-5", "9" * 40, "nan", "€12.50"]) | numberish | slot,
+            st.sampled_from(["due 2023-02-30", "due tomorrow", "on 9999-99-99", ""]) | slot,
+        ),
+        "!overdue": st.one_of(slot, st.sampled_from(["on 2023-02-30", "on 0001-01-01", "on 9999-12-31"])),
+        "!ledger": st.builds(lambda c, d: f"{c} {d}", slot, st.sampled_from(["on 2023-02-30", ""]) | slot),
+    }
+    return shapes.get(cmd, slot)
+
+
+COMMANDS = [
+    "!remember",
+    "!recall",
+    "!forget",
+    "!memories",
+    "!about",
+    "!project",
+    "!summary",
+    "!export",
+    "!context",
+    "!high",
+    "!help",
+    "!nope",
+    "!",
+    "!remind",
+    "!reminders",
+    "!timezone",
+    "!client",
+    "!invoice",
+    "!overdue",
+    "!ledger",
+    "!mcp",
+    "!proactive",
+]
+command_line = st.sampled_from(COMMANDS).flatmap(lambda c: _args(c).map(lambda a: f"{c} {a}"))
+attachments = st.lists(
+    st.builds(
+        lambda n, t: __import__("clara.messages", fromlist=["Attachment"]).Attachment(n, t),
+        st.sampled_from(["a.txt", "data.csv", "x" * 300, ""]),
+        st.one_of(odd_text, st.binary(max_size=200).map(lambda b: b.decode("utf-8", "replace"))),
+    ),
+    max_size=2,
+)
+
+
+def test_fuzz_every_prefix_command_with_arbitrary_arguments(loop, tmp_path):
+    """Every core and plugin command with arbitrary (and nasty) arguments and attachments: one
+    clear reply, never an internal error; the store stays consistent."""
+    engine = chat_engine(loop, tmp_path)
+
+    @fuzz(1.0)
+    @given(text=command_line, user=st.sampled_from(["alice", "bob", "root"]), dm=st.booleans(), atts=attachments)
+    def prop(text, user, dm, atts):
+        async def one():
+            m = IncomingMessage(
+                user_id=user, display_name=user, channel_id="fuzz", text=text, is_dm=dm, attachments=atts, level=1
+            )
+            reply = await engine.handle(m)
+            assert isinstance(reply.text, str) and reply.text, text[:60]
+            assert_clean(reply.text, text[:80])
+            await assert_consistent(loop.store)
+
+        loop.run(one())
+
+    prop()
+
+    async def after():
+        reply = await engine.handle(
+            IncomingMessage(user_id="alice", display_name="alice", channel_id="fuzz", text="!remember I like figs")
+        )
+        assert not reply.error and reply.stored_fact_id
+
+    loop.run(after())
+
+
+# Slots that parse numbers, dates, durations and names (free-text slots are fuzzed above).
+TEMPLATES = [
+    "!memories {}",
+    "!forget {}",
+    "!forget #{}",
+    "!project {}",
+    "!remind me in {} hours to stretch",
+    "!remind me at {} call Anna",
+    "!remind me on {} pay rent",
+    "!remind here every {} minutes standup",
+    "!remind here cron {} * * * * standup",
+    "!reminders cancel {}",
+    "!reminders snooze {} 10m",
+    "!reminders snooze 1 {}",
+    "!timezone {}",
+    "!proactive quiet {}",
+    "!client add Anna phone={}",
+    '!invoice add {} "Anna" 10',
+    '!invoice add INV-1 "Anna" {}',
+    '!invoice add INV-2 "Anna" 10 due {}',
+    "!invoice pay {} 10",
+    "!invoice pay INV-1 {} on 2026-01-01",
+    "!invoice pay INV-1 5 on {}",
+    "!overdue on {}",
+    "!ledger Anna on {}",
+    "!invoices-import clients\nname,email\n{},a@b.c",
+]
+SWEEP = [
+    *NUMBERS,
+    "9" * 5000,
+    "",
+    "\x00",
+    "nan",
+    "1e400",
+    "-0",
+    "2023-02-30",
+    "2024-13-01",
+    "0000-01-01",
+    "9999-12-31T23:59:59-05:00",
+    "24:61",
+    "\ud800",
+    "\ud83d\ude00",
+    "9" * 20 + "d",
+    "-5m",
+]
+
+
+def test_every_command_slot_with_every_boundary_value(loop, tmp_path):
+    """A deterministic sweep: each command's number, date and name slots with each boundary value
+    (64-bit and beyond, non-ASCII digits, impossible dates, invalid Unicode, NUL)."""
+    engine = chat_engine(loop, tmp_path)
+
+    async def sweep():
+        failures = []
+        for template in TEMPLATES:
+            for value in SWEEP:
+                text = template.format(value)
+                reply = await engine.handle(
+                    IncomingMessage(user_id="root", display_name="root", channel_id="sweep", text=text, level=4)
+                )
+                try:
+                    assert reply.text
+                    assert_clean(reply.text, text[:80])
+                except AssertionError:
+                    failures.append((text[:80], reply.text[:160]))
+        assert not failures, failures[:20]
+        await assert_consistent(loop.store)
+
+    loop.run(sweep())
