@@ -52,7 +52,7 @@ def _etype(value: str | None) -> str:
     return t if t in ENTITY_TYPES else "thing"
 
 
-def _norm(name: str, what: str = "entity name") -> str:
+def entity_norm(name: str, what: str = "entity name") -> str:
     """The normalised form of a valid entity name. Raises InvalidInput for a name that is not text,
     is longer than MAX_NAME_CHARS (refused, never cut) or has no letters or digits."""
     check_name(name, what, MAX_NAME_CHARS)
@@ -68,10 +68,10 @@ def upsert_entity(
     """Find or create the entity `name` in `scope_id` on `conn` (inside the caller's transaction;
     a synchronous connection: async callers use `await conn.run_sync(upsert_entity, ...)`).
     A known type replaces "thing"; new aliases are merged. Returns the entity id."""
-    norm = _norm(name)
+    norm = entity_norm(name)
     etype = _etype(etype)
     row = conn.execute(select(EntityRow).where(EntityRow.scope_id == scope_id, EntityRow.norm_name == norm)).first()
-    new_aliases = [a for a in (_norm(x, "alias") for x in aliases) if a != norm]
+    new_aliases = [a for a in (entity_norm(x, "alias") for x in aliases) if a != norm]
     if row is None:
         return conn.execute(
             insert(EntityRow)

@@ -25,7 +25,7 @@ from sqlalchemy import desc, select
 from clara.mcp_server.query import run_query
 from storage import FactStore
 from storage.errors import FactNotFound, InvalidInput, ScopeDenied
-from storage.graph import upsert_entity
+from storage.graph import entity_norm, upsert_entity
 from storage.models import FactEntityRow, SessionRow
 from storage.text import (
     MAX_FACT_CHARS,
@@ -358,10 +358,13 @@ class MemoryService:
         (in that scope), give it an alias, or relate it to a target entity."""
         if fact_id is not None:
             fact_id = check_int(fact_id, "fact_id", 1, MAX_INT64)
-        check_name(entity, "entity name", MAX_NAME_CHARS)
+        # Every name is checked before anything is written (a bad target must not leave the entity).
+        entity_norm(entity, "entity name")
         for what, value in (("alias", alias), ("target", target)):
             if value is not None:
-                check_name(value, what, MAX_NAME_CHARS)
+                entity_norm(value, what)
+        if relation is not None and not norm_name(check_name(relation, "relation", 100)):
+            raise InvalidInput(f"bad relation name {relation!r:.80}: no letters or digits")
         for what, value in (("entity_type", entity_type), ("target_type", target_type)):
             if value is not None:
                 _label(value, what, 40)
