@@ -10,8 +10,10 @@ consistent (no orphan rows)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from clara.chat import ChatEngine, IncomingMessage
 from clara.settings import Settings
 from clara.terminal import MAX_LINE_BYTES, read_line
 from storage import InvalidInput
+from storage.text import unicode_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(600)
@@ -675,3 +678,231 @@ def test_every_command_slot_with_every_boundary_value(loop, tmp_path):
         await assert_consistent(loop.store)
 
     loop.run(sweep())
+
+
+# ------------------------------------------------------------------------------ MCP tools
+junk = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.sampled_from([2**63, -(2**63) - 1, 10**30, 0, -1]),
+    st.floats(allow_nan=False),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+strs = st.one_of(odd_text, st.sampled_from(["user:alice", "agent:coder", "agent:other", "channel:c1", "public:x"]))
+lists = st.one_of(
+    st.lists(strs, max_size=5),
+    st.lists(junk, max_size=3),
+    st.sampled_from([["e"] * 51, ["n" * 201], [f"e{i}" for i in range(10_000)], ["x" * 1_000_000]]),
+)
+val = st.one_of(strs, junk, lists)
+filters = st.dictionaries(
+    st.one_of(st.sampled_from(["id", "scope_id", "content", "created_at", "importance", "status", "name"]), strs),
+    st.one_of(
+        val,
+        st.dictionaries(
+            st.one_of(st.sampled_from(["eq", "ne", "lt", "gte", "in", "contains", "is_null"]), strs), val, max_size=3
+        ),
+    ),
+    max_size=3,
+)
+TOOL_ARGS = {
+    "memory_store_fact": {
+        "content": strs,
+        "scope": strs,
+        "kind": st.sampled_from(["note", "plan", "bogus", ""]) | strs,
+        "importance": st.one_of(st.floats(), junk),
+        "entities": lists,
+        "source": strs,
+        "tags": lists,
+    },
+    "memory_recall": {"query": strs, "scopes": lists, "k": junk, "kinds": lists, "include_superseded": val},
+    "memory_search": {"query": strs, "scopes": lists, "kinds": lists, "created_by": strs, "limit": junk},
+    "memory_link_entity": {
+        "entity": strs,
+        "entity_type": strs,
+        "fact_id": junk,
+        "scope": strs,
+        "alias": strs,
+        "relation": strs,
+        "target": strs,
+        "target_type": strs,
+    },
+    "memory_get_context": {"topic": strs, "scopes": lists, "k": junk},
+    "memory_observe": {"content": strs, "scope": strs},
+    "memory_register_agent": {"agent_id": strs, "description": strs, "capabilities": lists},
+    "memory_query_raw": {
+        "table": st.sampled_from(["facts", "entities", "relations", "sessions", "scopes", "messages"]) | strs,
+        "filters": filters | val,
+        "columns": lists,
+        "order_by": strs,
+        "descending": val,
+        "limit": junk,
+        "operation": st.sampled_from(["select", "count", "delete"]) | strs,
+    },
+}
+
+
+def tool_call():
+    """(tool name, arguments): each argument left out, well-formed, at a boundary or of the wrong
+    type; sometimes an argument the tool does not have."""
+
+    def args_for(name):
+        params = TOOL_ARGS[name]
+        return st.fixed_dictionaries({}, optional={**params, "unexpected": val}).map(lambda d: (name, d))
+
+    return st.sampled_from(sorted(TOOL_ARGS)).flatmap(args_for)
+
+
+async def _table_counts(store) -> tuple[int, ...]:
+    async with store.engines.reader.connect() as conn:
+        return tuple(
+            [
+                (await conn.execute(sql(f"SELECT count(*) FROM {t}"))).scalar_one()
+                for t in ("facts", "entities", "fact_entities", "relations")
+            ]
+        )
+
+
+def check_tool_result(name: str, res) -> tuple[bool, str]:
+    if res.is_error:
+        text = res.content[0].text
+        assert text.strip() and "\n" not in text, (name, text[:300])
+        assert text != f"Error executing tool {name}", "a crash reached the agent as a bare error"
+        for bad in ("Traceback", "OverflowError", "TypeError", "KeyError", "AttributeError", "sqlalchemy"):
+            assert bad not in text, (name, text[:300])
+        return True, text
+    return False, str(res.structured_content)
+
+
+def test_fuzz_every_mcp_tool_through_the_real_client(loop, caplog):
+    """Every tool with schema-violating and boundary arguments, through the `mcp` client: always a
+    result (never an exception or a crash), errors are one line with no exception text, nothing
+    is logged at ERROR, a refused call writes nothing, and alice's private fact never leaks."""
+    import logging
+
+    from clara.mcp_server import MemoryService, stdio_server
+
+    store = loop.store
+    loop.run(store.ensure_scope("user:alice", "user", owner="alice"))
+    loop.run(store.add("alice's garden gate code is 4242", "user:alice"))
+    service = MemoryService(store, {"coder": ["channel:c1", "public:x"]})
+    loop.closers.append(service.aclose)
+    server = stdio_server(service, "coder")
+
+    @fuzz(0.75)
+    @given(calls=st.lists(tool_call(), min_size=1, max_size=4))
+    def prop(calls):
+        async def one():
+            from mcp import Client
+
+            async with Client(server) as client:
+                for name, args in calls:
+                    await asyncio.gather(*service._background)
+                    before = await _table_counts(store)
+                    caplog.clear()
+                    with caplog.at_level(logging.ERROR):
+                        res = await client.call_tool(name, args)
+                    err, text = check_tool_result(name, res)
+                    assert "4242" not in text, (name, args)
+                    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [
+                        r.getMessage() for r in caplog.records
+                    ]
+                    if err:
+                        await asyncio.gather(*service._background)
+                        assert await _table_counts(store) == before, (name, text)
+                # The next well-formed call is answered.
+                res = await client.call_tool("memory_recall", {"query": "garden gate"})
+                assert not res.is_error and "4242" not in str(res.structured_content)
+            await assert_consistent(store)
+
+        loop.run(one())
+
+    prop()
+
+
+BOUNDARY_CALLS = [
+    ("memory_query_raw", {"table": "facts", "filters": {"id": {"eq": 10**30}}}),
+    ("memory_query_raw", {"table": "facts", "filters": {"content": {"contains": "a\x00b"}}}),
+    ("memory_query_raw", {"table": "facts", "filters": {"created_at": {"gt": "2023-02-30"}}}),
+    ("memory_query_raw", {"table": "facts", "filters": {"id": {"in": list(range(101))}}}),
+    ("memory_store_fact", {"content": "x", "entities": [f"e{i}" for i in range(10_000)]}),
+    ("memory_store_fact", {"content": "x", "entities": ["x" * 1_000_000]}),
+    ("memory_store_fact", {"content": "bad \udcff text"}),
+    ("memory_store_fact", {"content": "nul \x00 text"}),
+    ("memory_store_fact", {"content": "x", "importance": 1e308}),
+    ("memory_recall", {"query": "\ud800", "k": 5}),
+    ("memory_recall", {"query": "x", "k": 2**64}),
+    ("memory_search", {"query": "x", "created_by": "a\x00"}),
+    ("memory_link_entity", {"entity": "Falcon", "fact_id": -(2**70)}),
+    ("memory_link_entity", {"entity": "Falcon", "relation": "uses", "target": "\ufeff"}),
+    ("memory_observe", {"content": "y" * 4001}),
+    ("memory_register_agent", {"capabilities": ["c" * 51]}),
+    ("memory_get_context", {"topic": "z" * 2001}),
+]
+
+
+async def test_mcp_in_process_boundary_arguments(store):
+    async with mcp_client(store) as client:
+        for name, args in BOUNDARY_CALLS:
+            err, text = check_tool_result(name, await client.call_tool(name, args))
+            assert err, (name, text[:200])
+    assert await store.count_facts() == 0
+
+
+def test_mcp_over_http_boundary_arguments(tmp_path_factory):
+    """The same refusals through the streamable-HTTP server (uvicorn, bearer token), and a raw
+    request that is not JSON at all gets a 4xx, not a crash; the server keeps answering."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from tests.test_mcp import GRANTS, TOKENS, _free_port, _http_client
+
+    data = tmp_path_factory.mktemp("mcp-http-fuzz")
+    app = __import__("clara.mcp_server", fromlist=["http_app"]).http_app(
+        TOKENS, grants=GRANTS, settings=Settings(CLARA_DATA_DIR=data)
+    )
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}/mcp"
+    token = next(iter(TOKENS))
+
+    async def run():
+        async with _http_client(url, token) as client:
+            for name, args in BOUNDARY_CALLS:
+                if unicode_problem(json.dumps(args, ensure_ascii=False)):
+                    continue  # an HTTP client cannot even encode a lone surrogate (in-process: below)
+                err, text = check_tool_result(name, await client.call_tool(name, args))
+                assert err, (name, text[:200])
+            ok = await client.call_tool("memory_store_fact", {"content": "the staging db is on port 5433"})
+            assert not ok.is_error
+            got = await client.call_tool("memory_search", {"query": "staging"})
+            assert "5433" in str(got.structured_content)
+        async with httpx.AsyncClient(timeout=30) as raw:
+            for body in (b"{not json", b"\xff\xfe", b'{"jsonrpc": "2.0", "id": 1e999, "method": "tools/list"}'):
+                r = await raw.post(
+                    url,
+                    content=body,
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Content-Type": "application/json",
+                        "Accept": "application/json, text/event-stream",
+                    },
+                )
+                assert 400 <= r.status_code < 500, (body, r.status_code, r.text[:200])
+                assert "Traceback" not in r.text
+
+    try:
+        asyncio.run(run())
+    finally:
+        server.should_exit = True
+        thread.join(15)
