@@ -53,6 +53,7 @@ from storage.text import (
     check_scope_id,
     clean_text,
     norm_name,
+    shown,
 )
 from storage.types import (
     BatchResult,
@@ -138,7 +139,7 @@ def _importance(value: float | None) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"importance must be a number in [0, 1], got {value!r}") from exc
+        raise InvalidInput(f"importance must be a number in [0, 1], got {shown(value)}") from exc
     if not 0.0 <= v <= 1.0:
         raise InvalidInput(f"importance must be in [0, 1], got {v}")
     return v
@@ -160,7 +161,7 @@ def _entity_names(items: Sequence[str | tuple[str, str]] | None) -> list[str | t
 def _kind(kind: str) -> str:
     k = str(kind).lower()
     if k not in KINDS:
-        raise InvalidInput(f"unknown fact kind {kind!r} (one of {', '.join(sorted(KINDS))})")
+        raise InvalidInput(f"unknown fact kind {shown(kind)} (one of {', '.join(sorted(KINDS))})")
     return k
 
 
@@ -347,7 +348,7 @@ class FactStore:
     def _scope(conn: Connection, scope_id: str) -> Scope:
         row = conn.execute(select(ScopeRow).where(ScopeRow.id == scope_id)).first()
         if row is None:
-            raise InvalidInput(f"unknown scope {scope_id!r}")
+            raise InvalidInput(f"unknown scope {shown(scope_id)}")
         members = (
             conn.execute(select(ScopeMemberRow.principal).where(ScopeMemberRow.scope_id == scope_id)).scalars().all()
         )
@@ -483,7 +484,7 @@ class FactStore:
                     existing = await conn.run_sync(self._slug_id, scope_id, values["slug"])
                 if existing is not None:
                     return existing
-            raise InvalidInput(f"unknown scope {scope_id!r}") from exc
+            raise InvalidInput(f"unknown scope {shown(scope_id)}") from exc
         if added:
             self.indexer.notify()
         return fact_id
@@ -653,7 +654,7 @@ class FactStore:
             except IntegrityError:
                 # A concurrent writer inserted the same slug first (PostgreSQL): retry as an update.
                 await asyncio.sleep(0.005)
-        raise InvalidInput(f"could not upsert slug {slug!r}: too much contention")
+        raise InvalidInput(f"could not upsert slug {shown(slug)}: too much contention")
 
     async def supersede(
         self,
@@ -943,7 +944,7 @@ class FactStore:
             async with self.engines.writer.begin() as conn:
                 return (await conn.execute(insert(MessageRow).values(**values).returning(MessageRow.id))).scalar_one()
         except IntegrityError as exc:
-            raise InvalidInput(f"unknown scope {scope_id!r}") from exc
+            raise InvalidInput(f"unknown scope {shown(scope_id)}") from exc
 
     # ------------------------------------------------------------------ reads
     async def get(self, fact_id: int | str, *, scopes: Sequence[str] | None = None) -> Fact:

@@ -30,6 +30,13 @@ STOPWORDS = frozenset(
 )
 
 
+def shown(value: object, most: int = 60) -> str:
+    """`repr(value)` for an error message, shortened visibly ("…") when long: the refusal names
+    the value without echoing a megabyte back."""
+    r = repr(value)
+    return r if len(r) <= most else r[: most - 1] + "…"
+
+
 def unicode_problem(value: str) -> str | None:
     """Why `value` is not valid Unicode text (a lone UTF-16 surrogate, as left by undecodable
     bytes or a bad JSON escape: no encoder, tokenizer or database accepts it), or None."""
@@ -92,7 +99,7 @@ def check_int(value: object, what: str, lo: int = -MAX_INT64 - 1, hi: int = MAX_
     """An integer (or a string of ASCII digits) within [lo, hi] (default: the 64-bit range SQL
     can store). Raises InvalidInput naming the bounds."""
     if isinstance(value, bool):
-        raise InvalidInput(f"{what} must be a whole number, got {value!r}")
+        raise InvalidInput(f"{what} must be a whole number, got {shown(value)}")
     if isinstance(value, str):
         s = value.strip()
         digits = s[1:] if s[:1] in "+-" else s
@@ -102,22 +109,22 @@ def check_int(value: object, what: str, lo: int = -MAX_INT64 - 1, hi: int = MAX_
     if not isinstance(value, int):
         raise InvalidInput(f"{what} must be a whole number, got {type(value).__name__}")
     if not lo <= value <= hi:
-        shown = f"{value:,}" if abs(value) < 10**30 else f"a {len(str(abs(value)))}-digit number"
-        raise InvalidInput(f"{what} must be from {lo:,} to {hi:,}, got {shown}")
+        got = f"{value:,}" if abs(value) < 10**30 else f"a {len(str(abs(value)))}-digit number"
+        raise InvalidInput(f"{what} must be from {lo:,} to {hi:,}, got {got}")
     return value
 
 
 def check_scope_id(scope_id: object) -> str:
     """Validate a scope id such as `user:1234` or `channel:general`; raises InvalidInput."""
     if not isinstance(scope_id, str) or not _SCOPE_RE.match(scope_id):
-        raise InvalidInput(f"invalid scope id {scope_id!r}")
+        raise InvalidInput(f"invalid scope id {shown(scope_id)}")
     return scope_id
 
 
 def check_fact_id(fact_id: object) -> int:
     """Accept an int or a decimal string; raises InvalidInput otherwise."""
     if isinstance(fact_id, bool):
-        raise InvalidInput(f"invalid fact id {fact_id!r}")
+        raise InvalidInput(f"invalid fact id {shown(fact_id)}")
     if isinstance(fact_id, int):
         value = fact_id
     elif isinstance(fact_id, str) and (digits := fact_id.strip().lstrip("#")).isascii() and digits.isdigit():
@@ -127,7 +134,7 @@ def check_fact_id(fact_id: object) -> int:
     else:
         raise InvalidInput(f"invalid fact id {fact_id!r:.60}")
     if not 0 < value < 2**62:
-        raise InvalidInput(f"invalid fact id {fact_id!r}")
+        raise InvalidInput(f"invalid fact id {shown(fact_id)}")
     return value
 
 

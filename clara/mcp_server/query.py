@@ -18,7 +18,7 @@ from sqlalchemy import DateTime, func, select
 
 from storage.errors import InvalidInput
 from storage.models import EntityRow, FactRow, RelationRow, ScopeRow, SessionRow
-from storage.text import check_int, unicode_problem
+from storage.text import check_int, shown, unicode_problem
 
 MAX_LIMIT = 200
 MAX_IN = 100
@@ -115,7 +115,7 @@ def _value(col, op: str, value: Any) -> Any:
         try:
             return datetime.fromisoformat(value)
         except ValueError as exc:
-            raise InvalidInput(f"bad ISO date/time {value!r}") from exc
+            raise InvalidInput(f"bad ISO date/time {shown(value)}") from exc
     return value
 
 
@@ -137,9 +137,9 @@ async def run_query(
 ) -> dict[str, Any]:
     """Run one whitelisted read. Raises InvalidInput for anything outside the whitelist."""
     if operation not in ("select", "count"):
-        raise InvalidInput(f"read-only: operation {operation!r} is not allowed (select or count)")
+        raise InvalidInput(f"read-only: operation {shown(operation)} is not allowed (select or count)")
     if table not in TABLES:
-        raise InvalidInput(f"unknown table {table!r} (allowed: {', '.join(sorted(TABLES))})")
+        raise InvalidInput(f"unknown table {shown(table)} (allowed: {', '.join(sorted(TABLES))})")
     model, allowed = TABLES[table]
     if not isinstance(filters, Mapping):
         raise InvalidInput("filters must be an object")
@@ -157,7 +157,7 @@ async def run_query(
         items = spec.items() if isinstance(spec, Mapping) else [("eq", spec)]
         for op, value in items:
             if op not in OPS:
-                raise InvalidInput(f"unknown filter operator {op!r} (allowed: {', '.join(OPS)})")
+                raise InvalidInput(f"unknown filter operator {shown(op)} (allowed: {', '.join(OPS)})")
             if value is None and op == "eq":
                 conds.append(col.is_(None))
                 continue

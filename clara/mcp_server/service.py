@@ -36,6 +36,7 @@ from storage.text import (
     check_scope_id,
     clean_text,
     norm_name,
+    shown,
     unicode_problem,
 )
 
@@ -383,7 +384,7 @@ class MemoryService:
         sid = sid or principal
         await self.store.check_access([check_scope_id(sid)], principal, write=True)
         if not norm_name(str(entity)):
-            raise InvalidInput(f"bad entity name {entity!r}")
+            raise InvalidInput(f"bad entity name {shown(entity)}")
         now = self.store.clock()
         linked = False
         async with self.store.engines.writer.begin() as conn:

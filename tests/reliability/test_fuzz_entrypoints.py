@@ -1015,3 +1015,158 @@ def test_fuzz_every_dashboard_post_and_query_string(loop):
         assert (await client.get("/")).status_code == 200
 
     loop.run(still_serving())
+
+
+# ------------------------------------------------------------------------------ import files
+json_junk = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.sampled_from([2**63, 10**30, -(2**64), 1e308, -0.0]),
+        st.floats(allow_nan=False, allow_infinity=False),
+        odd_text,
+    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=6,
+)
+DATES = [
+    "2023-02-30",
+    "2023-02-29T10:00:00",
+    "0001-01-01T00:00:00+05:00",
+    "9999-12-31T23:00:00-05:00",
+    "1e999",
+    1e20,
+    -1e20,
+    "yesterday",
+    "2024-02-29",
+    0,
+    "24:00",
+    "2023-13-01",
+]
+dates = st.one_of(st.sampled_from(DATES), json_junk)
+
+
+def mutate(record: dict, fields: dict):
+    """`record` with some fields replaced by the strategies in `fields` (or junk), or removed."""
+    keys = sorted(set(record) | set(fields))
+    return st.dictionaries(st.sampled_from(keys), st.one_of(json_junk, st.just(None)), max_size=3).flatmap(
+        lambda junk_: st.fixed_dictionaries({k: fields.get(k, st.just(v)) for k, v in record.items()}).map(
+            lambda good: {**good, **junk_}
+        )
+    )
+
+
+def garbage_line():
+    return st.one_of(
+        st.binary(max_size=60),
+        st.sampled_from([b"{", b"[" * 50_000, b'{"type": "fact"', b"\xff\xfe{}", b"null", b"[]", b'"x"', b"1e999"]),
+        json_junk.map(lambda v: json.dumps(v).encode()),
+    )
+
+
+def jsonl_bytes(obj) -> bytes:
+    return json.dumps(obj).encode()  # ensure_ascii: lone surrogates travel as \\udcxx escapes
+
+
+FACT = {
+    "type": "fact",
+    "id": 1,
+    "scope": "user:alice",
+    "content": "alice likes pears",
+    "kind": "note",
+    "status": "active",
+    "created_at": "2024-01-02T03:04:05+00:00",
+    "importance": 0.5,
+    "entities": [["Alice", "person"]],
+    "supersedes": None,
+}
+SCOPE = {
+    "type": "scope",
+    "id": "user:alice",
+    "kind": "user",
+    "name": "alice",
+    "owner": "alice",
+    "read_policy": "owner",
+    "write_policy": "owner",
+    "members": ["alice"],
+}
+HEADER = {"type": "header", "format": "clara-memory", "version": 1}
+jsonl_record = st.one_of(
+    mutate(
+        FACT,
+        {
+            "content": odd_text,
+            "created_at": dates,
+            "valid_to": dates,
+            "importance": json_junk,
+            "entities": st.one_of(json_junk, st.lists(st.tuples(odd_text, odd_text), max_size=3)),
+            "scope": strs,
+            "id": json_junk,
+            "supersedes": json_junk,
+            "kind": strs,
+            "slug": odd_text,
+        },
+    ),
+    mutate(
+        SCOPE,
+        {
+            "kind": strs,
+            "read_policy": strs,
+            "write_policy": strs,
+            "members": json_junk,
+            "name": json_junk,
+            "owner": json_junk,
+            "id": strs,
+        },
+    ),
+    mutate(HEADER, {"version": json_junk, "format": strs}),
+).map(jsonl_bytes)
+
+
+def _with_sentinels(lines: list[bytes], tag: str) -> tuple[bytes, list[str]]:
+    """The garbage lines with three valid fact lines mixed in (first, middle, last)."""
+    good = [f"sentinel {tag} {i} — import me" for i in range(3)]
+    rec = [jsonl_bytes({**FACT, "id": f"s{i}", "content": g, "created_at": None}) for i, g in enumerate(good)]
+    mid = len(lines) // 2
+    body = [rec[0], *lines[:mid], rec[1], *lines[mid:], rec[2]]
+    return b"\n".join(body) + b"\n", good
+
+
+def assert_report(report) -> None:
+    for e in report.errors:
+        text = str(e.get("error", e))
+        assert "\n" not in text and len(text) < 400, text[:400]
+        assert_clean(text)
+
+
+def test_fuzz_jsonl_import_with_garbage_lines(loop, tmp_path):
+    """`clara import jsonl` with garbage lines and mutated records: every bad line reported (one
+    line each), every good line imported, the store consistent; importing again adds nothing."""
+    from clara.ops.portable import import_jsonl
+
+    store = loop.store
+    path = tmp_path / "in.jsonl"
+
+    @fuzz(0.5)
+    @given(lines=st.lists(st.one_of(jsonl_record, garbage_line()), max_size=8), n=st.integers(0, 10**6))
+    def prop(lines, n):
+        async def one():
+            data, good = _with_sentinels(lines, str(n))
+            path.write_bytes(data)
+            report = await import_jsonl(store, path)
+            assert_report(report)
+            assert report.read == sum(1 for ln in data.split(b"\n") if ln.strip())
+            for g in good:
+                async with store.engines.reader.connect() as conn:
+                    got = (
+                        await conn.execute(sql("SELECT count(*) FROM facts WHERE content = :c"), {"c": g})
+                    ).scalar_one()
+                assert got >= 1, (g, report.errors[:5])
+            before = await assert_consistent(store)
+            again = await import_jsonl(store, path)
+            assert again.imported == 0 and (await assert_consistent(store))["facts"] == before["facts"]
+
+        loop.run(one())
+
+    prop()
