@@ -356,7 +356,8 @@ def import_locomo(
             task = prog.add_task("importing turns", total=total)
             for conv in convs:
                 for e in await locomo.ingest(store, conv, on_batch=lambda n: prog.advance(task, n)):
-                    err.print(f"[yellow]skipped turn {e['index']} of {conv.id}: {e['error']}")
+                    where = e["index"] if isinstance(e["index"], str) else f"turn {e['index']}"
+                    err.print(f"[yellow]skipped {where} of {conv.id}: {e['error']}", markup=False)
             if wait:
                 emb = prog.add_task("embedding", total=total)
                 await store.indexer.drain(
