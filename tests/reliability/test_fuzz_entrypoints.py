@@ -1170,3 +1170,123 @@ def test_fuzz_jsonl_import_with_garbage_lines(loop, tmp_path):
         loop.run(one())
 
     prop()
+
+
+MEM0 = {
+    "id": "m-1",
+    "memory": "likes green tea",
+    "user_id": "alice",
+    "agent_id": None,
+    "created_at": "2025-03-01T10:00:00-08:00",
+    "updated_at": "2025-03-02T10:00:00Z",
+    "metadata": {"source": "app"},
+    "categories": ["food"],
+}
+mem0_record = mutate(
+    MEM0,
+    {
+        "memory": odd_text,
+        "id": st.one_of(json_junk, odd_text),
+        "user_id": json_junk,
+        "agent_id": json_junk,
+        "created_at": dates,
+        "updated_at": dates,
+        "metadata": json_junk,
+        "categories": json_junk,
+    },
+)
+
+
+def test_fuzz_mem0_export_import(loop, tmp_path):
+    """`clara import mem0` on a Platform export (JSON or JSON Lines) of mutated memories and
+    garbage: each bad memory reported on one line, the good ones imported once, store consistent."""
+    from clara.ops.mem0_import import import_mem0
+
+    store = loop.store
+    path = tmp_path / "mem0.json"
+
+    @fuzz(0.4)
+    @given(
+        mems=st.lists(st.one_of(mem0_record, json_junk), max_size=6),
+        as_lines=st.booleans(),
+        garbage=st.lists(garbage_line(), max_size=2),
+        n=st.integers(0, 10**6),
+    )
+    def prop(mems, as_lines, garbage, n):
+        async def one():
+            good = [{**MEM0, "id": f"sentinel-{n}-{i}", "memory": f"sentinel {n} {i}"} for i in range(2)]
+            items = [good[0], *mems, good[1]]
+            if as_lines:
+                data = b"\n".join([*(jsonl_bytes(m) for m in items), *garbage])
+            else:
+                data = jsonl_bytes({"results": items})
+            path.write_bytes(data)
+            try:
+                report = await import_mem0(store, export=path, default_scope=None)
+            except InvalidInput as exc:  # the file as a whole is unreadable: one line, nothing written
+                assert as_lines and garbage and "\n" not in str(exc), exc
+                return
+            assert_report(report)
+            found = await store.list_facts(["user:alice"], limit=10_000)
+            assert {g["memory"] for g in good} <= {f.content for f in found}, report.errors[:5]
+            before = await assert_consistent(store)
+            again = await import_mem0(store, export=path)
+            assert again.imported == 0 and (await assert_consistent(store))["facts"] == before["facts"]
+
+        loop.run(one())
+
+    prop()
+
+
+LOCOMO = json.loads((ROOT / "tests" / "data" / "tiny_locomo.json").read_text())
+turn = st.fixed_dictionaries(
+    {"speaker": st.one_of(st.sampled_from(["Nadia", "Tomas"]), json_junk), "dia_id": json_junk, "text": odd_text},
+    optional={"blip_caption": json_junk},
+)
+locomo_conv = st.fixed_dictionaries(
+    {
+        "speaker_a": st.one_of(st.just("Nadia"), json_junk),
+        "session_1_date_time": st.one_of(
+            st.sampled_from(["10:15 am on 3 March, 2024", "1:56 pm on 31 February, 2023", "25:99 on 0 May, 0"]), dates
+        ),
+        "session_1": st.one_of(st.lists(st.one_of(turn, json_junk), max_size=5), json_junk),
+    },
+    optional={"session_2": json_junk, "qa": json_junk, "sample_id": json_junk, "speaker_b": json_junk},
+)
+
+
+def test_fuzz_locomo_import(loop, tmp_path):
+    """`clara memory import locomo` on mutated conversations and garbage files: a file that is
+    not LoCoMo is one ValueError line; in one that is, bad turns are reported and good ones kept."""
+    from clara import locomo
+
+    store = loop.store
+    path = tmp_path / "conv.json"
+
+    @fuzz(0.4)
+    @given(conv=st.one_of(locomo_conv, json_junk, st.binary(max_size=50)), n=st.integers(0, 10**6))
+    def prop(conv, n):
+        async def one():
+            if isinstance(conv, dict):
+                sess = conv.get("session_1") if isinstance(conv.get("session_1"), list) else []
+                conv["session_1"] = [*sess, {"speaker": "Nadia", "dia_id": f"S{n}", "text": f"sentinel {n}"}]
+            if isinstance(conv, dict):
+                conv["sample_id"] = f"c{n}"
+            path.write_bytes(conv if isinstance(conv, bytes) else jsonl_bytes(conv))
+            try:
+                convs = locomo.load(path)
+            except ValueError as exc:
+                assert "\n" not in str(exc) and len(str(exc)) < 400, str(exc)[:400]
+                return
+            for c in convs:
+                errors = await locomo.ingest(store, c)
+                for e in errors:
+                    assert "\n" not in e["error"] and len(e["error"]) < 400
+            if isinstance(conv, dict) and conv.get("speaker_a") == "Nadia":
+                found = await store.list_facts([f"locomo:c{n}"], limit=100)
+                assert any(f"sentinel {n}" in f.content for f in found)
+            await assert_consistent(store)
+
+        loop.run(one())
+
+    prop()
