@@ -8,7 +8,7 @@ across DST changes (07:00 UTC in CEST, 08:00 UTC in CET for Europe/Berlin)."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clara.plugin_api import PluginError
@@ -224,6 +224,11 @@ def split_when(text: str, now: datetime, tz: str) -> tuple[datetime, str]:
             when = _dateparse(right, now, tz)
             if when is not None:
                 return _future(when, now, right), " ".join(words[:i])
+    for m in re.finditer(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b", text):  # say which date cannot exist
+        try:
+            date(int(m[1]), int(m[2]), int(m[3]))
+        except ValueError as exc:
+            raise PluginError(f"{m[0]} is not a real date ({exc})") from None
     raise PluginError(
         "I can't tell when that is — try '!remind me in 2 hours to call Anna', '!remind me tomorrow 9:00 to …' "
         "or '!remind #channel every Monday 9:00 standup'"
