@@ -115,8 +115,15 @@ def dashboard(
 ) -> None:
     """The web dashboard alone (the bot serves it too). Login token: CLARA_DASHBOARD_TOKEN."""
     from clara.dashboard import serve
+    from storage import StoreError
+    from storage.vectors import IndexInUse
 
-    serve(host=host, port=port)
+    try:
+        serve(host=host, port=port)
+    except (IndexInUse, StoreError) as exc:
+        _fail(str(exc))
+    except OSError as exc:  # e.g. the port is taken
+        _fail(f"cannot serve the dashboard: {exc.strerror or exc}")
 
 
 mcp_app = typer.Typer(help="Share Clara's memory with other agents over MCP.", no_args_is_help=True)

@@ -1290,3 +1290,141 @@ def test_fuzz_locomo_import(loop, tmp_path):
         loop.run(one())
 
     prop()
+
+
+# ------------------------------------------------------------------------------ CLI arguments
+argv_text = st.one_of(
+    st.text(st.characters(blacklist_characters="\x00"), max_size=40),  # argv never holds NUL
+    st.sampled_from([v for v in NASTY if "\x00" not in v]),
+    numberish,
+)
+CLI = [
+    lambda a, b: ["memory", "add", a, "--user", b],
+    lambda a, b: ["memory", "add", a, "--user", "alice", "--kind", b],
+    lambda a, b: ["memory", "add", a, "--user", "alice", "--slug", b],
+    lambda a, b: ["memory", "recall", a, "--user", b],
+    lambda a, b: ["memory", "recall", a, "--scope", b, "-k", "3"],
+    lambda a, b: ["memory", "recall", "x", "--user", "alice", "-k", a],
+    lambda a, b: ["memory", "list", "--user", a, "--limit", b],
+    lambda a, b: ["memory", "list", "--channel", a, "--offset", b, "--status", "all"],
+    lambda a, b: ["memory", "forget", a],
+    lambda a, b: ["memory", "history", a],
+    lambda a, b: ["memory", "purge-user", a, "--yes"],
+    lambda a, b: ["memory", "stats"],
+    lambda a, b: ["memory", "import", "jsonl", a],
+    lambda a, b: ["bench", "scale", "--facts", a],
+    lambda a, b: ["dashboard", "--port", a],
+]
+
+
+def test_fuzz_cli_arguments(tmp_path):
+    """The main `clara` commands with arbitrary arguments (typer's CliRunner, in-process; strings
+    with lone surrogates stand for undecodable argv bytes): exit 0, 1 or 2 with a one-line error,
+    never a traceback; the store stays consistent."""
+    from typer.testing import CliRunner
+
+    from clara.cli import app
+
+    runner = CliRunner()
+    env = {"CLARA_DATA_DIR": str(tmp_path), "DATABASE_URL": "", "COLUMNS": "200"}
+    assert runner.invoke(app, ["memory", "add", "alice keeps bees", "--user", "alice"], env=env).exit_code == 0
+
+    @fuzz(0.075)
+    @given(cmd=st.sampled_from(CLI), a=argv_text, b=argv_text)
+    def prop(cmd, a, b):
+        args = cmd(a, b)
+        if args[0] == "dashboard":
+            try:
+                if 0 < int(a) < 65536:  # as typer reads it ("1_000" too)
+                    return  # a valid port would start serving
+            except ValueError:
+                pass
+        res = runner.invoke(app, args, env=env)
+        assert res.exit_code in (0, 1, 2), (args, res.exit_code, res.output[-300:])
+        assert res.exception is None or isinstance(res.exception, SystemExit), (args, repr(res.exception))
+        assert "Traceback" not in res.output, (args, res.output[-300:])
+
+    prop()
+    res = runner.invoke(app, ["memory", "recall", "bees", "--user", "alice"], env=env)
+    assert res.exit_code == 0
+
+    async def check():
+        from storage import FactStore, StoreConfig
+
+        store = await FactStore.open(StoreConfig(data_dir=tmp_path))
+        try:
+            await assert_consistent(store)
+        finally:
+            await store.aclose()
+
+    asyncio.run(check())
+
+
+# ------------------------------------------------------------------------------ terminal (subprocess)
+def test_fuzz_clara_chat_subprocess_with_arbitrary_stdin_bytes(tmp_path):
+    """The real `clara chat` process with arbitrary bytes on stdin (few examples: each is a process
+    start): exit 0, one reply per non-blank line, no traceback, and what was acknowledged before
+    the garbage is recalled after it."""
+    n = 0
+
+    @fuzz(0.02)
+    @given(data=st.lists(byte_lines, min_size=1, max_size=3).map(b"".join))
+    def prop(data):
+        nonlocal n
+        n += 1
+        stdin = f"!remember my locker code is {n}7788\n".encode() + data + b"!recall locker code\n"
+        res = clara(["chat", "--user", "m"], tmp_path, stdin, timeout=300)
+        assert res.returncode == 0, res.err[-500:]
+        assert "Traceback" not in res.out + res.err
+        assert_clean(res.out)
+        expected = sum(1 for line, problem in terminal_lines(stdin) if problem or line.strip())
+        assert res.out.count("clara>") >= expected, (expected, res.out[-500:])
+        assert f"{n}7788" in res.out.rsplit("clara>", 1)[-1] or f"{n}7788" in res.out.split("locker code”")[-1]
+
+    prop()
+
+
+# ------------------------------------------------------------------------------ Discord (fake)
+ODD_DISCORD = [
+    ("bad \udcff surrogate from a JSON escape", []),
+    ("pair \ud83d\ude00 of halves", []),
+    ("!memories 99999999999999999999", []),
+    ("!forget ²", []),
+    ("!reminders cancel 99999999999999999999", []),
+    ("!remember " + "x" * 7990, []),
+    ("💥" * 1000, []),
+    ("", [("bad.txt", b"\xff\xfe\x00abc\xc3\x28 tail")]),
+    ("read this", [("big.txt", b"line of text\n" * 800), ("pic.png", b"\x89PNG\r\n\x1a\n\x00\x00", "image/png")]),
+    ("!export", [("weird\u202ename.txt", b"\xed\xa0\x80")]),
+]
+
+
+async def test_discord_odd_messages_and_attachments_each_get_a_clean_reply(store, tmp_path):
+    """A bounded case through the fake Discord (real discord.py client): messages with invalid
+    Unicode, oversized or binary attachments, out-of-range numbers in commands and slash options,
+    each answered cleanly in order, then a normal message is answered too."""
+    from tests.test_discord import ALICE, BOB, _world
+
+    world, close = await _world(store, tmp_path)
+    try:
+        fake = world.fake
+        dm = fake.dm_channel(ALICE)
+        for content, atts in ODD_DISCORD:
+            asked = await fake.post_message(dm, ALICE, content, attachments=atts)
+            got = await fake.wait_for_message(dm, lambda m: bool(m["content"]), after=asked, timeout=20)
+            assert_clean(got["content"], content[:40])
+        asked = await fake.post_message(dm, ALICE, "ping after the storm")
+        got = await fake.wait_for_message(dm, lambda m: "ping after the storm" in m["content"], after=asked, timeout=20)
+        assert got["content"].startswith("You said:")
+        for name, options in [
+            ("memories", {"page": 2**63}),
+            ("memories", {"page": -(2**70)}),
+            ("forget", {"item": "#" + "9" * 50}),
+        ]:
+            interaction = await fake.invoke_slash(world.general, BOB, name, options)
+            await interaction.wait_done(timeout=20)
+            for m in interaction.messages:
+                assert_clean(m.get("content") or "", name)
+        await assert_consistent(store)
+    finally:
+        await close()
