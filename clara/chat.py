@@ -20,16 +20,22 @@ from clara.memory import MemoryManager, Where
 from clara.messages import Attachment, IncomingMessage, Reply
 from clara.settings import Settings, get_settings
 from storage import InvalidInput, RecallHit, StoreError
+from storage.text import join_surrogates, unicode_problem
 
 __all__ = ["MAX_MESSAGE_CHARS", "Attachment", "ChatEngine", "IncomingMessage", "Reply"]
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 8000
+MAX_COMMAND_CHARS = 4 * MAX_MESSAGE_CHARS  # a command with its attached text (e.g. a CSV to import)
 TIERS = {"!high": "high", "!mid": "mid", "!low": "low"}
 TIER_PROMPT = (
     "Classify how demanding it is to answer the user's next message. Reply with exactly one word: "
     "low (greetings, small talk, quick facts), mid (explanations, summaries, most questions) or high "
     "(complex reasoning, long code, careful analysis)."
+)
+INTERNAL_ERROR = (
+    "Sorry — something went wrong on my side with that message (the details are in my log). "
+    "Please try again or rephrase it."
 )
 APOLOGY = "Sorry — I couldn't reach my language model just now ({why}). Your message is saved; please try again."
 
@@ -112,6 +118,11 @@ class ChatEngine:
             problem = self._invalid(msg)
             if problem:
                 return Reply(problem, error=True)
+            # Surrogate pairs (valid, e.g. from a JSON escape) become the characters they spell, so no
+            # command, plugin or database sees UTF-16 halves.
+            msg.text = join_surrogates(msg.text)
+            for a in msg.attachments:
+                a.text = join_surrogates(a.text)
             text = msg.text.strip()
             where = await self.memory.where(msg)
             tier = None
@@ -123,15 +134,35 @@ class ChatEngine:
             elif text.startswith("!"):
                 for a in msg.attachments:  # e.g. a CSV to import: commands get attached text as input
                     text += f"\n{a.text}"
-                return await self.commands.run(msg, text[: MAX_MESSAGE_CHARS * 4], where)
+                if len(text) > MAX_COMMAND_CHARS:
+                    return Reply(
+                        f"That command with its attachments is {len(text):,} characters; commands take at most "
+                        f"{MAX_COMMAND_CHARS:,}. Nothing was done.",
+                        error=True,
+                    )
+                return await self.commands.run(msg, text, where)
             async with self.memory.foreground():
                 return await self._converse(msg, text, where, tier, on_text)
         except (InvalidInput, StoreError) as exc:
             return Reply(f"Sorry, I couldn't do that: {exc}", error=True)
+        except Exception:
+            # A bug, not bad input: the person gets a plain sentence (never a traceback), the operator
+            # the traceback in the log, and the next message is answered as usual.
+            log.exception("handling a message from %s in %s failed", msg.user_id, msg.channel_id)
+            return Reply(INTERNAL_ERROR, error=True)
 
     def _invalid(self, msg: IncomingMessage) -> str | None:
         if not isinstance(msg.text, str) or "\x00" in msg.text:
             return "I can't read that message: it contains binary data. Nothing was stored."
+        for what, value in [
+            ("message", msg.text),
+            *((f"attachment {a.filename!r:.80}", a.text) for a in msg.attachments),
+        ]:
+            if not isinstance(value, str) or "\x00" in value:
+                return f"I can't read that {what}: it contains binary data. Nothing was stored."
+            problem = unicode_problem(value)
+            if problem:
+                return f"I can't read that {what}: {problem}. Nothing was stored."
         text = msg.text.strip()
         if not text and not msg.attachments:
             return "That message was empty, so there's nothing to remember."
@@ -145,8 +176,14 @@ class ChatEngine:
     async def _converse(
         self, msg: IncomingMessage, text: str, where: Where, tier: str | None, on_text: OnText | None
     ) -> Reply:
-        if not text:  # attachments only
-            text = "\n".join(f"[attachment {a.filename}]\n{a.text}" for a in msg.attachments)[:MAX_MESSAGE_CHARS]
+        if not text:  # attachments only: stored whole, or (too long to store) named, never cut
+            text = "\n".join(f"[attachment {a.filename}]\n{a.text}" for a in msg.attachments)
+            if len(text) > MAX_MESSAGE_CHARS:
+                text = "\n".join(
+                    f"[attachment {a.filename}: {len(a.text):,} characters, read but too long to keep in memory "
+                    f"(max {MAX_MESSAGE_CHARS:,})]"
+                    for a in msg.attachments
+                )
         hits = None if self.llm else await self.memory.recall(text, where, k=self.recall_k)
         rec = await self.memory.acknowledge(msg, text, where)
         if self.llm is None:

@@ -25,6 +25,7 @@ app.add_typer(bench_app, name="bench")
 
 console = Console(soft_wrap=not sys.stdout.isatty())
 err = Console(stderr=True)
+MAX_INT64 = 2**63 - 1  # storage.text.MAX_INT64 (not imported: `clara --help` stays fast)
 
 
 def _progress() -> Progress:
@@ -66,6 +67,8 @@ def _run(coro):
         _fail(str(exc))
     except OperationalError as exc:
         _fail(f"database unreachable or unusable: {exc.orig}")
+    except OSError as exc:  # a file named on the command line that cannot be read or written
+        _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
 
 
 def _fail(message: str) -> None:
@@ -86,6 +89,8 @@ def chat(
     """Chat with Clara in the terminal. Reads one message per line when stdin is not a terminal."""
     from clara.terminal import run_chat
 
+    _check_identity(user=user, channel=channel)
+
     _run(run_chat(user=user, channel=channel, dm=dm, console=console, extra_scopes=scope or []))
 
 
@@ -104,12 +109,21 @@ def bot() -> None:
 @app.command("dashboard")
 def dashboard(
     host: Annotated[str | None, typer.Option(help="Bind address (default CLARA_DASHBOARD_HOST, 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default DISCORD_MONITOR_PORT, 8001).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default DISCORD_MONITOR_PORT, 8001).")
+    ] = None,
 ) -> None:
     """The web dashboard alone (the bot serves it too). Login token: CLARA_DASHBOARD_TOKEN."""
     from clara.dashboard import serve
+    from storage import StoreError
+    from storage.vectors import IndexInUse
 
-    serve(host=host, port=port)
+    try:
+        serve(host=host, port=port)
+    except (IndexInUse, StoreError) as exc:
+        _fail(str(exc))
+    except OSError as exc:  # e.g. the port is taken
+        _fail(f"cannot serve the dashboard: {exc.strerror or exc}")
 
 
 mcp_app = typer.Typer(help="Share Clara's memory with other agents over MCP.", no_args_is_help=True)
@@ -122,7 +136,7 @@ def mcp_serve(
     scope: Annotated[list[str] | None, typer.Option(help="stdio: a shared scope the agent joins.")] = None,
     http: Annotated[bool, typer.Option(help="Serve streamable HTTP at /mcp instead of stdio.")] = False,
     host: str = "127.0.0.1",
-    port: int = 8765,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8765,
     grant: Annotated[list[str] | None, typer.Option(help="http: AGENT=SCOPE (repeatable).")] = None,
 ) -> None:
     """The memory MCP server (tools memory_store_fact, memory_recall, …). stdio: one agent per
@@ -139,6 +153,20 @@ def mcp_serve(
     for g in grant or []:
         argv += ["--grant", g]
     mcp_main(argv)
+
+
+def _check_identity(**names: str | None) -> None:
+    """--user / --channel name scopes (user:<name>, channel:<name>): refuse a name that cannot be one."""
+    from storage import InvalidInput
+    from storage.text import check_scope_id
+
+    for what, value in names.items():
+        if value is None:
+            continue
+        try:
+            check_scope_id(f"{what}:{value}")
+        except InvalidInput:
+            _fail(f"--{what} {value[:60]!r} is not a usable name: 1-190 letters, digits, spaces or . : @ # / + - _")
 
 
 # --------------------------------------------------------------------------- memory
@@ -189,7 +217,7 @@ def memory_recall(
     user: Annotated[str | None, typer.Option()] = None,
     channel: Annotated[str | None, typer.Option()] = None,
     scope: Annotated[list[str] | None, typer.Option(help="Explicit scope id (repeatable).")] = None,
-    k: Annotated[int, typer.Option("-k", "--k", help="How many results.")] = 10,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=200, help="How many results.")] = 10,
     superseded: Annotated[bool, typer.Option(help="Include superseded facts.")] = False,
 ) -> None:
     """Hybrid recall within the given scopes."""
@@ -213,12 +241,14 @@ def memory_list(
     user: Annotated[str | None, typer.Option()] = None,
     channel: Annotated[str | None, typer.Option()] = None,
     scope: Annotated[list[str] | None, typer.Option()] = None,
-    limit: int = 50,
-    offset: int = 0,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
+    offset: Annotated[int, typer.Option(min=0, max=MAX_INT64)] = 0,
     status: Annotated[str, typer.Option(help="active, superseded, deleted or all")] = "active",
 ) -> None:
     """List facts, newest first."""
     scopes = _scopes_for(user, channel, scope)
+    if status not in ("active", "superseded", "deleted", "all"):
+        _fail(f"--status must be active, superseded, deleted or all, got {status[:40]!r}")
     statuses = ("active", "superseded", "deleted") if status == "all" else (status,)
 
     async def go(store):
@@ -270,6 +300,7 @@ def memory_purge_user(
     """Erase everything about a user for real, as `!forgetme` does: facts, messages, sessions,
     vectors, history text, plugins' data, copies of their words in others' bot replies and
     summaries, their export file; channel summaries rebuilt without them."""
+    _check_identity(user=user)
     if not yes and not typer.confirm(f"Erase all memories of {user}? This cannot be undone"):
         raise typer.Exit(1)
 
@@ -355,7 +386,8 @@ def import_locomo(
             task = prog.add_task("importing turns", total=total)
             for conv in convs:
                 for e in await locomo.ingest(store, conv, on_batch=lambda n: prog.advance(task, n)):
-                    err.print(f"[yellow]skipped turn {e['index']} of {conv.id}: {e['error']}")
+                    where = e["index"] if isinstance(e["index"], str) else f"turn {e['index']}"
+                    err.print(f"[yellow]skipped {where} of {conv.id}: {e['error']}", markup=False)
             if wait:
                 emb = prog.add_task("embedding", total=total)
                 await store.indexer.drain(
@@ -402,7 +434,8 @@ def bench_locomo(
     database_url: Annotated[str | None, typer.Option(help="Run Clara on this database (default temp SQLite).")] = None,
     mem0: Annotated[bool | None, typer.Option(help="Include mem0 (default: when installed).")] = None,
     distractors: Annotated[
-        int, typer.Option(min=0, help="Also recall over a scope of this many synthetic facts (Clara only).")
+        int,
+        typer.Option(min=0, max=10_000_000, help="Also recall over a scope of this many synthetic facts (Clara only)."),
     ] = 0,
     context: Annotated[
         bool, typer.Option("--context", help="Also: share of questions whose evidence reaches the assembled prompt.")
@@ -447,15 +480,18 @@ def bench_locomo(
 @bench_app.command("scale")
 def bench_scale(
     facts: Annotated[str, typer.Option(help="Comma-separated store sizes.")] = "10000,100000",
-    queries: int = 200,
-    adds: int = 500,
+    queries: Annotated[int, typer.Option(min=1, max=1_000_000)] = 200,
+    adds: Annotated[int, typer.Option(min=1, max=1_000_000)] = 500,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
     database_url: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Add-ack and recall latency (p50/p95, query embedding included) and RSS as the store grows."""
     from clara.bench import scale
 
-    sizes = [int(x) for x in facts.split(",") if x.strip()]
+    parts = [x.strip() for x in facts.split(",") if x.strip()]
+    if not parts or not all(x.isascii() and x.isdigit() and 0 < len(x) <= 9 for x in parts):
+        _fail(f"--facts takes comma-separated sizes from 1 to 999,999,999, got {facts[:60]!r}")
+    sizes = [int(x) for x in parts]
     with _progress() as prog:
         progress = _named_tasks(prog)
         res = _run(scale.run(sizes, queries=queries, adds=adds, database_url=database_url, progress=progress))
@@ -471,8 +507,8 @@ def bench_scale(
 
 @bench_app.command("chat")
 def bench_chat(
-    users: int = 20,
-    messages: int = 10,
+    users: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
+    messages: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
     database_url: Annotated[str | None, typer.Option()] = None,
 ) -> None:
@@ -488,7 +524,10 @@ def bench_chat(
 
 
 @bench_app.command("startup")
-def bench_startup(runs: int = 5, json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
+def bench_startup(
+    runs: Annotated[int, typer.Option(min=1, max=1000)] = 5,
+    json_out: Annotated[Path | None, typer.Option("--json")] = None,
+) -> None:
     """Cold-start time of `clara chat` to its first reply, and its idle RSS."""
     from clara.bench import startup
 
@@ -701,9 +740,11 @@ def import_mem0_cmd(
 
 @bench_app.command("load")
 def bench_load(
-    users: int = 50,
-    messages: int = 20,
-    llm_delay: Annotated[float, typer.Option(help="Seconds the stub model waits per chat answer.")] = 0.0,
+    users: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    messages: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
+    llm_delay: Annotated[
+        float, typer.Option(min=0, max=3600, help="Seconds the stub model waits per chat answer.")
+    ] = 0.0,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
     database_url: Annotated[str | None, typer.Option()] = None,
 ) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from clara.chat import ChatEngine
 
 PAGE = 10
+MAX_PAGE = 100_000  # pages of PAGE facts: far beyond any one person's memories, and far inside 64 bits
 HELP = """Commands:
   !remember <text>     save something about you (private to you, recalled in any channel)
   !recall <query>      show what I remember that matches (numbered, with age and scope)
@@ -38,6 +39,16 @@ HELP = """Commands:
   !high|!mid|!low <message>   answer with that model tier
   !help                this help
 Anything else is a message: I store it and reply using what I remember."""
+
+
+def _ascii_number(arg: str) -> bool:
+    """ASCII digits only ("²" or "٣" are digits to str.isdigit but not to int())."""
+    return arg.isascii() and arg.isdigit()
+
+
+def _shown(arg: str, n: int = 30) -> str:
+    """The user's argument echoed in a reply, shortened visibly if long."""
+    return arg if len(arg) <= n else arg[:n] + "…"
 
 
 def _age(when: datetime, now: datetime) -> str:
@@ -128,8 +139,10 @@ class Commands:
         return await self.listing(msg, where, f"What I recall about “{arg}”:", [h.fact for h in hits])
 
     async def cmd_memories(self, msg, arg, where) -> Reply:
-        if arg and not arg.isdigit() or arg == "0":
+        if arg and not _ascii_number(arg) or arg and not arg.strip("0"):
             return Reply("Usage: !memories [page number]", error=True)
+        if len(arg) > 6 or int(arg or 1) > MAX_PAGE:  # int() of thousands of digits is refused too
+            return Reply(f"There is no page {_shown(arg)} (pages go up to {MAX_PAGE:,} at most).", error=True)
         page = int(arg) if arg else 1
         facts = await self._own_facts(msg, where, page)
         if not facts:
@@ -149,13 +162,15 @@ class Commands:
 
     async def cmd_forget(self, msg, arg, where) -> Reply:
         usage = "Usage: !forget <n> (item n of your last list) or !forget #<id>."
-        if arg.startswith("#") and arg[1:].isdigit():
+        if arg.startswith("#") and _ascii_number(arg[1:]):
+            if len(arg) > 19:  # beyond any 64-bit id
+                return Reply(f"I have no memory {_shown(arg)} that you can forget.", error=True)
             fid = int(arg[1:])
-        elif arg.isdigit():
+        elif _ascii_number(arg):
             listing = await self.store.settings.get(CORE, f"user:{msg.user_id}", f"listing:{msg.channel_id}"[:100], [])
-            n = int(arg)
+            n = int(arg) if len(arg) <= 18 else 0
             if not 1 <= n <= len(listing):
-                return Reply(f"There is no item {n} in your last list. {usage}", error=True)
+                return Reply(f"There is no item {_shown(arg)} in your last list. {usage}", error=True)
             fid = listing[n - 1]
         else:
             return Reply(usage, error=True)

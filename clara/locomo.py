@@ -49,6 +49,9 @@ class Conversation:
     speakers: tuple[str, str]
     turns: list[Turn] = field(default_factory=list)
     questions: list[Question] = field(default_factory=list)
+    # Turns (or session dates) that could not be read: {"index": "session N turn i", "error": ...};
+    # reported by `ingest` with the store's own refusals.
+    skipped: list[dict] = field(default_factory=list)
 
     def scored_questions(self) -> list[Question]:
         """Questions of categories 1-4 with evidence (category 5 is adversarial: skipped)."""
@@ -56,9 +59,12 @@ class Conversation:
 
 
 def parse_time(value: str | None) -> datetime | None:
-    """Parse LoCoMo's '1:56 pm on 8 May, 2023' (falls back to dateparser for other spellings)."""
-    if not value:
+    """Parse LoCoMo's '1:56 pm on 8 May, 2023' (falls back to dateparser for other spellings).
+    None when absent; ValueError for a value that is no date (e.g. '31 February')."""
+    if value is None or value == "":
         return None
+    if not isinstance(value, str) or len(value) > 100:
+        raise ValueError(f"not a date: {value!r:.60}")
     for fmt in ("%I:%M %p on %d %B, %Y", "%I:%M %p on %d %b, %Y"):
         try:
             return datetime.strptime(value.strip(), fmt).replace(tzinfo=UTC)
@@ -66,35 +72,92 @@ def parse_time(value: str | None) -> datetime | None:
             pass
     import dateparser
 
-    parsed = dateparser.parse(value, settings={"TIMEZONE": "UTC", "RETURN_AS_TIMEZONE_AWARE": True})
+    try:
+        parsed = dateparser.parse(value, settings={"TIMEZONE": "UTC", "RETURN_AS_TIMEZONE_AWARE": True})
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise ValueError(f"not a date: {value!r:.60}") from exc
+    if parsed is None:
+        raise ValueError(f"not a date: {value!r:.60}")
     return parsed
 
 
-def _conversation(obj: dict, fallback_id: str) -> Conversation:
-    conv = obj.get("conversation", obj)
+def _label(value: object, what: str, most: int = 200) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"{what} must be text, got {type(value).__name__}")
+    text = str(value).strip()
+    if not text or len(text) > most:
+        raise ValueError(f"{what} must be 1-{most} characters, got {len(text):,}")
+    return text
+
+
+def _conversation(obj: object, fallback_id: str) -> Conversation:
+    """One conversation. ValueError (one line) if `obj` is not a LoCoMo conversation at all; turns
+    and session dates that cannot be read are listed in `skipped` and the rest is kept."""
+    from storage.text import check_scope_id
+
+    conv = obj.get("conversation", obj) if isinstance(obj, dict) else None
     if not isinstance(conv, dict) or "speaker_a" not in conv:
         raise ValueError(f"{fallback_id}: not a LoCoMo conversation (no speaker_a)")
-    cid = str(obj.get("sample_id") or fallback_id)
-    out = Conversation(cid, (conv["speaker_a"], conv.get("speaker_b", "")))
-    sessions = sorted(int(m.group(1)) for k in conv if (m := _SESSION.match(k)))
+    cid = _label(obj.get("sample_id") or fallback_id, f"{fallback_id}: sample_id", 100)
+    check_scope_id(f"locomo:{cid}")  # InvalidInput (a ValueError) names it
+    speakers = tuple(
+        _label(conv.get(k) or "?", f"{fallback_id}: {k}", 200) if conv.get(k) is not None else ""
+        for k in ("speaker_a", "speaker_b")
+    )
+    out = Conversation(cid, speakers)
+    sessions = sorted(int(m.group(1)) for k in conv if isinstance(k, str) and (m := _SESSION.match(k)) and len(k) < 20)
     for n in sessions:
         turns = conv.get(f"session_{n}") or []
-        when = parse_time(conv.get(f"session_{n}_date_time"))
-        for i, t in enumerate(turns):
-            text = (t.get("text") or "").strip()
-            if not text:
-                continue
-            out.turns.append(
-                Turn(str(t["dia_id"]), t.get("speaker", "?"), text, n, i, when, t.get("blip_caption") or None)
+        if not isinstance(turns, list):
+            out.skipped.append({"index": f"session {n}", "error": f"session_{n} is not a list of turns"})
+            continue
+        try:
+            when = parse_time(conv.get(f"session_{n}_date_time"))
+        except ValueError as exc:
+            when = None
+            out.skipped.append(
+                {"index": f"session {n}", "error": f"session_{n}_date_time: {exc} (its turns are kept without a time)"}
             )
-    for q in obj.get("qa", conv.get("qa", [])) or []:
+        for i, t in enumerate(turns):
+            try:
+                if not isinstance(t, dict):
+                    raise ValueError(f"a turn must be an object, got {type(t).__name__}")
+                text = t.get("text")
+                if text is None or isinstance(text, str) and not text.strip():
+                    continue
+                if not isinstance(text, str):
+                    raise ValueError(f"text must be text, got {type(text).__name__}")
+                caption = t.get("blip_caption") or None
+                if caption is not None and not isinstance(caption, str):
+                    raise ValueError(f"blip_caption must be text, got {type(caption).__name__}")
+                turn = Turn(
+                    _label(t.get("dia_id"), "dia_id", 100),
+                    _label(t.get("speaker", "?"), "speaker", 200),
+                    text.strip(),
+                    n,
+                    i,
+                    when,
+                    caption,
+                )
+            except ValueError as exc:
+                out.skipped.append({"index": f"session {n}, turn {i}", "error": str(exc)})
+                continue
+            out.turns.append(turn)
+    qa = obj.get("qa", conv.get("qa", [])) or []
+    for q in qa if isinstance(qa, list) else []:
+        if not isinstance(q, dict):
+            continue  # questions are only read by `clara bench locomo`: a malformed one is not scored
         ev = q.get("evidence") or []
+        try:
+            category = int(q.get("category", 0))
+        except (TypeError, ValueError, OverflowError):
+            continue
         out.questions.append(
             Question(
                 str(q.get("question", "")),
                 str(q.get("answer", q.get("adversarial_answer", ""))),
-                [str(e).strip() for e in ev if isinstance(e, str)],
-                int(q.get("category", 0)),
+                [str(e).strip() for e in ev if isinstance(e, str)] if isinstance(ev, list) else [],
+                category,
             )
         )
     return out
@@ -107,6 +170,8 @@ def load(path: str | Path) -> list[Conversation]:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{p}: cannot read JSON ({exc})") from exc
+    except RecursionError:
+        raise ValueError(f"{p}: cannot read JSON (nested too deeply)") from None
     items = data if isinstance(data, list) else [data]
     if len(items) == 1:
         return [_conversation(items[0], p.stem)]
@@ -154,7 +219,7 @@ async def ingest(store, conv: Conversation, on_batch=None, batch: int = 500) -> 
     scope = f"locomo:{conv.id}"
     await store.ensure_scope(scope, "channel", name=f"LoCoMo {conv.id}")
     items = turn_items(conv)
-    errors = []
+    errors = list(conv.skipped)
     for start in range(0, len(items), batch):
         res = await store.add_many(items[start : start + batch], scope)
         errors += [{**e, "index": start + e["index"]} for e in res.errors]

@@ -1,15 +1,26 @@
-"""The terminal transport for `clara chat`: a REPL on a TTY, line-by-line when piped."""
+"""The terminal transport for `clara chat`: a REPL on a TTY, line-by-line when piped.
+
+Input is read as bytes and decoded here: a line that is not valid UTF-8, or longer than any
+message Clara stores, gets a one-line refusal naming the problem, and the next line is read as
+usual (it never reaches the store, the embedder or the model)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
+from typing import BinaryIO
 
 from rich.console import Console
 from rich.markup import escape
 
-from clara.chat import ChatEngine, IncomingMessage
+from clara.chat import MAX_MESSAGE_CHARS, ChatEngine, IncomingMessage
 from clara.forget import save_files
+
+log = logging.getLogger(__name__)
+# The longest line read whole: a message of MAX_MESSAGE_CHARS characters of up to 4 UTF-8 bytes each
+# (the engine refuses anything over MAX_MESSAGE_CHARS characters with its own message).
+MAX_LINE_BYTES = 4 * MAX_MESSAGE_CHARS + 2
 
 
 async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra_scopes: list[str]) -> None:
@@ -17,6 +28,8 @@ async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra
     from clara.llm import LLMSettings, make_llm
 
     interactive = sys.stdin.isatty()
+    if interactive and hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")  # undecodable bytes reach _decode_problem
     store = await open_store()
     llm_settings = LLMSettings()
     llm = make_llm(llm_settings)
@@ -37,13 +50,17 @@ async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra
                 f"[cyan]{'a DM' if dm else '#' + escape(channel)}[/cyan]. !help for commands, Ctrl-D to quit."
             )
         while True:
-            line = await asyncio.to_thread(_read_line, interactive)
-            if line is None:
+            got = await asyncio.to_thread(_read_line, interactive)
+            if got is None:
                 break
+            line, problem = got
+            if problem:
+                console.print(f"[red]clara>[/red] {escape(problem)}")
+                continue
             if not line.strip():
                 continue
             msg = IncomingMessage(
-                user_id=user, display_name=user, channel_id=channel, text=line.rstrip("\n"), is_dm=dm, level=4
+                user_id=user, display_name=user, channel_id=channel, text=line.rstrip("\r\n"), is_dm=dm, level=4
             )
             reply = await engine.handle(msg)
             style = "red" if reply.error else "green"
@@ -67,13 +84,45 @@ async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra
         await store.aclose()
 
 
-def _read_line(interactive: bool) -> str | None:
+def _read_line(interactive: bool) -> tuple[str, str | None] | None:
+    """The next line as (text, None), or ("", why it was refused); None at end of input."""
     try:
         if interactive:
-            return input("you> ")
-        line = sys.stdin.readline()
-        return line if line else None
+            line = input("you> ")
+            raw = line.encode("utf-8", "surrogateescape")  # the bytes typed, undecodable ones included
+            return _decode(raw, len(raw))
+        return read_line(sys.stdin.buffer)
     except EOFError:
         return None
-    except UnicodeDecodeError:
-        return "\x00"  # handled by the engine as binary input
+    except (UnicodeError, ValueError) as exc:  # e.g. a surrogate no terminal decoding produces
+        return "", f"I couldn't read that line ({exc}). Nothing was stored."
+
+
+def read_line(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> tuple[str, str | None] | None:
+    """Read one line of bytes from `stream` (at most `limit` kept in memory): (text, None) if it is
+    valid UTF-8 and short enough, else ("", a one-line refusal). None at end of input."""
+    raw = stream.readline(limit + 1)
+    if not raw:
+        return None
+    size = len(raw)
+    if size > limit and not raw.endswith(b"\n"):
+        while True:  # skip the rest of this line, in bounded pieces
+            more = stream.readline(1 << 16)
+            size += len(more)
+            if not more or more.endswith(b"\n"):
+                break
+        return "", (
+            f"That line is {size:,} bytes — longer than the {MAX_MESSAGE_CHARS:,} characters I store in one "
+            "message. Nothing was stored; please split it up."
+        )
+    return _decode(raw, size)
+
+
+def _decode(raw: bytes, size: int) -> tuple[str, str | None]:
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return "", (
+            f"That line is not valid UTF-8 text (byte 0x{raw[exc.start]:02X} at position {exc.start + 1:,} of "
+            f"{size:,}). Nothing was stored."
+        )

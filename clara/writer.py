@@ -32,7 +32,7 @@ from storage import FactStore, InvalidInput
 from storage.cpu import run_background
 from storage.jobs import Job
 from storage.sessions import SUMMARY_JOB
-from storage.text import norm_name
+from storage.text import MAX_NAME_CHARS, norm_name
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ def _entity_pairs(items: Any) -> list[tuple[str, str]]:
             out.append((str(e[0]), str(e[1]) if len(e) > 1 else "thing"))
         else:
             out.append((str(getattr(e, "name", e)), str(getattr(e, "type", "thing"))))
-    return [(n, t) for n, t in out if norm_name(n)]
+    # A "name" longer than any entity name (an extractor's or a model's mistake) is no entity: skipped
+    # here, because the store refuses it rather than cutting it.
+    return [(n, t) for n, t in out if norm_name(n) and len(n) <= MAX_NAME_CHARS]
 
 
 def content_slug(kind: str, content: str) -> str:
@@ -157,8 +159,11 @@ class MemoryWriter:
             except InvalidInput as exc:  # one bad candidate must not sink the others
                 log.warning("candidate fact rejected: %s", exc)
         for rel, other in await run_background(relationship_mentions, text):
+            alias = f"{name}'s {rel}"
+            if len(alias) > MAX_NAME_CHARS or len(other) > MAX_NAME_CHARS:
+                continue  # no entity has such a name (the store refuses it rather than cut it)
             for scope in dict.fromkeys([user_scope, conv]):
-                await self.store.graph.add_alias(scope, other, f"{name}'s {rel}", "person")
+                await self.store.graph.add_alias(scope, other, alias, "person")
         return outcomes
 
     async def _resolve(self, pairs: list[tuple[str, str]], scopes: list[str]) -> list[tuple[str, str]]:

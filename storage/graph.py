@@ -21,7 +21,7 @@ from storage.db import Engines
 from storage.errors import InvalidInput
 from storage.models import EntityRow, FactEntityRow, FactRow, RelationRow
 from storage.sqlutil import aware
-from storage.text import norm_name
+from storage.text import MAX_NAME_CHARS, check_name, norm_name
 
 ENTITY_TYPES = frozenset({"person", "place", "organisation", "project", "pet", "date", "thing"})
 
@@ -52,10 +52,13 @@ def _etype(value: str | None) -> str:
     return t if t in ENTITY_TYPES else "thing"
 
 
-def _norm(name: str) -> str:
-    n = norm_name(str(name))[:200]
+def entity_norm(name: str, what: str = "entity name") -> str:
+    """The normalised form of a valid entity name. Raises InvalidInput for a name that is not text,
+    is longer than MAX_NAME_CHARS (refused, never cut) or has no letters or digits."""
+    check_name(name, what, MAX_NAME_CHARS)
+    n = norm_name(name)
     if not n:
-        raise InvalidInput(f"bad entity name {name!r}")
+        raise InvalidInput(f"bad {what} {name!r:.80}: no letters or digits")
     return n
 
 
@@ -65,16 +68,16 @@ def upsert_entity(
     """Find or create the entity `name` in `scope_id` on `conn` (inside the caller's transaction;
     a synchronous connection: async callers use `await conn.run_sync(upsert_entity, ...)`).
     A known type replaces "thing"; new aliases are merged. Returns the entity id."""
-    norm = _norm(name)
+    norm = entity_norm(name)
     etype = _etype(etype)
     row = conn.execute(select(EntityRow).where(EntityRow.scope_id == scope_id, EntityRow.norm_name == norm)).first()
-    new_aliases = [a for a in (norm_name(x)[:200] for x in aliases) if a and a != norm]
+    new_aliases = [a for a in (entity_norm(x, "alias") for x in aliases) if a != norm]
     if row is None:
         return conn.execute(
             insert(EntityRow)
             .values(
                 scope_id=scope_id,
-                name=str(name)[:200],
+                name=check_name(name, "entity name"),
                 norm_name=norm,
                 type=etype,
                 aliases=sorted(set(new_aliases)),
@@ -139,9 +142,9 @@ class Graph:
         if new). With `single_valued`, the source's open relations of the same name to other
         targets are closed (valid_to = valid_from). An identical open relation is reused.
         Returns (relation id, ids of the relations it closed)."""
-        rel = norm_name(relation).replace(" ", "_")[:100]
+        rel = norm_name(check_name(relation, "relation name", 100)).replace(" ", "_")
         if not rel:
-            raise InvalidInput(f"bad relation name {relation!r}")
+            raise InvalidInput(f"bad relation name {relation!r:.80}")
         now = self.clock()
         since = valid_from or now
         async with self.engines.writer.begin() as conn:

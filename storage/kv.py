@@ -15,6 +15,7 @@ from storage.db import Engines
 from storage.errors import InvalidInput
 from storage.models import SettingRow
 from storage.sqlutil import aware, dialect_insert
+from storage.text import shown
 
 
 def _check(namespace: str, target: str, key: str) -> None:
@@ -25,7 +26,7 @@ def _check(namespace: str, target: str, key: str) -> None:
             or len(value) > (100 if name != "target" else 200)
             or "\x00" in value
         ):
-            raise InvalidInput(f"bad setting {name}: {value!r}")
+            raise InvalidInput(f"bad setting {name}: {shown(value)}")
 
 
 class SettingsStore:

@@ -49,7 +49,16 @@ from storage.redact import Quotes
 from storage.sessions import SessionStore, provenance_of
 from storage.sqlutil import aware as _aware
 from storage.sqlutil import dialect_insert
-from storage.text import MAX_FACT_CHARS, check_fact_id, check_scope_id, clean_text, norm_name
+from storage.text import (
+    MAX_FACT_CHARS,
+    MAX_NAME_CHARS,
+    check_fact_id,
+    check_name,
+    check_scope_id,
+    clean_text,
+    norm_name,
+    shown,
+)
 from storage.types import (
     BatchResult,
     Fact,
@@ -136,16 +145,29 @@ def _importance(value: float | None) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"importance must be a number in [0, 1], got {value!r}") from exc
+        raise InvalidInput(f"importance must be a number in [0, 1], got {shown(value)}") from exc
     if not 0.0 <= v <= 1.0:
         raise InvalidInput(f"importance must be in [0, 1], got {v}")
     return v
 
 
+def _entity_names(items: Sequence[str | tuple[str, str]] | None) -> list[str | tuple[str, str]]:
+    """Validate the entities of a fact (names or (name, type) pairs) before anything is written:
+    a name longer than MAX_NAME_CHARS, or not text, is refused (InvalidInput), never cut."""
+    if items is None:
+        return []
+    if isinstance(items, str | bytes) or not isinstance(items, Sequence):
+        raise InvalidInput(f"entities must be a list of names, got {type(items).__name__}")
+    for item in items:
+        name = item if isinstance(item, str) else (item[0] if isinstance(item, tuple | list) and item else item)
+        check_name(name, "entity name", MAX_NAME_CHARS)
+    return list(items)
+
+
 def _kind(kind: str) -> str:
     k = str(kind).lower()
     if k not in KINDS:
-        raise InvalidInput(f"unknown fact kind {kind!r} (one of {', '.join(sorted(KINDS))})")
+        raise InvalidInput(f"unknown fact kind {shown(kind)} (one of {', '.join(sorted(KINDS))})")
     return k
 
 
@@ -332,7 +354,7 @@ class FactStore:
     def _scope(conn: Connection, scope_id: str) -> Scope:
         row = conn.execute(select(ScopeRow).where(ScopeRow.id == scope_id)).first()
         if row is None:
-            raise InvalidInput(f"unknown scope {scope_id!r}")
+            raise InvalidInput(f"unknown scope {shown(scope_id)}")
         members = (
             conn.execute(select(ScopeMemberRow.principal).where(ScopeMemberRow.scope_id == scope_id)).scalars().all()
         )
@@ -452,6 +474,7 @@ class FactStore:
             now=now,
             attr=attr,
         )
+        entities = _entity_names(entities)
 
         def write(conn: Connection) -> tuple[int, bool]:
             self._check_in_tx(conn, scope_id, actor, True)
@@ -473,7 +496,7 @@ class FactStore:
                     existing = await conn.run_sync(self._slug_id, scope_id, values["slug"])
                 if existing is not None:
                     return existing
-            raise InvalidInput(f"unknown scope {scope_id!r}") from exc
+            raise InvalidInput(f"unknown scope {shown(scope_id)}") from exc
         if added:
             self.indexer.notify()
         return fact_id
@@ -570,7 +593,7 @@ class FactStore:
                     valid_from=item.get("valid_from"),
                     now=now,
                 )
-                good.append((i, values, item.get("entities") or ()))
+                good.append((i, values, _entity_names(item.get("entities") or ())))
             except (InvalidInput, TypeError, ValueError) as exc:
                 result.failed += 1
                 result.errors.append({"index": i, "error": str(exc)})
@@ -661,7 +684,7 @@ class FactStore:
             except IntegrityError:
                 # A concurrent writer inserted the same slug first (PostgreSQL): retry as an update.
                 await asyncio.sleep(0.005)
-        raise InvalidInput(f"could not upsert slug {slug!r}: too much contention")
+        raise InvalidInput(f"could not upsert slug {shown(slug)}: too much contention")
 
     async def supersede(
         self,
@@ -1044,7 +1067,7 @@ class FactStore:
             async with self.engines.writer.begin() as conn:
                 return (await conn.execute(insert(MessageRow).values(**values).returning(MessageRow.id))).scalar_one()
         except IntegrityError as exc:
-            raise InvalidInput(f"unknown scope {scope_id!r}") from exc
+            raise InvalidInput(f"unknown scope {shown(scope_id)}") from exc
 
     # ------------------------------------------------------------------ reads
     async def get(self, fact_id: int | str, *, scopes: Sequence[str] | None = None) -> Fact:

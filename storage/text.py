@@ -10,9 +10,12 @@ from storage.errors import InvalidInput
 MAX_FACT_CHARS = 16_000
 MAX_QUERY_CHARS = 4_000
 MAX_SCOPE_ID = 200
+MAX_NAME_CHARS = 200  # entity names and aliases, speakers, relation names
+MAX_INT64 = 2**63 - 1  # the largest value an SQL BIGINT (and SQLite INTEGER) holds
 _SCOPE_RE = re.compile(r"^[\w.:@#/+\- ]{1,200}$", re.UNICODE)
 _CONTROL = {c for c in map(chr, range(32)) if c not in "\n\t"} | {"\x7f"}
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Function words dropped from lexical queries (they match everything and cost time).
 STOPWORDS = frozenset(
@@ -38,11 +41,49 @@ STOPWORDS = frozenset(
 )
 
 
+def shown(value: object, most: int = 60) -> str:
+    """`repr(value)` for an error message, shortened visibly ("…") when long: the refusal names
+    the value without echoing a megabyte back."""
+    r = repr(value)
+    return r if len(r) <= most else r[: most - 1] + "…"
+
+
+def unicode_problem(value: str) -> str | None:
+    """Why `value` is not valid Unicode text (a lone UTF-16 surrogate, as left by undecodable
+    bytes or a bad JSON escape: no encoder, tokenizer or database accepts it), or None."""
+    i = 0
+    while (m := _SURROGATE.search(value, i)) is not None:
+        j = m.start()
+        ch = value[j]
+        if ch <= "\udbff" and j + 1 < len(value) and "\udc00" <= value[j + 1] <= "\udfff":
+            i = j + 2  # a high+low pair: one character, spelled in UTF-16
+            continue
+        return f"it is not valid Unicode (lone surrogate U+{ord(ch):04X} at character {j + 1:,})"
+    return None
+
+
+def join_surrogates(value: str) -> str:
+    """`value` with UTF-16 surrogate pairs joined into the characters they spell ("\\ud83d\\ude00"
+    -> "😀"). Check `unicode_problem` first: a lone surrogate raises UnicodeDecodeError here."""
+    if _SURROGATE.search(value) is None:
+        return value
+    return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+
+
+def _valid_unicode(value: str, what: str) -> str:
+    """`value` with surrogate pairs joined; raises InvalidInput for a lone surrogate (never passed
+    on to the embedder or the database)."""
+    problem = unicode_problem(value)
+    if problem:
+        raise InvalidInput(f"{what} is unreadable: {problem}")
+    return join_surrogates(value)
+
+
 def clean_text(value: object, what: str = "text", max_chars: int = MAX_FACT_CHARS) -> str:
     """Return `value` stripped and with control characters removed.
 
-    Raises InvalidInput if it is not a string, contains NUL bytes, is empty after cleaning, or is
-    longer than `max_chars` characters."""
+    Raises InvalidInput if it is not a string, contains NUL bytes or lone surrogates (invalid
+    Unicode), is empty after cleaning, or is longer than `max_chars` characters (never cut)."""
     if isinstance(value, bytes):
         raise InvalidInput(f"{what} must be text, not bytes")
     if not isinstance(value, str):
@@ -51,6 +92,7 @@ def clean_text(value: object, what: str = "text", max_chars: int = MAX_FACT_CHAR
         raise InvalidInput(f"{what} contains NUL bytes (binary data is not stored)")
     if len(value) > max_chars:
         raise InvalidInput(f"{what} is too long: {len(value):,} characters (max {max_chars:,})")
+    value = _valid_unicode(value, what)
     text = "".join(ch for ch in value if ch not in _CONTROL)
     text = unicodedata.normalize("NFC", text).strip()
     if not text:
@@ -58,25 +100,52 @@ def clean_text(value: object, what: str = "text", max_chars: int = MAX_FACT_CHAR
     return text
 
 
+def check_name(value: object, what: str = "name", max_chars: int = MAX_NAME_CHARS) -> str:
+    """A short label (entity name, alias, relation, speaker): clean_text's checks with a smaller
+    limit, named in the error. Raises InvalidInput; never cuts."""
+    return clean_text(value, what, max_chars)
+
+
+def check_int(value: object, what: str, lo: int = -MAX_INT64 - 1, hi: int = MAX_INT64) -> int:
+    """An integer (or a string of ASCII digits) within [lo, hi] (default: the 64-bit range SQL
+    can store). Raises InvalidInput naming the bounds."""
+    if isinstance(value, bool):
+        raise InvalidInput(f"{what} must be a whole number, got {shown(value)}")
+    if isinstance(value, str):
+        s = value.strip()
+        digits = s[1:] if s[:1] in "+-" else s
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 30:
+            raise InvalidInput(f"{what} must be a whole number from {lo:,} to {hi:,}, got {value[:40]!r}")
+        value = int(s)
+    if not isinstance(value, int):
+        raise InvalidInput(f"{what} must be a whole number, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        got = f"{value:,}" if abs(value) < 10**30 else f"a {len(str(abs(value)))}-digit number"
+        raise InvalidInput(f"{what} must be from {lo:,} to {hi:,}, got {got}")
+    return value
+
+
 def check_scope_id(scope_id: object) -> str:
     """Validate a scope id such as `user:1234` or `channel:general`; raises InvalidInput."""
     if not isinstance(scope_id, str) or not _SCOPE_RE.match(scope_id):
-        raise InvalidInput(f"invalid scope id {scope_id!r}")
+        raise InvalidInput(f"invalid scope id {shown(scope_id)}")
     return scope_id
 
 
 def check_fact_id(fact_id: object) -> int:
     """Accept an int or a decimal string; raises InvalidInput otherwise."""
     if isinstance(fact_id, bool):
-        raise InvalidInput(f"invalid fact id {fact_id!r}")
+        raise InvalidInput(f"invalid fact id {shown(fact_id)}")
     if isinstance(fact_id, int):
         value = fact_id
-    elif isinstance(fact_id, str) and fact_id.strip().lstrip("#").isdigit():
-        value = int(fact_id.strip().lstrip("#"))
+    elif isinstance(fact_id, str) and (digits := fact_id.strip().lstrip("#")).isascii() and digits.isdigit():
+        if len(digits) > 19:
+            raise InvalidInput(f"invalid fact id {fact_id[:40]!r}")
+        value = int(digits)
     else:
-        raise InvalidInput(f"invalid fact id {fact_id!r}")
+        raise InvalidInput(f"invalid fact id {fact_id!r:.60}")
     if not 0 < value < 2**62:
-        raise InvalidInput(f"invalid fact id {fact_id!r}")
+        raise InvalidInput(f"invalid fact id {shown(fact_id)}")
     return value
 
 

@@ -71,13 +71,21 @@ def _uvicorn_server(app, host: str, port: int):
     return _Server(config)
 
 
+async def _run_uvicorn(server, where: str) -> None:
+    try:
+        await server.serve()
+    except SystemExit:  # uvicorn exits (status 3) when it cannot bind: for its host, an error, not an exit
+        raise OSError(f"cannot listen on {where} (address in use or not allowed)") from None
+
+
 async def start(state: DashboardState, *, host: str | None = None, port: int | None = None) -> DashboardServer:
     """Start serving on the running loop and return once the socket is bound (or raise)."""
     settings = state.settings or DashboardSettings()
     state.settings = settings
     app = create_app(state)
     server = _uvicorn_server(app, host or settings.host, settings.port if port is None else port)
-    task = asyncio.create_task(server.serve(), name="clara-dashboard")
+    where = f"{host or settings.host}:{settings.port if port is None else port}"
+    task = asyncio.create_task(_run_uvicorn(server, where), name="clara-dashboard")
     while not server.started:
         if task.done():
             task.result()  # re-raise the bind error

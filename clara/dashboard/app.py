@@ -38,6 +38,7 @@ from clara.dashboard.config import DashboardSettings
 from clara.dashboard.metrics import instrument_store
 from clara.dashboard.service import KINDS, STATUSES, DashboardService, DashboardState, FactFilter
 from storage.errors import FactNotFound, InvalidInput, ScopeDenied, StoreError
+from storage.text import MAX_INT64, MAX_SCOPE_ID, unicode_problem
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -45,6 +46,8 @@ COOKIE = "clara_dashboard"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 MAX_SESSIONS = 5000
+MAX_QUERY_CHARS = 500  # the search box
+MAX_PAGE = 100_000  # pages of 50 facts
 # Login throttling (seconds): LOGIN_MAX_FAILURES wrong tokens within LOGIN_WINDOW lock that client out
 # for LOGIN_LOCKOUT, doubling with each further lock-out up to LOGIN_LOCKOUT_MAX; at most
 # LOGIN_MAX_CLIENTS clients are remembered (the least recently failing one is forgotten first).
@@ -371,19 +374,19 @@ class Dashboard:
 
     def _filter(self, request: Request) -> FactFilter:
         p = request.query_params
-        try:
-            page = max(0, int(p.get("page", "0")))
-        except ValueError:
-            page = 0
+        page = _param(p.get("page"), "page", 20) or "0"
+        if not (page.isascii() and page.isdigit()) or int(page) > MAX_PAGE:
+            raise InvalidInput(f"page must be a number from 0 to {MAX_PAGE:,}, got {page[:20]!r}")
         status = p.get("status", "active")
+        kind = p.get("kind", "")
         return FactFilter(
-            scope=p.get("scope", "").strip(),
-            user=p.get("user", "").strip(),
-            kind=p.get("kind", "") if p.get("kind", "") in KINDS else "",
+            scope=_param(p.get("scope"), "scope", MAX_SCOPE_ID),
+            user=_param(p.get("user"), "user", MAX_SCOPE_ID),
+            kind=kind if kind in KINDS else "",
             status=status if status in (*STATUSES, "any") else "active",
-            q=p.get("q", "").strip()[:500],
+            q=_param(p.get("q"), "query", MAX_QUERY_CHARS),
             mode="text" if p.get("mode") == "text" else "recall",
-            page=page,
+            page=int(page),
         )
 
     async def memories(self, request: Request) -> Response:
@@ -438,7 +441,7 @@ class Dashboard:
 
     async def purge_user(self, request: Request) -> Response:
         form = await self.form(request)
-        user, confirm = form.get("user", "").strip(), form.get("confirm", "").strip()
+        user, confirm = _param(form.get("user"), "user", MAX_SCOPE_ID), _param(form.get("confirm"), "confirm", 1000)
         if not user or confirm != user:
             self.flash(request, "error", "Not purged: type the user id again in the confirmation box.")
             return RedirectResponse(f"/memories?user={quote(user)}", status_code=303)
@@ -453,7 +456,8 @@ class Dashboard:
         return RedirectResponse("/memories", status_code=303)
 
     async def entities(self, request: Request) -> Response:
-        q, scope = request.query_params.get("q", "").strip(), request.query_params.get("scope", "").strip()
+        p = request.query_params
+        q, scope = _param(p.get("q"), "query", MAX_QUERY_CHARS), _param(p.get("scope"), "scope", MAX_SCOPE_ID)
         rows = await self.service.entities(q=q, scope=scope)
         return self.render(request, "entities.html", rows=rows, q=q, scope=scope)
 
@@ -476,7 +480,8 @@ class Dashboard:
         return RedirectResponse(f"/entities/{keep}", status_code=303)
 
     async def sessions_page(self, request: Request) -> Response:
-        user, status = request.query_params.get("user", "").strip(), request.query_params.get("status", "")
+        user = _param(request.query_params.get("user"), "user", MAX_SCOPE_ID)
+        status = request.query_params.get("status", "")
         rows = await self.service.sessions(user=user, status=status if status in ("open", "closed") else "")
         return self.render(request, "sessions.html", rows=rows, user=user, status_filter=status)
 
@@ -535,13 +540,22 @@ def _span(samples) -> tuple[str, str]:
 
 
 def _int(value) -> int:
-    try:
-        n = int(str(value))
-    except ValueError as exc:
-        raise InvalidInput(f"not an id: {str(value)[:40]!r}") from exc
-    if n <= 0:
-        raise InvalidInput(f"not an id: {n}")
-    return n
+    """An id from a path or form: ASCII digits, 1 to 2**63-1 (what SQL stores)."""
+    s = str(value).strip()
+    if not (s.isascii() and s.isdigit()) or len(s) > 19 or not 0 < int(s) <= MAX_INT64:
+        raise InvalidInput(f"not an id: {s[:40]!r}")
+    return int(s)
+
+
+def _param(value: str | None, what: str, most: int) -> str:
+    """A text query parameter or form field, stripped: refused (with the limit named) when too
+    long, or when it holds a NUL byte or invalid Unicode, never cut."""
+    value = (value or "").strip()
+    if len(value) > most:
+        raise InvalidInput(f"{what} is too long: {len(value):,} characters (max {most:,})")
+    if "\x00" in value or unicode_problem(value):
+        raise InvalidInput(f"{what} is not plain text (a NUL byte or invalid Unicode)")
+    return value
 
 
 def _secs(wait: float) -> int:

@@ -30,6 +30,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--grant", action="append", default=[], help="http: AGENT=SCOPE (repeatable)")
     args = p.parse_args(argv)
+    try:
+        _serve(args)
+    except ValueError as exc:  # a bad agent name, scope or grant: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _serve(args) -> None:
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be from 1 to 65535, got {args.port}")
     if args.http:
         import uvicorn
 

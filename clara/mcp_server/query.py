@@ -9,6 +9,7 @@ scopes); deleted facts are never returned. Only `select` and `count` exist.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -17,9 +18,13 @@ from sqlalchemy import DateTime, func, select
 
 from storage.errors import InvalidInput
 from storage.models import EntityRow, FactRow, RelationRow, ScopeRow, SessionRow
+from storage.text import check_int, shown, unicode_problem
 
 MAX_LIMIT = 200
 MAX_IN = 100
+MAX_FILTERS = 20
+MAX_COLUMNS = 30
+MAX_VALUE_CHARS = 2000
 
 TABLES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "facts": (
@@ -95,11 +100,22 @@ def _value(col, op: str, value: Any) -> Any:
         raise InvalidInput(f"filter values must be strings, numbers or booleans, got {type(value).__name__}")
     if op == "contains" and not isinstance(value, str):
         raise InvalidInput("'contains' takes a string")
+    if isinstance(value, int) and not isinstance(value, bool):
+        check_int(value, f"filter value for {col.key}")  # SQL integers are 64-bit
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(f"filter value for {col.key} must be a finite number")
+    if isinstance(value, str):
+        if len(value) > MAX_VALUE_CHARS:
+            raise InvalidInput(
+                f"filter value for {col.key} is too long: {len(value):,} characters (max {MAX_VALUE_CHARS:,})"
+            )
+        if "\x00" in value or unicode_problem(value):
+            raise InvalidInput(f"filter value for {col.key} is not plain text (NUL byte or invalid Unicode)")
     if isinstance(col.type, DateTime) and isinstance(value, str):
         try:
             return datetime.fromisoformat(value)
         except ValueError as exc:
-            raise InvalidInput(f"bad ISO date/time {value!r}") from exc
+            raise InvalidInput(f"bad ISO date/time {shown(value)}") from exc
     return value
 
 
@@ -121,23 +137,27 @@ async def run_query(
 ) -> dict[str, Any]:
     """Run one whitelisted read. Raises InvalidInput for anything outside the whitelist."""
     if operation not in ("select", "count"):
-        raise InvalidInput(f"read-only: operation {operation!r} is not allowed (select or count)")
+        raise InvalidInput(f"read-only: operation {shown(operation)} is not allowed (select or count)")
     if table not in TABLES:
-        raise InvalidInput(f"unknown table {table!r} (allowed: {', '.join(sorted(TABLES))})")
+        raise InvalidInput(f"unknown table {shown(table)} (allowed: {', '.join(sorted(TABLES))})")
     model, allowed = TABLES[table]
+    if not isinstance(filters, Mapping):
+        raise InvalidInput("filters must be an object")
+    if len(filters) > MAX_FILTERS:
+        raise InvalidInput(f"too many filters: {len(filters)} (at most {MAX_FILTERS})")
+    if columns is not None and (isinstance(columns, str) or len(columns) > MAX_COLUMNS):
+        raise InvalidInput(f"columns must be a list of at most {MAX_COLUMNS} names")
     cols = list(columns) if columns else list(allowed)
     bad = [c for c in [*cols, *filters.keys(), *([order_by] if order_by else [])] if c not in allowed]
     if bad:
-        raise InvalidInput(f"unknown column(s) for {table}: {', '.join(map(repr, bad))}")
-    if not isinstance(filters, Mapping):
-        raise InvalidInput("filters must be an object")
+        raise InvalidInput(f"unknown column(s) for {table}: {', '.join(repr(b)[:50] for b in bad[:5])}")
     conds = []
     for name, spec in filters.items():
         col = getattr(model, name)
         items = spec.items() if isinstance(spec, Mapping) else [("eq", spec)]
         for op, value in items:
             if op not in OPS:
-                raise InvalidInput(f"unknown filter operator {op!r} (allowed: {', '.join(OPS)})")
+                raise InvalidInput(f"unknown filter operator {shown(op)} (allowed: {', '.join(OPS)})")
             if value is None and op == "eq":
                 conds.append(col.is_(None))
                 continue
@@ -146,7 +166,7 @@ async def run_query(
     conds.append(scope_col.in_(list(readable)))
     if model is FactRow:
         conds.append(FactRow.status != "deleted")
-    limit = max(1, min(int(limit), MAX_LIMIT))
+    limit = check_int(limit, "limit", 1, MAX_LIMIT)
     if operation == "count":
         q = select(func.count()).select_from(model).where(*conds)
     else:

@@ -17,17 +17,66 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import Field
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from pydantic import Field, ValidationError
 
-from clara.mcp_server.query import OPS
-from clara.mcp_server.service import EXPECTED, MemoryService, check_agent_name, check_grants
+from clara.mcp_server.query import MAX_COLUMNS, MAX_FILTERS, MAX_IN, MAX_VALUE_CHARS, OPS
+from clara.mcp_server.service import (
+    EXPECTED,
+    MAX_CAPABILITIES,
+    MAX_CAPABILITY_CHARS,
+    MAX_ENTITIES,
+    MAX_SCOPES,
+    MAX_TAG_CHARS,
+    MAX_TAGS,
+    MemoryService,
+    check_agent_name,
+    check_grants,
+)
 from storage.errors import ScopeDenied
+from storage.text import MAX_INT64, MAX_NAME_CHARS, MAX_SCOPE_ID
 
 log = logging.getLogger(__name__)
 MIN_TOKEN_CHARS = 16
-Scopes = Annotated[list[str] | None, Field(description="scope ids to read (default: every scope you may read)")]
 KINDS = "observation, preference, decision, plan, event, biographical, error, insight, summary, note"
+
+# Every string, list and number a tool takes is bounded in its input schema (maxLength, maxItems,
+# minimum/maximum): clients see the limits, and the server refuses what exceeds them with the limit
+# named (pydantic validates before a tool runs; the service checks again for in-process callers).
+ScopeId = Annotated[str, Field(min_length=1, max_length=MAX_SCOPE_ID)]
+Kind = Annotated[str, Field(min_length=1, max_length=40)]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+Scopes = Annotated[
+    list[ScopeId] | None,
+    Field(max_length=MAX_SCOPES, description="scope ids to read (default: every scope you may read)"),
+]
+Kinds = Annotated[list[Kind] | None, Field(max_length=20, description=f"fact kinds ({KINDS})")]
+Column = Annotated[str, Field(min_length=1, max_length=40)]
+# Filter values are checked by the query builder (clara/mcp_server/query.py: 64-bit integers, finite
+# numbers, plain text up to MAX_VALUE_CHARS), which names the offending filter; the schema the client
+# sees carries the same bounds.
+_SCALAR_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "maxLength": MAX_VALUE_CHARS},
+        {"type": "integer", "minimum": -MAX_INT64 - 1, "maximum": MAX_INT64},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+    ]
+}
+FILTER_VALUE_SCHEMA = {
+    "anyOf": [
+        _SCALAR_SCHEMA,
+        {
+            "type": "object",
+            "propertyNames": {"enum": list(OPS)},
+            "maxProperties": len(OPS),
+            "additionalProperties": {
+                "anyOf": [_SCALAR_SCHEMA, {"type": "array", "maxItems": MAX_IN, "items": _SCALAR_SCHEMA}]
+            },
+        },
+    ]
+}
 
 
 class _Holder:
@@ -71,10 +120,34 @@ def agent_for_token(tokens: Mapping[str, str], token: str | None) -> str | None:
     return found
 
 
+def argument_errors(tool: str, exc: ValidationError, most: int = 3) -> str:
+    """A schema violation as one line naming each bad argument and its limit, without echoing the
+    rejected values (pydantic's own text spans lines and quotes the input)."""
+    seen: dict[str, str] = {}
+    for e in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p.endswith("]")))
+        seen.setdefault(loc or "arguments", e["msg"])
+    parts = [f"{loc}: {msg}" for loc, msg in list(seen.items())[:most]]
+    more = f" (and {len(seen) - most} more)" if len(seen) > most else ""
+    return f"{tool}: invalid arguments — " + "; ".join(parts) + more
+
+
+class _Server(MCPServer):
+    async def call_tool(self, name: str, arguments: dict[str, Any], context=None):
+        try:
+            return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError:
+            raise
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(argument_errors(name, exc.__cause__)) from exc.__cause__
+            raise
+
+
 def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: str = "clara-memory") -> MCPServer:
     """The MCPServer with the eight memory tools; `identify(ctx)` names the calling agent (raises
     ToolError when it cannot)."""
-    mcp = MCPServer(
+    mcp = _Server(
         name,
         instructions=(
             "Clara's shared memory. You act as one agent with a private scope (agent:<name>) and the shared "
@@ -93,17 +166,30 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
             raise ToolError(f"scope denied: {exc}") from exc
         except EXPECTED as exc:
             raise ToolError(str(exc)) from exc
+        except ToolError:
+            raise
+        except Exception as exc:
+            # A bug, not bad input: one log line with the traceback for the operator, one plain
+            # sentence for the agent (no exception text), and the server carries on.
+            log.exception("memory tool %s for agent %s failed", method, agent)
+            raise ToolError(f"{method} failed inside the memory server; the error is logged there") from exc
 
     @mcp.tool(structured_output=True)
     async def memory_store_fact(
         ctx: Context,
         content: Annotated[str, Field(min_length=1, max_length=4000, description="one atomic fact")],
-        scope: Annotated[str | None, Field(description="scope id to write (default: your private scope)")] = None,
-        kind: Annotated[str, Field(description=f"one of: {KINDS}")] = "observation",
+        scope: Annotated[
+            str | None, Field(max_length=MAX_SCOPE_ID, description="scope id to write (default: your private scope)")
+        ] = None,
+        kind: Annotated[str, Field(max_length=40, description=f"one of: {KINDS}")] = "observation",
         importance: Annotated[float | None, Field(ge=0, le=1)] = None,
-        entities: Annotated[list[str], Field(description="names of entities the fact mentions")] = [],  # noqa: B006
+        entities: Annotated[
+            list[Name], Field(max_length=MAX_ENTITIES, description="names of entities the fact mentions")
+        ] = [],  # noqa: B006
         source: Annotated[str | None, Field(max_length=200, description="source attribution")] = None,
-        tags: list[str] = [],  # noqa: B006
+        tags: Annotated[
+            list[Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS)]], Field(max_length=MAX_TAGS)
+        ] = [],  # noqa: B006
     ) -> dict[str, Any]:
         """Store one atomic fact in a scope you may write; returns its id. It is found lexically at once
         and by meaning once embedded (background)."""
@@ -125,7 +211,7 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
         query: Annotated[str, Field(min_length=1, max_length=2000)],
         scopes: Scopes = None,
         k: Annotated[int, Field(ge=1, le=50)] = 10,
-        kinds: list[str] | None = None,
+        kinds: Kinds = None,
         include_superseded: bool = False,
         history: bool = False,
     ) -> dict[str, Any]:
@@ -149,8 +235,8 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
         ctx: Context,
         query: Annotated[str | None, Field(max_length=2000, description="words to match; omit to list")] = None,
         scopes: Scopes = None,
-        kinds: list[str] | None = None,
-        created_by: Annotated[str | None, Field(description="principal, e.g. agent:coder")] = None,
+        kinds: Kinds = None,
+        created_by: Annotated[str | None, Field(max_length=200, description="principal, e.g. agent:coder")] = None,
         limit: Annotated[int, Field(ge=1, le=100)] = 20,
     ) -> dict[str, Any]:
         """Full-text search (exact words, no embeddings) with filters by kind and author; without a
@@ -160,16 +246,21 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
     @mcp.tool(structured_output=True)
     async def memory_link_entity(
         ctx: Context,
-        entity: Annotated[str, Field(min_length=1, max_length=200)],
+        entity: Name,
         entity_type: Annotated[
-            str | None, Field(description="person, place, organisation, project, pet, date or thing")
+            str | None, Field(max_length=40, description="person, place, organisation, project, pet, date or thing")
         ] = None,
-        fact_id: Annotated[int | None, Field(description="link the entity to this fact (in its scope)")] = None,
-        scope: Annotated[str | None, Field(description="scope of the entity (default: the fact's, else yours)")] = None,
-        alias: Annotated[str | None, Field(max_length=200)] = None,
+        fact_id: Annotated[
+            int | None, Field(ge=1, le=MAX_INT64, description="link the entity to this fact (in its scope)")
+        ] = None,
+        scope: Annotated[
+            str | None,
+            Field(max_length=MAX_SCOPE_ID, description="scope of the entity (default: the fact's, else yours)"),
+        ] = None,
+        alias: Annotated[str | None, Field(max_length=MAX_NAME_CHARS)] = None,
         relation: Annotated[str | None, Field(max_length=100, description="e.g. works_on, lives_in")] = None,
-        target: Annotated[str | None, Field(max_length=200)] = None,
-        target_type: str | None = None,
+        target: Annotated[str | None, Field(max_length=MAX_NAME_CHARS)] = None,
+        target_type: Annotated[str | None, Field(max_length=40)] = None,
     ) -> dict[str, Any]:
         """Create or find an entity in a scope you may write; optionally link it to a fact, add an
         alias, or record `entity -relation-> target` (a new single-valued relation closes the old)."""
@@ -201,7 +292,7 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
     async def memory_observe(
         ctx: Context,
         content: Annotated[str, Field(min_length=1, max_length=4000)],
-        scope: str | None = None,
+        scope: Annotated[str | None, Field(max_length=MAX_SCOPE_ID)] = None,
     ) -> dict[str, Any]:
         """Fire-and-forget: record a low-importance observation; returns at once (the write
         happens in the background; access is checked before accepting)."""
@@ -210,9 +301,14 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
     @mcp.tool(structured_output=True)
     async def memory_register_agent(
         ctx: Context,
-        agent_id: Annotated[str | None, Field(description="must be your connection's agent, if given")] = None,
+        agent_id: Annotated[
+            str | None, Field(max_length=64, description="must be your connection's agent, if given")
+        ] = None,
         description: Annotated[str | None, Field(max_length=500)] = None,
-        capabilities: list[str] = [],  # noqa: B006
+        capabilities: Annotated[
+            list[Annotated[str, Field(min_length=1, max_length=MAX_CAPABILITY_CHARS)]],
+            Field(max_length=MAX_CAPABILITIES),
+        ] = [],  # noqa: B006
     ) -> dict[str, Any]:
         """Register (or refresh) this agent: creates its private scope, joins the shared scopes the
         operator granted, and returns the scopes it can read and write."""
@@ -224,16 +320,20 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
     @mcp.tool(structured_output=True)
     async def memory_query_raw(
         ctx: Context,
-        table: Annotated[str, Field(description="facts, entities, relations, sessions or scopes")],
+        table: Annotated[str, Field(max_length=40, description="facts, entities, relations, sessions or scopes")],
         filters: Annotated[
-            dict[str, Any],
-            Field(description="{column: value} or {column: {op: value}}; ops: " + " ".join(OPS)),
+            dict[Column, Any],
+            Field(
+                max_length=MAX_FILTERS,
+                json_schema_extra={"additionalProperties": FILTER_VALUE_SCHEMA},
+                description="{column: value} or {column: {op: value}}; ops: " + " ".join(OPS),
+            ),
         ] = {},  # noqa: B006
-        columns: list[str] | None = None,
-        order_by: str | None = None,
+        columns: Annotated[list[Column] | None, Field(max_length=MAX_COLUMNS)] = None,
+        order_by: Annotated[str | None, Field(max_length=40)] = None,
         descending: bool = True,
         limit: Annotated[int, Field(ge=1, le=200)] = 50,
-        operation: Annotated[str, Field(description="select or count (read-only)")] = "select",
+        operation: Annotated[str, Field(max_length=20, description="select or count (read-only)")] = "select",
     ) -> dict[str, Any]:
         """Read-only structured query over whitelisted tables and columns, always limited to the
         scopes you may read. No SQL is accepted."""

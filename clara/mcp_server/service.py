@@ -26,11 +26,32 @@ from clara.labels import outdated_note
 from clara.mcp_server.query import run_query
 from storage import FactStore
 from storage.errors import FactNotFound, InvalidInput, ScopeDenied
-from storage.graph import upsert_entity
+from storage.graph import entity_norm, upsert_entity
 from storage.models import FactEntityRow, SessionRow
-from storage.text import check_scope_id, norm_name
+from storage.text import (
+    MAX_FACT_CHARS,
+    MAX_INT64,
+    MAX_NAME_CHARS,
+    check_int,
+    check_name,
+    check_scope_id,
+    clean_text,
+    norm_name,
+    shown,
+    unicode_problem,
+)
 
 log = logging.getLogger(__name__)
+
+# Bounds of the tools' list and string arguments (also in their input schemas: see server.py).
+MAX_SCOPES = 50
+MAX_ENTITIES = 50
+MAX_TAGS = 20
+MAX_TAG_CHARS = 50
+MAX_CAPABILITIES = 20
+MAX_CAPABILITY_CHARS = 50
+MAX_DESCRIPTION_CHARS = 500
+MAX_PRINCIPAL_CHARS = 200
 
 AGENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SETTINGS_NS = "mcp"
@@ -65,6 +86,37 @@ def check_grants(grants: Mapping[str, Sequence[str]] | None) -> dict[str, list[s
                 )
         out[agent] = list(dict.fromkeys(scopes))
     return out
+
+
+def _bounded_list(value: Any, what: str, most: int) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise InvalidInput(f"{what} must be a list, got {type(value).__name__}")
+    if len(value) > most:
+        raise InvalidInput(f"too many {what}: {len(value):,} (at most {most})")
+    return list(value)
+
+
+def _label(value: Any, what: str, most: int) -> str:
+    """A short text argument compared in SQL or stored as given: refused if too long (the limit is
+    named) or unreadable (NUL, lone surrogates: PostgreSQL and the encoder reject them)."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be text, got {type(value).__name__}")
+    if len(value) > most:
+        raise InvalidInput(f"{what} is too long: {len(value):,} characters (max {most:,})")
+    if "\x00" in value:
+        raise InvalidInput(f"{what} contains NUL bytes")
+    problem = unicode_problem(value)
+    if problem:
+        raise InvalidInput(f"{what} is unreadable: {problem}")
+    return value
+
+
+def _kinds(kinds: Any) -> list[str] | None:
+    from storage.store import _kind
+
+    return [_kind(_label(k, "kind", 40)) for k in _bounded_list(kinds, "kinds", 20)] or None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -138,7 +190,7 @@ class MemoryService:
     async def _readable(self, principal: str, scopes: Sequence[str] | None) -> list[str]:
         """The scopes to read: all readable ones by default; requested ones are checked (ScopeDenied)."""
         if scopes:
-            wanted = list(dict.fromkeys(check_scope_id(s) for s in scopes))
+            wanted = list(dict.fromkeys(check_scope_id(s) for s in _bounded_list(scopes, "scopes", MAX_SCOPES)))
             await self.store.check_access(wanted, principal)
             return wanted
         return await self.store.readable_scopes(principal)
@@ -157,10 +209,16 @@ class MemoryService:
     async def register_agent(
         self, agent: str, *, description: str | None = None, capabilities: Sequence[str] = ()
     ) -> dict[str, Any]:
+        if description is not None:
+            _label(description, "description", MAX_DESCRIPTION_CHARS)
+        caps = [
+            _label(c, "capability", MAX_CAPABILITY_CHARS)
+            for c in _bounded_list(capabilities, "capabilities", MAX_CAPABILITIES)
+        ]
         principal, new = await self.ensure_agent(agent)
         profile = {
-            "description": (description or "")[:500],
-            "capabilities": [str(c)[:50] for c in list(capabilities)[:20]],
+            "description": description or "",
+            "capabilities": caps,
             "last_seen": self.store.clock().isoformat(),
         }
         await self.store.settings.set(SETTINGS_NS, principal, "profile", profile)
@@ -186,6 +244,12 @@ class MemoryService:
         source: str | None = None,
         tags: Sequence[str] = (),
     ) -> dict[str, Any]:
+        names = [
+            check_name(e, "entity name", MAX_NAME_CHARS) for e in _bounded_list(entities, "entities", MAX_ENTITIES)
+        ]
+        tags = [_label(t, "tag", MAX_TAG_CHARS) for t in _bounded_list(tags, "tags", MAX_TAGS)]
+        if source is not None:
+            _label(source, "source", 200)
         principal, _ = await self.ensure_agent(agent)
         sid = scope or principal
         context = "; ".join(
@@ -196,7 +260,7 @@ class MemoryService:
             sid,
             kind=kind,
             importance=importance,
-            entities=list(entities),
+            entities=names,
             context=context or None,
             source_ref=f"mcp:{agent}",
             created_by=principal,
@@ -209,8 +273,8 @@ class MemoryService:
         principal, _ = await self.ensure_agent(agent)
         sid = scope or principal
         await self.store.check_access([sid], principal, write=True)
-        if not isinstance(content, str) or not content.strip():
-            raise InvalidInput("observation is empty")
+        # Everything the write would refuse is refused now: an accepted observation is not lost.
+        content = clean_text(content, "observation", MAX_FACT_CHARS)
 
         async def write() -> None:
             try:
@@ -244,13 +308,15 @@ class MemoryService:
     ) -> dict[str, Any]:
         """What is true now first, each fact saying whether it still holds; `history=True` asks
         about the past (superseded facts included and ranked first)."""
+        k = check_int(k, "k", 1, 50)
+        kinds = _kinds(kinds)
         principal, _ = await self.ensure_agent(agent)
         readable = await self._readable(principal, scopes)
         hits = await self.store.recall(
             query,
             readable,
-            k=max(1, min(int(k), 50)),
-            kinds=list(kinds) if kinds else None,
+            k=k,
+            kinds=kinds,
             include_superseded=include_superseded,
             actor=principal,
             history=bool(history),
@@ -269,11 +335,14 @@ class MemoryService:
     ) -> dict[str, Any]:
         """Full-text (exact words, no embeddings) search with filters; without `query`, the newest
         facts matching the filters."""
-        if query is not None and not isinstance(query, str):
-            raise InvalidInput(f"query must be text, got {type(query).__name__}")
+        if query is not None:
+            _label(query, "query", 2000)
+        if created_by is not None:
+            _label(created_by, "created_by", MAX_PRINCIPAL_CHARS)
+        kinds = _kinds(kinds)
+        limit = check_int(limit, "limit", 1, 100)
         principal, _ = await self.ensure_agent(agent)
         readable = await self._readable(principal, scopes)
-        limit = max(1, min(int(limit), 100))
         if not readable:
             return {"facts": []}
         if not query or not query.strip():
@@ -304,6 +373,18 @@ class MemoryService:
     ) -> dict[str, Any]:
         """Create/find an entity in a scope the agent may write, and optionally link it to a fact
         (in that scope), give it an alias, or relate it to a target entity."""
+        if fact_id is not None:
+            fact_id = check_int(fact_id, "fact_id", 1, MAX_INT64)
+        # Every name is checked before anything is written (a bad target must not leave the entity).
+        entity_norm(entity, "entity name")
+        for what, value in (("alias", alias), ("target", target)):
+            if value is not None:
+                entity_norm(value, what)
+        if relation is not None and not norm_name(check_name(relation, "relation", 100)):
+            raise InvalidInput(f"bad relation name {relation!r:.80}: no letters or digits")
+        for what, value in (("entity_type", entity_type), ("target_type", target_type)):
+            if value is not None:
+                _label(value, what, 40)
         principal, _ = await self.ensure_agent(agent)
         if bool(relation) != bool(target):
             raise InvalidInput("relation and target go together")
@@ -319,7 +400,7 @@ class MemoryService:
         sid = sid or principal
         await self.store.check_access([check_scope_id(sid)], principal, write=True)
         if not norm_name(str(entity)):
-            raise InvalidInput(f"bad entity name {entity!r}")
+            raise InvalidInput(f"bad entity name {shown(entity)}")
         now = self.store.clock()
         linked = False
         async with self.store.engines.writer.begin() as conn:
@@ -351,9 +432,11 @@ class MemoryService:
         """A warm-start bundle for `topic`: the best facts, the entities named in it with their
         current relations and linked facts, the agent's own latest facts, and recent sessions in
         the readable scopes (with their summaries when readable)."""
+        k = check_int(k, "k", 1, 30)
+        if not isinstance(topic, str):
+            raise InvalidInput(f"topic must be text, got {type(topic).__name__}")
         principal, _ = await self.ensure_agent(agent)
         readable = await self._readable(principal, scopes)
-        k = max(1, min(int(k), 30))
         hits = await self.store.recall(topic, readable, k=k, actor=principal) if readable else []
         entities: list[dict] = []
         seen: set[int] = set()

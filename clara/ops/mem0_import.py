@@ -27,7 +27,7 @@ from typing import Any
 
 from clara.ops.portable import ImportReport, ensure_scopes, parse_time, scope_for, write_facts
 from storage.errors import InvalidInput
-from storage.text import MAX_FACT_CHARS, check_scope_id, clean_text
+from storage.text import MAX_FACT_CHARS, check_scope_id, clean_text, shown
 
 RESERVED = {
     "data",
@@ -50,16 +50,25 @@ RESERVED = {
 }
 
 
-def load_export(path: Path) -> list[dict]:
-    """Memories from a Platform export (JSON or JSON Lines). Raises InvalidInput."""
+def _json_line(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        return InvalidInput(f"not JSON: {exc.msg}")
+    except RecursionError:
+        return InvalidInput("not JSON this program can read: nested too deeply")
+
+
+def load_export(path: Path) -> list:
+    """Memories from a Platform export (JSON, or JSON Lines where an unreadable line becomes an
+    InvalidInput in its place, reported by `build`). Raises InvalidInput for a file that is neither."""
     raw = Path(path).read_text(encoding="utf-8", errors="replace")
     try:
         data = json.loads(raw)
-    except json.JSONDecodeError:
-        try:
-            data = [json.loads(line) for line in raw.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"{path} is neither JSON nor JSON Lines: {exc.msg} (line {exc.lineno})") from None
+    except (json.JSONDecodeError, RecursionError):
+        data = [_json_line(line) for line in raw.splitlines() if line.strip()]
+        if data and all(isinstance(d, Exception) for d in data):
+            raise InvalidInput(f"{path} is neither JSON nor JSON Lines") from None
     if isinstance(data, dict):
         for key in ("results", "memories", "data", "items"):
             if isinstance(data.get(key), list):
@@ -118,8 +127,12 @@ def load_history(path: Path) -> dict[str, list[dict]]:
 def scope_of(mem: dict, default_scope: str | None) -> tuple[str, str | None]:
     """(scope id, created_by) for one memory. Raises InvalidInput when it has no owner."""
     user, agent = mem.get("user_id"), mem.get("agent_id")
+    for what, value in (("user_id", user), ("agent_id", agent)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
+            raise InvalidInput(f"{what} must be text, got {type(value).__name__}")
     if user not in (None, ""):
-        return check_scope_id(f"user:{user}"), (f"agent:{agent}" if agent not in (None, "") else None)
+        agent_scope = check_scope_id(f"agent:{agent}") if agent not in (None, "") else None
+        return check_scope_id(f"user:{user}"), agent_scope
     if agent not in (None, ""):
         sid = check_scope_id(f"agent:{agent}")
         return sid, sid
@@ -132,15 +145,16 @@ def _context(mem: dict) -> str | None:
     parts = []
     cats = mem.get("categories")
     if isinstance(cats, list) and cats:
-        parts.append("mem0 categories: " + ", ".join(str(c) for c in cats[:10]))
+        parts.append("mem0 categories: " + ", ".join(str(c) for c in cats))
     meta = mem.get("metadata") if isinstance(mem.get("metadata"), dict) else {}
     extra = {k: v for k, v in mem.items() if k not in RESERVED and isinstance(v, str | int | float | bool)}
     extra.update({k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)})
     if mem.get("run_id"):
         extra["run_id"] = mem["run_id"]
     if extra:
-        parts.append("mem0 metadata: " + json.dumps(extra, ensure_ascii=False, sort_keys=True)[:1000])
-    return "; ".join(parts) or None
+        parts.append("mem0 metadata: " + json.dumps(extra, ensure_ascii=False, sort_keys=True))
+    # Checked like any fact's context (NUL, invalid Unicode, length: refused with the limit, never cut).
+    return clean_text("; ".join(parts), "mem0 categories and metadata", MAX_FACT_CHARS) if parts else None
 
 
 def _text(mem: dict) -> Any:
@@ -163,11 +177,18 @@ def build(
     for i, mem in enumerate(memories):
         report.read += 1
         try:
+            if isinstance(mem, Exception):
+                raise mem
             if not isinstance(mem, dict):
                 raise InvalidInput("a memory must be an object")
-            mid = str(mem.get("id") or "").strip()
+            raw_id = mem.get("id")
+            if isinstance(raw_id, bool) or raw_id is not None and not isinstance(raw_id, str | int):
+                raise InvalidInput(f"a memory id must be text, got {type(raw_id).__name__}")
+            mid = str(raw_id or "").strip()
             if not mid:
                 raise InvalidInput("memory without an id")
+            if len(mid) > 180:  # kept whole in source_ref (mem0:<id>#v<n>, 200 characters)
+                raise InvalidInput(f"memory id is too long: {len(mid):,} characters (max 180)")
             events = (history or {}).get(mid, [])
             if events and str(events[-1].get("event", "")).upper() == "DELETE":
                 report.skipped += 1
@@ -201,7 +222,7 @@ def build(
                             **base,
                             "content": clean_text(e["old_memory"], "memory", MAX_FACT_CHARS),
                             "status": "superseded",
-                            "source_ref": f"mem0:{mid}#v{n}"[:200],
+                            "source_ref": f"mem0:{mid}#v{n}",
                             "created_at": start or at,
                             "updated_at": at,
                             "valid_from": start or at,
@@ -214,7 +235,7 @@ def build(
                 **base,
                 "content": clean_text(_text(mem), "memory", MAX_FACT_CHARS),
                 "status": "active",
-                "source_ref": f"mem0:{mid}"[:200],
+                "source_ref": f"mem0:{mid}",
                 "created_at": created or updated,
                 "updated_at": updated or created,
                 "valid_from": start or created,
@@ -228,11 +249,10 @@ def build(
                 nxt = chain[n + 1][0] if n + 1 < len(chain) else None
                 facts.append((ref, values, [], prev, nxt))
             scopes.setdefault(sid, scope_for(sid))
-        except (InvalidInput, TypeError, ValueError) as exc:
+        except (InvalidInput, TypeError, ValueError, OverflowError) as exc:
             report.failed += 1
-            report.errors.append(
-                {"index": i, "id": str(mem.get("id")) if isinstance(mem, dict) else None, "error": str(exc)}
-            )
+            ident = mem.get("id") if isinstance(mem, dict) else None
+            report.errors.append({"index": i, "id": shown(ident) if ident is not None else None, "error": str(exc)})
     return scopes, facts
 
 

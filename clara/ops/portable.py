@@ -29,7 +29,7 @@ from sqlalchemy import insert, or_, select, update
 from storage.errors import InvalidInput
 from storage.graph import upsert_entity
 from storage.models import EntityRow, FactEntityRow, FactHistoryRow, FactRow, IndexJobRow, ScopeMemberRow, ScopeRow
-from storage.text import MAX_FACT_CHARS, check_scope_id, clean_text
+from storage.text import MAX_FACT_CHARS, MAX_NAME_CHARS, check_name, check_scope_id, clean_text, shown
 
 FORMAT = "clara-memory"
 VERSION = 1
@@ -80,11 +80,11 @@ def parse_time(value: Any, what: str) -> datetime | None:
             if s.endswith("Z"):
                 s = s[:-1] + "+00:00"
             dt = datetime.fromisoformat(s)
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return dt.astimezone(UTC)  # 0001-01-01T00:00+05:00 is no UTC time: OverflowError
     except (TypeError, ValueError, OverflowError, OSError) as exc:
-        raise InvalidInput(f"{what}: not a date/time: {value!r}") from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+        raise InvalidInput(f"{what}: not a date/time: {shown(value)}") from exc
 
 
 # ---------------------------------------------------------------------------------------- export
@@ -202,6 +202,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                 yield n, json.loads(line)
             except json.JSONDecodeError as exc:
                 yield n, InvalidInput(f"not JSON: {exc.msg}")
+            except RecursionError:
+                yield n, InvalidInput("not JSON this program can read: nested too deeply")
 
 
 def fact_values(rec: dict, *, now: datetime, default_scope: str | None = None) -> dict:
@@ -214,7 +216,7 @@ def fact_values(rec: dict, *, now: datetime, default_scope: str | None = None) -
     scope = check_scope_id(rec.get("scope") or default_scope)
     status = rec.get("status") or "active"
     if status not in STATUSES:
-        raise InvalidInput(f"unknown status {status!r}")
+        raise InvalidInput(f"unknown status {shown(status)}")
     created = parse_time(rec.get("created_at"), "created_at") or now
     updated = parse_time(rec.get("updated_at"), "updated_at") or created
     relevance = rec.get("relevance", 1.0)
@@ -245,17 +247,64 @@ def fact_values(rec: dict, *, now: datetime, default_scope: str | None = None) -
     )
 
 
+MAX_ENTITIES = 500  # per fact
+
+
 def _entities(rec: dict) -> list[tuple[str, str | None]]:
+    """A fact record's entities as (name, type): names refused (InvalidInput) if not text or longer
+    than MAX_NAME_CHARS, never cut."""
+    raw = rec.get("entities") or []
+    if not isinstance(raw, list):
+        raise InvalidInput(f"entities must be a list, got {type(raw).__name__}")
+    if len(raw) > MAX_ENTITIES:
+        raise InvalidInput(f"too many entities: {len(raw):,} (at most {MAX_ENTITIES})")
     out = []
-    for e in rec.get("entities") or []:
-        if isinstance(e, str):
-            out.append((e, None))
-        elif isinstance(e, list | tuple) and e and isinstance(e[0], str):
-            out.append((e[0], e[1] if len(e) > 1 and isinstance(e[1], str) else None))
-    return [(n[:200], t) for n, t in out if n.strip()]
+    for e in raw:
+        name, etype = (e, None) if not isinstance(e, list) else ((e or [None])[0], e[1] if len(e) > 1 else None)
+        if isinstance(name, str) and not name.strip():
+            continue
+        name = check_name(name, "entity name", MAX_NAME_CHARS)
+        out.append((name, etype if isinstance(etype, str) else None))
+    return out
+
+
+def _ref(value: Any, what: str) -> Any:
+    """A record id (or a supersede link to one): a string or an integer, or None."""
+    if value is None or isinstance(value, str | int) and not isinstance(value, bool):
+        return value
+    raise InvalidInput(f"{what} must be a string or a number, got {type(value).__name__}")
+
+
+def scope_record(rec: dict) -> dict:
+    """Validate a `scope` record (InvalidInput, with the field named) so one bad line cannot stop
+    the import when the scopes are created."""
+    from storage.types import Policy, ScopeKind
+
+    sid = check_scope_id(rec.get("id"))
+    kind = rec.get("kind") or sid.partition(":")[0]
+    if kind not in {k.value for k in ScopeKind}:
+        raise InvalidInput(f"unknown scope kind {shown(kind)}")
+    for key in ("read_policy", "write_policy"):
+        if rec.get(key) is not None and rec[key] not in {p.value for p in Policy}:
+            raise InvalidInput(f"unknown {key} {shown(rec[key])}")
+    members = rec.get("members") or []
+    if not isinstance(members, list) or len(members) > 10_000:
+        raise InvalidInput("members must be a list of at most 10,000 principals")
+    out = {
+        "id": sid,
+        "kind": kind,
+        "read_policy": rec.get("read_policy"),
+        "write_policy": rec.get("write_policy"),
+        "members": [check_name(m, "member", MAX_NAME_CHARS) for m in members],
+    }
+    for key in ("name", "owner"):
+        if rec.get(key) not in (None, ""):
+            out[key] = check_name(rec[key], f"scope {key}", MAX_NAME_CHARS)
+    return out
 
 
 async def ensure_scopes(store, scopes: Iterable[dict]) -> int:
+    """Create the (validated: `scope_record`, `scope_for`) scopes of an import."""
     n = 0
     for s in scopes:
         sid = check_scope_id(s["id"])
@@ -296,8 +345,11 @@ async def write_facts(
         new_ids: dict[Any, int] = {}
         for src_id, values, ents, _, _ in facts:
             q = select(FactRow.id).where(FactRow.scope_id == values["scope_id"])
+            undated = values.pop("_undated", False)
             if values.get("source_ref") and str(values["source_ref"]).startswith("mem0:"):
                 q = q.where(FactRow.source_ref == values["source_ref"])
+            elif undated:  # no creation time in the file: the same text in the scope is the same fact
+                q = q.where(FactRow.content == values["content"])
             else:
                 q = q.where(FactRow.content == values["content"], FactRow.created_at == values["created_at"])
             existing = (await conn.execute(q.limit(1))).scalar()
@@ -369,17 +421,24 @@ async def import_jsonl(store, path: Path, *, actor: str = "import") -> ImportRep
                 raise InvalidInput("each line must be a JSON object")
             kind = rec.get("type")
             if kind == "header":
-                if rec.get("format") != FORMAT or int(rec.get("version", 0)) > VERSION:
-                    raise InvalidInput(f"not a {FORMAT} v{VERSION} export: {rec.get('format')!r} v{rec.get('version')}")
+                version = rec.get("version", 0)
+                if rec.get("format") != FORMAT or not isinstance(version, int) or version > VERSION:
+                    raise InvalidInput(
+                        f"not a {FORMAT} v{VERSION} export: {shown(rec.get('format'))} v{shown(rec.get('version'))}"
+                    )
                 header_seen = True
             elif kind == "scope":
-                scopes[check_scope_id(rec.get("id"))] = rec
+                valid = scope_record(rec)
+                scopes[valid["id"]] = valid
             elif kind == "fact":
+                ids = [_ref(rec.get(k), k) for k in ("id", "supersedes", "superseded_by")]
                 values = fact_values(rec, now=store.clock())
-                facts.append((rec.get("id"), values, _entities(rec), rec.get("supersedes"), rec.get("superseded_by")))
+                if rec.get("created_at") in (None, ""):
+                    values["_undated"] = True  # matched on scope and text only (see write_facts)
+                facts.append((ids[0], values, _entities(rec), ids[1], ids[2]))
             else:
-                raise InvalidInput(f"unknown record type {kind!r}")
-        except (InvalidInput, TypeError, ValueError) as exc:
+                raise InvalidInput(f"unknown record type {shown(kind)}")
+        except (InvalidInput, TypeError, ValueError, OverflowError, RecursionError) as exc:
             report.failed += 1
             report.errors.append({"line": n, "error": str(exc)})
     if not header_seen and report.read:

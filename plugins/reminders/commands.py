@@ -212,7 +212,7 @@ def register(ctx) -> None:
         description="Cancel one of the user's reminders by id.",
         parameters={
             "type": "object",
-            "properties": {"id": {"type": "integer", "minimum": 1}},
+            "properties": {"id": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}},
             "required": ["id"],
             "additionalProperties": False,
         },
@@ -228,6 +228,8 @@ def register(ctx) -> None:
 
 def _id(word: str) -> int:
     word = word.lstrip("#")
-    if not word.isdigit():
-        raise PluginError(f"{word!r} is not a reminder id (see !reminders)")
+    if not (word.isascii() and word.isdigit()):
+        raise PluginError(f"{word[:40]!r} is not a reminder id (see !reminders)")
+    if len(word) > 18:  # beyond any 64-bit id
+        raise PluginError(f"you have no reminder #{word[:30]}… (see !reminders)")
     return int(word)

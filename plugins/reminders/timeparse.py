@@ -8,7 +8,7 @@ across DST changes (07:00 UTC in CEST, 08:00 UTC in CET for Europe/Berlin)."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clara.plugin_api import PluginError
@@ -38,6 +38,7 @@ _CRON = re.compile(r"^cron\s+(?P<expr>(?:\S+\s+){4}\S+)\s*(?P<rest>.*)$", re.I |
 _DURATION = re.compile(r"^\s*(\d+)\s*(m|min|mins|minutes?|h|hrs?|hours?|d|days?)\s*$", re.I)
 _SPLIT_WORDS = {"in", "at", "on", "tomorrow", "tonight", "next", "this", "today"}
 MAX_TEXT = 1000
+MAX_DURATION = timedelta(days=3650)  # snoozes and "in N …" offsets: ten years at most
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -67,9 +68,12 @@ def parse_duration(text: str) -> timedelta:
     m = _DURATION.match(text or "")
     if not m:
         raise PluginError(f"can't read the duration {text!r} — try 10m, 2h or 1d")
-    n, unit = int(m.group(1)), m.group(2).lower()[0]
+    digits, unit = m.group(1), m.group(2).lower()[0]
+    n = int(digits) if len(digits) <= 9 else MAX_DURATION.days * 24 * 60 + 1
     if n <= 0:
         raise PluginError("the duration must be positive")
+    if n > {"m": 24 * 60, "h": 24, "d": 1}[unit] * MAX_DURATION.days:
+        raise PluginError(f"the duration {text.strip()[:30]!r} is too long (at most {MAX_DURATION.days:,} days)")
     return {"m": timedelta(minutes=n), "h": timedelta(hours=n), "d": timedelta(days=n)}[unit]
 
 
@@ -129,7 +133,9 @@ def _clock(m: re.Match) -> tuple[int, int]:
 def _cron_dow(field: str) -> str:
     """Standard cron weekday numbers (0/7 = Sunday) as names (APScheduler counts from Monday)."""
     names = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
-    return re.sub(r"\d+", lambda m: names[int(m.group())] if int(m.group()) <= 7 else m.group(), field)
+    return re.sub(
+        r"\d+", lambda m: names[int(m.group())] if len(m.group()) == 1 and int(m.group()) <= 7 else m.group(), field
+    )
 
 
 def parse_recurrence(text: str) -> tuple[str, str] | None:
@@ -144,7 +150,8 @@ def parse_recurrence(text: str) -> tuple[str, str] | None:
         return expr, m.group("rest").strip()
     m = _EVERY_N.match(text)
     if m:
-        n = int(m.group("n") or 1)
+        digits = m.group("n") or "1"
+        n = int(digits) if len(digits) <= 4 else 10_000  # no interval that long divides an hour or a day
         unit = m.group("unit").lower()[0]
         if unit == "m":
             if n < 5 or 60 % n:
@@ -217,6 +224,11 @@ def split_when(text: str, now: datetime, tz: str) -> tuple[datetime, str]:
             when = _dateparse(right, now, tz)
             if when is not None:
                 return _future(when, now, right), " ".join(words[:i])
+    for m in re.finditer(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b", text):  # say which date cannot exist
+        try:
+            date(int(m[1]), int(m[2]), int(m[3]))
+        except ValueError as exc:
+            raise PluginError(f"{m[0]} is not a real date ({exc})") from None
     raise PluginError(
         "I can't tell when that is — try '!remind me in 2 hours to call Anna', '!remind me tomorrow 9:00 to …' "
         "or '!remind #channel every Monday 9:00 standup'"
