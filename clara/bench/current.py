@@ -75,14 +75,21 @@ Metrics (per language, overall, and per attribute / form / person / place in --j
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import secrets
+import tempfile
+import time
 import unicodedata
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+
+from clara.bench.stats import pct, rss_mb
 
 DATA = Path(__file__).parent / "data" / "current"
 SETS = ("dev", "holdout")
@@ -647,3 +654,276 @@ def _scenario(
         question_day=day + rng.randint(1, 14),
         paraphrase_overlap=overlap,
     )
+
+
+# --------------------------------------------------------------------------- harness
+@dataclass(slots=True)
+class Outcome:
+    """What one scenario's three questions got back."""
+
+    scenario: Scenario
+    current1: bool = False
+    current5: bool = False
+    stale: bool = False
+    history5: bool = False
+    paraphrase5: bool = False
+    none: bool = False
+    privacy: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    new_extracted: bool = False
+    old_closed: bool = False
+    top: dict[str, list[dict]] = field(default_factory=dict)
+
+
+def presented_as_current(fact, now: datetime) -> bool:
+    """Not superseded or deleted, and no end of validity that has passed."""
+    return fact.status == "active" and (fact.valid_to is None or fact.valid_to > now)
+
+
+def _classify(fact, new_ids: set[int], old_ids: set[int]) -> str:
+    ids = set(fact.source_message_ids or [])
+    is_new, is_old = bool(ids & new_ids), bool(ids & old_ids)
+    return "both" if is_new and is_old else "new" if is_new else "old" if is_old else "other"
+
+
+def score(outcome: Outcome, hits: dict[str, list], new_ids: set[int], old_ids: set[int], now: datetime) -> None:
+    """Fill `outcome` from the hits of the three questions (lists of RecallHit)."""
+    cur = [(h, _classify(h.fact, new_ids, old_ids)) for h in hits["current"]]
+    outcome.none = not cur
+    outcome.current1 = bool(cur) and cur[0][1] in ("new", "both") and presented_as_current(cur[0][0].fact, now)
+    outcome.current5 = any(c in ("new", "both") for _, c in cur[:5])
+    first_new = next((i for i, (_, c) in enumerate(cur) if c in ("new", "both")), len(cur))
+    outcome.stale = any(c == "old" and presented_as_current(h.fact, now) for h, c in cur[:first_new])
+    outcome.history5 = any(_classify(h.fact, new_ids, old_ids) in ("old", "both") for h in hits["history"][:5])
+    outcome.paraphrase5 = any(_classify(h.fact, new_ids, old_ids) in ("new", "both") for h in hits["paraphrase"][:5])
+    for q, hs in hits.items():
+        outcome.top[q] = [
+            {
+                "id": h.fact.id,
+                "class": _classify(h.fact, new_ids, old_ids),
+                "kind": h.fact.kind,
+                "status": h.fact.status,
+                "current": presented_as_current(h.fact, now),
+                "content": h.fact.content[:120],
+            }
+            for h in hs[:3]
+        ]
+
+
+def _rates(outcomes: list[Outcome]) -> dict:
+    n = len(outcomes)
+    counts = {
+        "current@1": sum(o.current1 for o in outcomes),
+        "current@5": sum(o.current5 for o in outcomes),
+        "stale>current": sum(o.stale for o in outcomes),
+        "history@5": sum(o.history5 for o in outcomes),
+        "paraphrase@5": sum(o.paraphrase5 for o in outcomes),
+        "none@k": sum(o.none for o in outcomes),
+        "new_extracted": sum(o.new_extracted for o in outcomes),
+        "old_closed": sum(o.old_closed for o in outcomes),
+    }
+    lat = [ms for o in outcomes for ms in o.latencies_ms]
+    row: dict = {"n": n}
+    row.update({m: (c / n if n else float("nan")) for m, c in counts.items()})
+    row["query_p50_ms"] = pct(lat, 50)
+    row["query_p95_ms"] = pct(lat, 95)
+    row["privacy_violations"] = sum(o.privacy for o in outcomes)
+    row["counts"] = counts
+    return row
+
+
+def _group(outcomes: list[Outcome], key: Callable[[Scenario], str]) -> dict[str, dict]:
+    groups: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        groups[key(o.scenario)].append(o)
+    return {k: _rates(v) for k, v in sorted(groups.items())}
+
+
+async def run(
+    set_name: str = "dev",
+    *,
+    seed: int = 1,
+    limit: int | None = None,
+    langs: list[str] | None = None,
+    database_url: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
+    """Play the scenarios and score the recalls. Returns {row: metrics} with one row per language
+    and "all" (plus "by_attribute", "by_form", "by_person", "by_place", "run" and "scenarios")."""
+    from clara.chat import ChatEngine
+    from clara.settings import Settings
+    from storage import FactStore, StoreConfig
+    from storage.clock import ManualClock
+
+    scenarios = generate(set_name, seed)
+    if langs:
+        unknown = set(langs) - set(languages())
+        if unknown:
+            raise ValueError(f"unknown language(s) {', '.join(sorted(unknown))} (have {', '.join(languages())})")
+        scenarios = [s for s in scenarios if s.lang in langs]
+    if limit is not None:
+        scenarios = scenarios[: max(0, limit)]
+    if not scenarios:
+        raise ValueError("no scenarios selected")
+    # A database that outlives the run (PostgreSQL) gets fresh user and channel names each run.
+    prefix = f"r{secrets.token_hex(3)}-" if database_url else ""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="clara-bench-current-") as tmp:
+        clock = ManualClock(T0, ticking=True)
+        store = await FactStore.open(
+            StoreConfig(database_url=database_url, data_dir=Path(tmp), clock=clock, embed_threads=os.cpu_count() or 1)
+        )
+        engine = ChatEngine(store, settings=Settings(CLARA_DATA_DIR=tmp))
+        try:
+            outcomes, turns = await _play(engine, clock, scenarios, prefix, progress)
+            facts = await store.count_facts(None)
+        finally:
+            await engine.aclose()
+            await store.aclose()
+    res: dict = {}
+    for lang in languages():
+        mine = [o for o in outcomes if o.scenario.lang == lang]
+        if mine:
+            res[lang] = _rates(mine)
+    res["all"] = _rates(outcomes)
+    res["cessation"] = _rates([o for o in outcomes if o.scenario.form == "cessation"])
+    res["third person"] = _rates([o for o in outcomes if o.scenario.person == 3])
+    res["by_attribute"] = _group(outcomes, lambda s: s.attr)
+    res["by_form"] = _group(outcomes, lambda s: s.form)
+    res["by_person"] = _group(outcomes, lambda s: f"person{s.person}")
+    res["by_place"] = _group(outcomes, lambda s: s.place)
+    res["run"] = {
+        "set": set_name,
+        "seed": seed,
+        "scenarios": len(scenarios),
+        "languages": dict(Counter(s.lang for s in scenarios)),
+        "attributes": len({s.attr for s in scenarios}),
+        "turns": turns,
+        "facts": facts,
+        "paraphrase_overlaps": sum(bool(s.paraphrase_overlap) for s in scenarios),
+        "database": "postgresql" if database_url else "sqlite",
+        "seconds": time.perf_counter() - started,
+        "rss_mb": rss_mb(),
+    }
+    res["scenarios"] = {o.scenario.id: _detail(o) for o in outcomes}
+    return res
+
+
+def _detail(o: Outcome) -> dict:
+    s = o.scenario
+    return {
+        "lang": s.lang,
+        "attr": s.attr,
+        "form": s.form,
+        "person": s.person,
+        "place": s.place,
+        "old": s.old_text,
+        "new": s.new_text,
+        "question": s.question,
+        "history_question": s.history_question,
+        "paraphrase_question": s.paraphrase_question,
+        "current@1": o.current1,
+        "stale>current": o.stale,
+        "history@5": o.history5,
+        "paraphrase@5": o.paraphrase5,
+        "new_extracted": o.new_extracted,
+        "old_closed": o.old_closed,
+        "privacy_violations": o.privacy,
+        "top": o.top,
+    }
+
+
+async def _play(engine, clock, scenarios: list[Scenario], prefix: str, progress):
+    """Play every session on one timeline, day by day; ask each scenario's questions on its day."""
+    from clara.chat import IncomingMessage
+
+    uid = {s.id: prefix + s.user_id for s in scenarios}
+    tid = {s.id: prefix + s.twin_id for s in scenarios}
+    chan = {s.id: prefix + s.channel_id for s in scenarios}
+    days: dict[int, list[tuple[int, Scenario, SessionPlan]]] = defaultdict(list)
+    asks: dict[int, list[Scenario]] = defaultdict(list)
+    for s in scenarios:
+        for plan in s.sessions:
+            days[plan.day].append((plan.minute, s, plan))
+        asks[s.question_day].append(s)
+    n_sessions = sum(len(s.sessions) for s in scenarios)
+    ids: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    private_owner: dict[int, str] = {}  # message id -> user, for turns said in private
+    outcomes: dict[str, Outcome] = {}
+    done = asked = turns = 0
+    for day in sorted(set(days) | set(asks)):
+        base = T0 + timedelta(days=day)
+        for minute, s, plan in sorted(days.get(day, []), key=lambda x: (x[0], x[1].id)):
+            start = base + timedelta(minutes=minute)
+            twin = plan.twin
+            for turn in plan.turns:
+                at = start + timedelta(seconds=turn.at)
+                clock.set(at)
+                msg = IncomingMessage(
+                    user_id=tid[s.id] if twin else uid[s.id],
+                    display_name=s.twin_name if twin else s.display_name,
+                    channel_id=f"dm-{tid[s.id]}" if twin else chan[s.id],
+                    text=turn.text,
+                    is_dm=twin or s.is_dm,
+                    timestamp=at,
+                )
+                reply = await engine.handle(msg)
+                if reply.error or reply.message_id is None:
+                    raise RuntimeError(f"scenario {s.id}: {turn.text!r} was not taken: {reply.text}")
+                turns += 1
+                ids[s.id][turn.role].add(reply.message_id)
+                if twin or s.place != "shared":
+                    private_owner[reply.message_id] = msg.user_id
+            done += 1
+            if progress:
+                progress("sessions", done, n_sessions)
+        # The evening: every session of the day goes idle and closes; its memory work lands.
+        clock.set(base + timedelta(hours=23, minutes=30))
+        await engine.memory.sweep()
+        await engine.drain(timeout=900)
+        for i, s in enumerate(sorted(asks.get(day, []), key=lambda x: x.id)):
+            clock.set(base + timedelta(hours=23, minutes=40, seconds=i))
+            now = clock()
+            outcomes[s.id] = await _ask(engine, s, uid[s.id], chan[s.id], ids[s.id], private_owner, now)
+            asked += 1
+            if progress:
+                progress("questions", asked, len(scenarios))
+    return [outcomes[s.id] for s in scenarios], turns
+
+
+async def _ask(engine, s: Scenario, user_id: str, channel_id: str, ids, private_owner, now: datetime) -> Outcome:
+    from clara.chat import IncomingMessage
+
+    msg = IncomingMessage(
+        user_id=user_id, display_name=s.display_name, channel_id=channel_id, text="?", is_dm=s.is_dm, timestamp=now
+    )
+    where = await engine.memory.where(msg)
+    out = Outcome(s)
+    hits = {}
+    for name, q in (("current", s.question), ("history", s.history_question), ("paraphrase", s.paraphrase_question)):
+        t = time.perf_counter()
+        hits[name] = await engine.memory.recall(q, where, k=K)  # what `!recall <q>` does
+        out.latencies_ms.append((time.perf_counter() - t) * 1000)
+    new_ids, old_ids = ids["new"], ids["old"]
+    score(out, hits, new_ids, old_ids, now)
+    for hs in hits.values():
+        out.privacy += sum(_violates(h.fact, user_id, where, private_owner) for h in hs)
+    # Diagnostics from the store, by provenance: was anything typed extracted from the new-state
+    # turn, and was an old-state fact closed?
+    mine = await engine.store.list_facts(
+        where.readable, statuses=("active", "superseded"), created_by=user_id, limit=1000
+    )
+    typed = [f for f in mine if f.kind not in ("observation", "summary")]
+    out.new_extracted = any(set(f.source_message_ids) & new_ids for f in typed)
+    out.old_closed = any(set(f.source_message_ids) & old_ids and not presented_as_current(f, now) for f in mine)
+    return out
+
+
+def _violates(fact, user_id: str, where, private_owner: dict[int, str]) -> bool:
+    """A hit another user's privacy forbids: outside the asker's readable scopes, in another
+    user's private scope, or made from a turn someone else said in private."""
+    if fact.scope_id not in where.readable:
+        return True
+    if fact.scope_id.startswith("user:") and fact.scope_id != where.user:
+        return True
+    return any(private_owner.get(mid, user_id) != user_id for mid in fact.source_message_ids or [])
