@@ -479,7 +479,7 @@ def bench_current(
         f"turns {run['turns']}, facts {run['facts']}, {run['seconds']:.0f} s; per attribute: --json"
         + (f"; [red]paraphrase overlaps {run['paraphrase_overlaps']}[/red]" if run["paraphrase_overlaps"] else "")
     )
-    _write_json(res, json_out, nested=("by_attribute", "by_form", "by_person", "by_place", "scenarios"))
+    _write_json(res, json_out, nested=current.BREAKDOWNS)
 
 
 @bench_app.command("startup")

@@ -101,7 +101,7 @@ def _check(res: subprocess.CompletedProcess, out: Path, n: int) -> dict:
         assert counts["current@1"] + counts["stale>current"] <= row["n"]
         assert counts["none@k"] + counts["current@5"] <= row["n"]
         assert row["query_p50_ms"] <= row["query_p95_ms"]
-    for breakdown in ("by_attribute", "by_form", "by_person", "by_place"):
+    for breakdown in ("by_attribute", "by_form", "by_person", "by_place", "by_new_template"):
         assert sum(r["n"] for r in data[breakdown].values()) == n
     assert len(data["scenarios"]) == n
     assert data["all"]["privacy_violations"] == 0  # another user's private memories: never

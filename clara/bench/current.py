@@ -112,6 +112,7 @@ METRICS = (
 )
 DIAGNOSTICS = ("new_extracted", "old_closed")
 TABLE_ROWS = (*LANG_SHARE, "all", "cessation", "third person")
+BREAKDOWNS = ("by_attribute", "by_form", "by_person", "by_place", "by_new_template", "scenarios")  # --json only
 
 
 # --------------------------------------------------------------------------- phrasebooks
@@ -447,6 +448,7 @@ class Scenario:
     paraphrase_question: str
     question_day: int
     paraphrase_overlap: list[str] = field(default_factory=list)  # must stay empty
+    templates: dict[str, str] = field(default_factory=dict)  # slot -> the template used
 
     @property
     def old_text(self) -> str:
@@ -653,6 +655,7 @@ def _scenario(
         paraphrase_question=para,
         question_day=day + rng.randint(1, 14),
         paraphrase_overlap=overlap,
+        templates={"old": old_tpl, "new": new_tpl, "paraphrase": best},
     )
 
 
@@ -671,7 +674,9 @@ class Outcome:
     privacy: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     new_extracted: bool = False
+    old_extracted: bool = False
     old_closed: bool = False
+    new_facts: list[str] = field(default_factory=list)  # typed facts extracted from the new-state turn
     top: dict[str, list[dict]] = field(default_factory=dict)
 
 
@@ -720,6 +725,7 @@ def _rates(outcomes: list[Outcome]) -> dict:
         "paraphrase@5": sum(o.paraphrase5 for o in outcomes),
         "none@k": sum(o.none for o in outcomes),
         "new_extracted": sum(o.new_extracted for o in outcomes),
+        "old_extracted": sum(o.old_extracted for o in outcomes),
         "old_closed": sum(o.old_closed for o in outcomes),
     }
     lat = [ms for o in outcomes for ms in o.latencies_ms]
@@ -792,6 +798,8 @@ async def run(
     res["by_form"] = _group(outcomes, lambda s: s.form)
     res["by_person"] = _group(outcomes, lambda s: f"person{s.person}")
     res["by_place"] = _group(outcomes, lambda s: s.place)
+    # Which phrasings the core handles: per template of the new (or cessation) statement.
+    res["by_new_template"] = _group(outcomes, lambda s: f"{s.lang}/{s.attr}/{s.form}: {s.templates.get('new')}")
     res["run"] = {
         "set": set_name,
         "seed": seed,
@@ -826,7 +834,10 @@ def _detail(o: Outcome) -> dict:
         "stale>current": o.stale,
         "history@5": o.history5,
         "paraphrase@5": o.paraphrase5,
+        "templates": s.templates,
         "new_extracted": o.new_extracted,
+        "new_facts": o.new_facts,
+        "old_extracted": o.old_extracted,
         "old_closed": o.old_closed,
         "privacy_violations": o.privacy,
         "top": o.top,
@@ -914,7 +925,9 @@ async def _ask(engine, s: Scenario, user_id: str, channel_id: str, ids, private_
         where.readable, statuses=("active", "superseded"), created_by=user_id, limit=1000
     )
     typed = [f for f in mine if f.kind not in ("observation", "summary")]
-    out.new_extracted = any(set(f.source_message_ids) & new_ids for f in typed)
+    out.new_facts = [f"{f.kind}: {f.content}"[:160] for f in typed if set(f.source_message_ids) & new_ids]
+    out.new_extracted = bool(out.new_facts)
+    out.old_extracted = any(set(f.source_message_ids) & old_ids for f in typed)
     out.old_closed = any(set(f.source_message_ids) & old_ids and not presented_as_current(f, now) for f in mine)
     return out
 
