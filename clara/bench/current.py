@@ -677,6 +677,8 @@ class Outcome:
     old_extracted: bool = False
     old_closed: bool = False
     new_facts: list[str] = field(default_factory=list)  # typed facts extracted from the new-state turn
+    returned: int = 0  # hits for the current question
+    readable: int = 0  # active facts the asker can read (the pool recall ranks)
     top: dict[str, list[dict]] = field(default_factory=dict)
 
 
@@ -734,6 +736,9 @@ def _rates(outcomes: list[Outcome]) -> dict:
     row["query_p50_ms"] = pct(lat, 50)
     row["query_p95_ms"] = pct(lat, 95)
     row["privacy_violations"] = sum(o.privacy for o in outcomes)
+    # To read the @5 rates: how many hits a question gets, out of how many readable facts.
+    row["returned_mean"] = sum(o.returned for o in outcomes) / n if n else float("nan")
+    row["readable_facts_mean"] = sum(o.readable for o in outcomes) / n if n else float("nan")
     row["counts"] = counts
     return row
 
@@ -902,6 +907,17 @@ async def _play(engine, clock, scenarios: list[Scenario], prefix: str, progress)
     return [outcomes[s.id] for s in scenarios], turns
 
 
+async def recall(engine, query: str, where) -> list:
+    """What `!recall <query>` does (clara.commands.Commands.cmd_recall)."""
+    return await engine.memory.recall(query, where, k=K)
+
+
+async def recall_history(engine, query: str, where) -> list:
+    """The history question. Today through the same path as `!recall`; the one place to wire an
+    explicit history mode if the core offers one."""
+    return await recall(engine, query, where)
+
+
 async def _ask(engine, s: Scenario, user_id: str, channel_id: str, ids, private_owner, now: datetime) -> Outcome:
     from clara.chat import IncomingMessage
 
@@ -913,10 +929,12 @@ async def _ask(engine, s: Scenario, user_id: str, channel_id: str, ids, private_
     hits = {}
     for name, q in (("current", s.question), ("history", s.history_question), ("paraphrase", s.paraphrase_question)):
         t = time.perf_counter()
-        hits[name] = await engine.memory.recall(q, where, k=K)  # what `!recall <q>` does
+        hits[name] = await (recall_history if name == "history" else recall)(engine, q, where)
         out.latencies_ms.append((time.perf_counter() - t) * 1000)
     new_ids, old_ids = ids["new"], ids["old"]
     score(out, hits, new_ids, old_ids, now)
+    out.returned = len(hits["current"])
+    out.readable = await engine.store.count_facts(where.readable)
     for hs in hits.values():
         out.privacy += sum(_violates(h.fact, user_id, where, private_owner) for h in hs)
     # Diagnostics from the store, by provenance: was anything typed extracted from the new-state
