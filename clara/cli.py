@@ -523,6 +523,43 @@ def bench_chat(
     _write_json(res, json_out)
 
 
+@bench_app.command("current")
+def bench_current(
+    set_name: Annotated[str, typer.Option("--set", help="Phrasing set: dev (tune on it) or holdout.")] = "dev",
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N scenarios (a quick run).")] = None,
+    seed: Annotated[int, typer.Option(help="Scenario generator seed.")] = 1,
+    lang: Annotated[str | None, typer.Option(help="Only these languages, comma-separated (en,es,pt,fr,de).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write every figure as JSON.")] = None,
+    database_url: Annotated[str | None, typer.Option(help="Run on this database (default temp SQLite).")] = None,
+) -> None:
+    """Recall what is true now: facts that change (moved, new job, broke up…) over weeks of
+    sessions; is the current state recalled first, the old one kept as history?"""
+    from clara.bench import current
+
+    langs = [x.strip() for x in lang.split(",") if x.strip()] if lang else None
+    with _progress() as prog:
+        progress = _named_tasks(prog)
+        try:
+            res = _run(
+                current.run(set_name, seed=seed, limit=limit, langs=langs, database_url=database_url, progress=progress)
+            )
+        except ValueError as exc:
+            _fail(str(exc))
+    rows = {k: res[k] for k in current.TABLE_ROWS if k in res}
+    run = res["run"]
+    _print_bench(
+        rows,
+        f"Recall what is true now — set {run['set']}, {run['scenarios']} scenarios, {run['database']}",
+        ["n", *current.METRICS, "query_p50_ms", "query_p95_ms", "privacy_violations", *current.DIAGNOSTICS],
+        first="scenarios",
+    )
+    console.print(
+        f"turns {run['turns']}, facts {run['facts']}, {run['seconds']:.0f} s; per attribute: --json"
+        + (f"; [red]paraphrase overlaps {run['paraphrase_overlaps']}[/red]" if run["paraphrase_overlaps"] else "")
+    )
+    _write_json(res, json_out, nested=current.BREAKDOWNS)
+
+
 @bench_app.command("startup")
 def bench_startup(
     runs: Annotated[int, typer.Option(min=1, max=1000)] = 5,
@@ -536,9 +573,9 @@ def bench_startup(
     _write_json(res, json_out)
 
 
-def _print_bench(res: dict, title: str, cols: list[str]) -> None:
+def _print_bench(res: dict, title: str, cols: list[str], first: str = "system") -> None:
     table = Table(title=title)
-    table.add_column("system")
+    table.add_column(first)
     for c in cols:
         table.add_column(c, justify="right")
     for name, vals in res.items():
@@ -556,10 +593,12 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _write_json(res: dict, path: Path | None) -> None:
+def _write_json(res: dict, path: Path | None, nested: tuple[str, ...] = ()) -> None:
+    """`res` as JSON: "system.metric" keys plus the whole dict under "systems" (`nested` keys
+    — breakdowns, per-item details — only there)."""
     if path is None:
         return
-    flat = {f"{sys_}.{k}": v for sys_, vals in res.items() for k, v in vals.items()}
+    flat = {f"{sys_}.{k}": v for sys_, vals in res.items() if sys_ not in nested for k, v in vals.items()}
     path.parent.mkdir(parents=True, exist_ok=True)  # e.g. bench-results/ on a fresh checkout
     path.write_text(json.dumps({**flat, "systems": res}, indent=2, default=str))
     err.print(f"wrote {path}")
