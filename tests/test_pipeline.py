@@ -73,7 +73,8 @@ def responder(body: dict):
     prompt = _prompt_text(body)
     if body.get("response_format", {}).get("type") == "json_object":
         user = body["messages"][-1]["content"] if body["messages"][-1]["role"] == "user" else prompt
-        who = re.search(r"\b(Alice|Bob|U\d+)\b", prompt)
+        # The speaker comes from the request's user turn (the system prompt's examples name people too).
+        who = re.search(r"\b(Alice|Bob|U\d+)\b", user)
         facts = []
         for phrase, items in EXTRACTIONS.items():
             if phrase not in user:
