@@ -324,12 +324,16 @@ class MemoryWriter:
         proposals of their own."""
         from clara.extract.attributes import statements
 
-        stmts = await run_background(statements, text, [name, *names])
+        known = await self.store.graph.names(writable)  # people named before, however typed now
+        stmts = await run_background(statements, text, [name, *names, *known])
         keyed: dict[str, Proposal] = {}
         for st in stmts:
             key = await self.attribute_key(st.subject, st.attribute, name, user_id, writable)
+            # A short turn is kept whole ("new job! I'm at Orbital Games now"): its sentences
+            # belong together; a long one keeps the sentence that states the attribute.
+            said = text if len(text) <= 240 else st.sentence
             keyed[key] = Proposal(
-                content=statement_text(st.sentence, name, st.subject),
+                content=statement_text(said, name, st.subject),
                 kind="preference" if st.attribute in PREFERENCE_ATTRIBUTES else "biographical",
                 subject=name if st.subject is None else st.subject.removeprefix("kin:"),
                 importance=0.7,

@@ -127,6 +127,19 @@ class Graph:
             if r.norm_name == norm or norm in (r.aliases or [])
         ]
 
+    async def names(self, scopes: Sequence[str], etype: str = "person", limit: int = 500) -> list[str]:
+        """Names of the entities of `etype` in `scopes` (most recent first, up to `limit`)."""
+        if not scopes:
+            return []
+        async with self.engines.reader.connect() as conn:
+            rows = await conn.execute(
+                select(EntityRow.name)
+                .where(EntityRow.scope_id.in_(list(scopes)), EntityRow.type == etype)
+                .order_by(EntityRow.id.desc())
+                .limit(limit)
+            )
+            return list(dict.fromkeys(rows.scalars().all()))
+
     async def relate(
         self,
         scope_id: str,

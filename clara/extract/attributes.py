@@ -325,7 +325,7 @@ SPECS: tuple[AttributeSpec, ...] = (
             + CAR_WORDS,
             r"\b(?:my|our|her|his)\s+(?:new\s+|old\s+)?(?:\w+\s+)?" + CAR_WORDS + r"\s+(?:is|was|'s|broke|died|got)\b",
             r"\b(?:don't|do\s+not|no\s+longer|doesn't|does\s+not)\s+(?:have|own|drive)\s+(?:a|any)\s+(?:car|vehicle)\b|\bcar-?free\b",
-            r"\b(?:tengo|conduzco|manejo|compre|vendi|tiene|conduce|maneja|tenho|dirijo|conduzo|comprei|vendi|tem|dirige|j'ai|je\s+conduis|conduit|achete|vendu|fahre|fahrt|habe|gekauft|verkauft)\b.*"
+            r"\b(?:tengo|conduzco|manejo|compre|vendi|tiene|conduce|maneja|deshice|deshecho|tenho|dirijo|conduzo|comprei|vendi|tem|dirige|j'ai|je\s+conduis|conduit|achete|vendu|fahre|fahrt|habe|hat|haben|gekauft|verkauft)\b.*"
             + CAR_WORDS,
             r"\b(?:mi|su|meu|minha|ma|mon|mein|meine|meinen)\s+(?:nuevo\s+|novo\s+|nouvelle\s+|neues\s+|neuer\s+)?"
             + CAR_WORDS,
@@ -489,6 +489,58 @@ SPECS: tuple[AttributeSpec, ...] = (
         ),
     ),
 )
+# Nouns that name an attribute, for the change cues every language shares: "new job!",
+# "tengo jefe nuevo", "troquei de número", "I switched gyms", "plus de voiture", "kein Auto mehr".
+ATTRIBUTE_NOUNS = {
+    "residence": "flat|apartment|house|home|place|address|city|town|piso|casa|departamento|apartamento|ciudad|"
+    "direccion|cidade|endereco|appartement|appart|maison|ville|adresse|wohnung|haus|stadt|adresse",
+    "work": "job|jobs|work|employer|company|position|role|career|gig|profession|trabajo|empleo|curro|chamba|"
+    "empresa|puesto|profesion|emprego|trabalho|cargo|profissao|boulot|travail|emploi|poste|metier|entreprise|"
+    "job|arbeit|stelle|firma|beruf|arbeitgeber",
+    "study": "school|schools|university|universities|uni|unis|college|course|degree|masters|escuela|colegio|"
+    "universidad|facultad|instituto|carrera|master|escola|faculdade|universidade|curso|mestrado|ecole|fac|"
+    "universite|lycee|schule|universitat|studium|studiengang",
+    "manager": "boss|manager|supervisor|team lead|jefe|jefa|gerente|supervisora|chefe|patron|patronne|chef|"
+    "cheffe|responsable|chefin|vorgesetzter|vorgesetzte",
+    "partner": "girlfriend|boyfriend|partner|wife|husband|novia|novio|pareja|esposa|esposo|marido|namorada|"
+    "namorado|parceira|parceiro|copine|copain|compagne|compagnon|freundin|freund|partnerin",
+    "pet": "pet|pets|dog|cat|puppy|kitten|mascota|perro|gato|bichinho|animal|cachorro|gato|chien|chat|"
+    "haustier|hund|katze",
+    "car": "car|cars|coche|carro|auto|voiture|wagen",
+    "phone": "number|phone|mobile|cell|numero|telefono|movil|celular|telefone|telemovel|portable|nummer|"
+    "handynummer|handy",
+    "email": "email|e-mail|mail|correo|courriel|mailadresse",
+    "gym": "gym|gyms|gimnasio|academia|salle de sport|fitnessstudio",
+    "diet": "diet|dieta|regime|ernahrung",
+    "hobby": "hobby|hobbies|pastime|pasatiempo|aficion|passatempo|loisir|passe-temps",
+    "language_learning": "language|languages|idioma|lengua|lingua|langue|sprache",
+    "timezone": "time zone|timezone|zona horaria|fuso horario|fuseau horaire|zeitzone",
+}
+_NEW = r"(?:new|another|nuevo|nueva|otro|otra|novo|nova|outro|outra|nouveau|nouvel|nouvelle|autre|neue|neuer|neues|neuen)"
+_CHANGED = (
+    r"(?:switched|changed|swapped|moved|cambie\s+de|cambiado\s+de|cambio\s+de|he\s+cambiado\s+de|mudei\s+de|"
+    r"troquei\s+de|trocou\s+de|mudou\s+de|change\s+de|a\s+change\s+de|ai\s+change\s+de|gewechselt|wechselt|"
+    r"gewechselt\s+die|die\s+\w+\s+gewechselt)"
+)
+_NO_MORE = (
+    r"(?:no\s+more|no\s+longer\s+(?:have|has|got)\s+(?:a|an|any)|don't\s+have\s+(?:a|an|any)|ya\s+no\s+tengo|"
+    r"sin|nao\s+tenho\s+mais|ja\s+nao\s+tenho|sem|plus\s+de|n'ai\s+plus\s+de|kein|keine|keinen)"
+)
+
+
+def _noun_cues(nouns: str) -> re.Pattern:
+    n = _words(nouns)
+    return _rx(
+        rf"{_NEW}\s+(?:\w+\s+)?{n}",
+        rf"{n}\s+{_NEW}\b",
+        rf"{_CHANGED}\s+(?:(?:my|the|her|his|mi|de|meu|minha|mon|ma|de\s+la|du|den|die|das)\s+)?{n}",
+        rf"{_NO_MORE}\s+(?:\w+\s+)?{n}",
+        rf"\b{n}\s+(?:anymore|any\s+more|mehr)\b",
+    )
+
+
+_NOUN_CUES = {attr: _noun_cues(nouns) for attr, nouns in ATTRIBUTE_NOUNS.items()}
+
 _FAVOURITE_STMT = _rx(
     r"\b(?:my|her|his|our)\s+(?:all[- ]time\s+|new\s+|absolute\s+)?(?:favourite|favorite|fave|fav)\s+(?P<t1>[a-z]+(?:\s+[a-z]+)?)\b",
     r"\b(?:is|are|'s)\s+(?:now\s+)?(?:my|her|his)\s+(?:new\s+)?(?:favourite|favorite|fave)\s+(?P<t2>[a-z]+(?:\s+[a-z]+)?)\b",
@@ -542,7 +594,10 @@ _FIRST = re.compile(
     r"eu|meu|minha|meus|minhas|nos|nosso|nossa|je|j|moi|mon|ma|mes|nous|notre|ich|mein|meine|meinen|meinem|mir|"
     r"mich|wir|unser|unsere)\b"
 )
-_THIRD_PRONOUN = re.compile(r"^\s*(?:he|she|they|el|ella|ellos|ele|ela|eles|il|elle|ils|er|sie)\b")
+# "he" opens Spanish first-person perfects too ("he cambiado de trabajo"): not a pronoun there.
+_THIRD_PRONOUN = re.compile(
+    r"^\s*(?:he(?!\s+(?:\w+(?:ado|ido|to|cho)|sido|tenido)\b)|she|they|el|ella|ellos|ele|ela|eles|il|elle|ils|er|sie)\b"
+)
 _KIN_SUBJ = re.compile(
     rf"^\s*(?:so\s+|well\s+|oh\s+|and\s+|but\s+|also\s+|y\s+|e\s+|et\s+|und\s+)?{_POSS}\s+(?:new\s+|little\s+|older\s+|younger\s+|big\s+|old\s+)?(?P<kin>{KIN_SUBJECT[2:-2]})\b(?P<after>.*)$"
 )
@@ -642,6 +697,14 @@ def _subject(sentence: str, names: frozenset[str] | None = None) -> tuple[str | 
         if re.match(r"^\s*(?:is|'s|es|e|est|ist|se\s+llama|se\s+chama|s'appelle|heisst)\b", rest) and not named:
             return None, fold(sentence)
         return (named.group("name") if named else f"kin:{m.group('kin')}"), rest
+    if names:  # a known person, however it is typed: "rubén dejó…", "josh cancelled…"
+        folded = fold(sentence.strip())
+        for n in sorted(names, key=len, reverse=True):
+            if folded.startswith(n) and folded[len(n) : len(n) + 1] in (" ", ","):
+                rest = folded[len(n) :].lstrip(" ,")
+                if _DESCRIBES_MINE.match(rest) or _AND_I.match(rest):
+                    return None, rest
+                return sentence.strip()[: len(n)], rest
     m = _NAME_START.match(sentence)
     if m and fold(m.group("name").split()[0]) not in _NOT_NAMES:
         rest = fold(m.group("rest"))
@@ -687,6 +750,8 @@ def statements(text: str, names: Iterable[str] = ()) -> list[Statement]:
         for spec in SPECS:
             if (speaker_said or spec.name in _DECLARATIVE) and spec.statement.search(pred):
                 attrs.append(spec.name)
+        if not attrs:  # a change said with the attribute's noun alone
+            attrs += [a for a, rx in _NOUN_CUES.items() if rx.search(pred)]
         for attr in _prune(attrs, pred):
             found[(subject, attr)] = Statement(attr, subject, sent, s, e)
     return list(found.values())
@@ -728,8 +793,9 @@ def _prune(attrs: list[str], pred: str) -> list[str]:
     return out
 
 
-def question_keys(text: str) -> QuestionKeys | None:
-    """The attributes a question asks about (None if it names none)."""
+def question_keys(text: str, names: Iterable[str] = ()) -> QuestionKeys | None:
+    """The attributes a question asks about (None if it names none). `names`: people known in
+    the asker's scopes — "who does tom report to" is about Tom however it is typed."""
     folded = fold(text)
     attrs = []
     m = _FAVOURITE_Q.search(folded)
@@ -748,7 +814,7 @@ def question_keys(text: str) -> QuestionKeys | None:
         return None
     if any(a.startswith("favourite_") for a in attrs):
         attrs = [a for a in attrs if a.startswith("favourite_")]
-    subject = _question_subject(text)
+    subject = _question_subject(text, names)
     if (
         subject
         and subject.startswith("kin:")
@@ -769,8 +835,13 @@ _Q_NAME = re.compile(
 )
 
 
-def _question_subject(text: str) -> str | None:
-    m = _Q_KIN.search(fold(text))
+def _question_subject(text: str, names: Iterable[str] = ()) -> str | None:
+    folded = fold(text)
+    if not _Q_KIN.search(folded):
+        for n in sorted({fold(x) for x in names if x}, key=len, reverse=True):
+            if re.search(rf"\b{re.escape(n)}\b", folded):
+                return n
+    m = _Q_KIN.search(folded)
     if m:
         raw = _Q_KIN.search(text)
         name = raw.group("name") if raw else None
