@@ -793,6 +793,11 @@ def _prune(attrs: list[str], pred: str) -> list[str]:
     return out
 
 
+def asks_about_past(text: str) -> bool:
+    """Whether a question asks about an earlier state ("where did I live before?", "old job")."""
+    return bool(_HISTORY.search(fold(text)))
+
+
 def question_keys(text: str, names: Iterable[str] = ()) -> QuestionKeys | None:
     """The attributes a question asks about (None if it names none). `names`: people known in
     the asker's scopes — "who does tom report to" is about Tom however it is typed."""
