@@ -564,3 +564,53 @@ _TABLES_SQL = {
     "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table'",
     "postgresql": "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
 }
+
+
+# ------------------------------------------------------------------------------- as users type it
+async def test_invoice_add_as_users_type_it_through_the_chat_engine(store, host, tmp_path):
+    """`!invoice add Claudia 320 due 2026-09-15` (no number, no issue date, a past due date) is
+    recorded: the next free number, issued = min(today, due − terms), overdue at once; a far due
+    date keeps today as the issue date; bad amounts and dates are one clear error, nothing written."""
+    engine = ChatEngine(store, None, settings=Settings(CLARA_DATA_DIR=tmp_path), plugins=host)
+
+    def msg(body: str) -> IncomingMessage:
+        return IncomingMessage(
+            user_id="alice", display_name="Alice", channel_id="dm-alice", text=body, is_dm=True, timestamp=NOW
+        )
+
+    try:
+        assert not (await engine.handle(msg("!client add Claudia"))).error
+        r = await engine.handle(msg("!invoice add Claudia 320 due 2026-09-15"))
+        assert not r.error, r.text
+        assert "Invoice 2026-001 — Claudia: $320.00, issued 2026-08-16, due 2026-09-15 — overdue by 66 days" in r.text
+        assert "inferred from your 30-day terms" in r.text
+        r = await engine.handle(msg("!invoice add Claudia $80 due 2027-03-01"))
+        assert not r.error and "Invoice 2026-002" in r.text and "issued 2026-11-20, due 2027-03-01" in r.text, r.text
+        assert "inferred" not in r.text
+        r = await engine.handle(msg("!invoice add Claudia 15.50"))
+        assert "Invoice 2026-003" in r.text and "issued 2026-11-20, due 2026-12-20" in r.text, r.text
+        r = await engine.handle(msg('!invoice add 2026-014 "Claudia" $5 due 2026-09-01 issued 2026-08-01'))
+        assert not r.error and "Invoice 2026-014" in r.text
+        before = await row_counts(store)
+        for bad, message in [
+            ("!invoice add Claudia lots due 2026-09-15", "amount is missing"),
+            ("!invoice add Claudia -5 due 2026-09-15", "positive"),
+            ("!invoice add Claudia 320 due 2026-02-30", "not a real date"),
+            ("!invoice add Claudia 320 due someday soonish", "couldn't understand the date"),
+            ("!invoice add Claudia 320 due 2026-09-15 issued 2026-10-01", "before the issue date"),
+            ("!invoice add Claudia", "needs a client and an amount"),
+            ("!invoice add Nobody 320", "no client called"),
+        ]:
+            r = await engine.handle(msg(bad))
+            assert r.error and message in r.text, (bad, r.text)
+            assert "Traceback" not in r.text
+        assert await row_counts(store) == before
+        listed = (await engine.handle(msg("!invoice list Claudia"))).text
+        assert listed.count("Invoice 2026-0") == 4
+        # Bob has no such client and sees none of Alice's invoices.
+        bob = IncomingMessage(
+            user_id="bob", display_name="Bob", channel_id="dm-bob", text="!invoice list", is_dm=True, timestamp=NOW
+        )
+        assert (await engine.handle(bob)).text == "No invoices yet."
+    finally:
+        await engine.aclose()

@@ -8,7 +8,10 @@ each client owes. Commands: !client, !invoice, !overdue, !ledger, !invoices-expo
 A daily job (06:00 UTC) marks overdue invoices, opens follow-up tasks and writes a summary.
 
 Settings (ctx.config, target "user:<id>"): `currency` (default USD, for amounts given without
-one) and `terms_days` (default 30: due date when none is given).
+one) and `terms_days` (default 30: due date when none is given; with a due date but no issue
+date, the issue date is the earlier of today and due − terms, so past invoices can be typed
+as `!invoice add Claudia 320 due 2026-09-15`; the invoice number is optional — the next free
+`<year>-NNN` is used).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ USAGE = {
         "!client set <name> key=value… · !client show <name> · !client list"
     ),
     "invoice": (
-        '!invoice add <number> "<client>" <amount> [due <date>] [issued <date>] [note <text>] · '
+        '!invoice add [<number>] "<client>" <amount> [due <date>] [issued <date>] [note <text>] · '
         "!invoice pay <number> [<amount>] [on <date>] [by <method>] · !invoice void <number> [on <date>] · "
         "!invoice show <number> · !invoice list [<client>]"
     ),
@@ -226,9 +226,15 @@ def register(ctx) -> None:
             head, kw = _keyword_split(
                 rest, {"due": "due", "issued": "issued", "note": "note", "description": "note", "for": "note"}
             )
-            if len(head) < 3:
-                raise Usage("an invoice needs a number, a client and an amount")
-            number, body = head[0], head[1:]
+            # The number is optional: a first word with a digit (2026-014, #12, INV7), or any
+            # first word before a quoted client name, is one; otherwise the next free number is
+            # given (`!invoice add Claudia 320`).
+            number: str | None = None
+            body = head
+            if len(head) >= 3 and " " not in head[0] and (any(c.isdigit() for c in head[0]) or " " in head[1]):
+                number, body = head[0], head[1:]
+            if len(body) < 2:
+                raise Usage("an invoice needs a client and an amount (and optionally a number first)")
             if " " in body[0]:  # a quoted client name
                 client, money = body[0], body[1:]
             else:
@@ -273,6 +279,11 @@ def register(ctx) -> None:
                 )
                 if not done.startswith("error"):
                     note = " I'll remind you on the due date."
+            if not kw.get("issued") and kw.get("due") and facts.issued != today:
+                note += (
+                    f" (Issue date {facts.issued} inferred from your {(facts.due - facts.issued).days}-day terms; "
+                    "add `issued <date>` to set it.)"
+                )
             return Result(f"Added {fmt_invoice(facts, status, today)}.{note}", private=True)
         if verb == "pay":
             head, kw = _keyword_split(rest, {"on": "on", "by": "by", "via": "by", "with": "by"})

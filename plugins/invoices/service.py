@@ -382,7 +382,7 @@ async def open_tasks(ctx, owner: str, client_id: int | None = None) -> list[Any]
 async def add_invoice(
     ctx,
     owner: str,
-    number: str,
+    number: str | None,
     client_name: str,
     amount_text: object,
     *,
@@ -393,18 +393,31 @@ async def add_invoice(
     actor: str | None = None,
 ) -> tuple[L.InvoiceFacts, ClientView]:
     """Record an invoice for an existing client. PluginError (and nothing written) for a bad
-    amount or date, an unknown client or a number already used."""
-    number = check_number(number)
+    amount or date, an unknown client or a number already used.
+
+    `number=None` gives the next free number of the issue year (`2026-001`, `2026-002`, …).
+    Without `issued`, the issue date is today — or, for a due date given without an issue date,
+    the earlier of today and the due date minus the owner's terms (`terms_days`, default 30), so
+    a past invoice typed as "… due 2026-09-15" is recorded as issued 2026-08-16, not refused."""
+    number = check_number(number) if number is not None else None
     amount, currency = L.parse_money(amount_text, await default_currency(ctx, owner))
     today = aware(now).date()
-    issued_d = L.parse_date(issued, now) if issued not in (None, "") else today
-    due_d = L.parse_date(due, now) if due not in (None, "") else issued_d + timedelta(days=await terms_days(ctx, owner))
+    terms = timedelta(days=await terms_days(ctx, owner))
+    due_d = L.parse_date(due, now) if due not in (None, "") else None
+    if issued not in (None, ""):
+        issued_d = L.parse_date(issued, now)
+    else:
+        issued_d = min(today, due_d - terms) if due_d is not None else today
+    if due_d is None:
+        due_d = issued_d + terms
     L.check_new_invoice(amount, issued_d, due_d)
     description = check_text(description, "a description", 2000)
     at = aware(now)
     try:
         async with ctx.db() as conn:
             crow = await _client_row(conn, owner, client_name, fuzzy=False)
+            if number is None:
+                number = await _next_number(conn, owner, issued_d.year)
             taken = (
                 await conn.execute(
                     select(invoices.c.id).where(invoices.c.owner_id == owner, invoices.c.number == number)
@@ -440,6 +453,22 @@ async def add_invoice(
         raise PluginError(f"invoice number {number} is already used") from None
     view = _view(crows[crow.id], allf[crow.id], today)
     return next(f for f in view.invoices if f.id == iid), view
+
+
+async def _next_number(conn, owner: str, year: int) -> str:
+    """The owner's next free invoice number of `year`: `<year>-<n:03d>`, one past the highest used."""
+    prefix = f"{year}-"
+    used = {
+        r.number
+        for r in await conn.execute(
+            select(invoices.c.number).where(invoices.c.owner_id == owner, invoices.c.number.like(f"{prefix}%"))
+        )
+    }
+    seqs = [int(n[len(prefix) :]) for n in used if n[len(prefix) :].isascii() and n[len(prefix) :].isdigit()]
+    k = max(seqs, default=0) + 1
+    while f"{prefix}{k:03d}" in used:
+        k += 1
+    return f"{prefix}{k:03d}"
 
 
 async def pay(
