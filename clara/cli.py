@@ -244,19 +244,36 @@ def memory_list(
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
     offset: Annotated[int, typer.Option(min=0, max=MAX_INT64)] = 0,
     status: Annotated[str, typer.Option(help="active, superseded, deleted or all")] = "active",
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(help="Only these kinds (repeatable); records: tool_execution, system (not listed otherwise)."),
+    ] = None,
 ) -> None:
-    """List facts, newest first."""
+    """List facts, newest first (importance on the 1–10 scale)."""
+    from storage.store import KINDS
+
     scopes = _scopes_for(user, channel, scope)
     if status not in ("active", "superseded", "deleted", "all"):
         _fail(f"--status must be active, superseded, deleted or all, got {status[:40]!r}")
+    bad = [k for k in kind or () if k not in KINDS]
+    if bad:
+        _fail(f"unknown --kind {bad[0][:40]!r} (one of {', '.join(sorted(KINDS))})")
     statuses = ("active", "superseded", "deleted") if status == "all" else (status,)
 
     async def go(store):
-        facts = await store.list_facts(scopes, statuses=statuses, limit=limit, offset=offset)
-        table = Table("id", "created", "scope", "kind", "status", "fact")
+        from clara.labels import importance_10
+
+        facts = await store.list_facts(scopes, statuses=statuses, kinds=kind or None, limit=limit, offset=offset)
+        table = Table("id", "created", "scope", "kind", "status", "imp", "fact")
         for f in facts:
             table.add_row(
-                str(f.id), f.created_at.strftime("%Y-%m-%d %H:%M"), f.scope_id, f.kind, f.status, f.content[:200]
+                str(f.id),
+                f.created_at.strftime("%Y-%m-%d %H:%M"),
+                f.scope_id,
+                f.kind,
+                f.status,
+                str(importance_10(f.importance)),
+                f.content[:200],
             )
         console.print(table)
 
