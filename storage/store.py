@@ -659,6 +659,7 @@ class FactStore:
             and row.status == "active"
             and row.kind == values["kind"]
             and row.importance == values["importance"]
+            and row.context == values["context"]
         ):
             return row.id, "unchanged"
         conn.execute(
@@ -668,6 +669,7 @@ class FactStore:
                 content=values["content"],
                 kind=values["kind"],
                 importance=values["importance"],
+                context=values["context"],
                 status="active",
                 valid_to=None,
                 updated_at=now,
