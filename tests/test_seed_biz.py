@@ -197,3 +197,108 @@ async def test_tools_keys_preferences_and_tool_execution_records(store, tmp_path
         finally:
             await engine.aclose()
             await llm.aclose()
+
+
+# ------------------------------------------------------------------ mem0 import + MCP, with slugs
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch):
+    from clara.settings import get_settings
+
+    for var in ("DATABASE_URL", "QDRANT_URL", "DISCORD_BOT_TOKEN", "LLM_PROVIDER"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CLARA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield tmp_path / "data"
+    get_settings.cache_clear()
+
+
+async def test_slugs_survive_mem0_import_and_mcp_writes_update_never_duplicate(cli_env, tmp_path, embedder):
+    import asyncio
+
+    from mcp import Client
+    from typer.testing import CliRunner
+
+    from clara.cli import app
+    from clara.mcp_server import MemoryService, stdio_server
+    from storage import FactStore, StoreConfig
+
+    export = tmp_path / "mem0.json"
+    export.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "m-1",
+                    "memory": "Tax regime: ProPyme General",
+                    "agent_id": "fizko",
+                    "metadata": {"slug": "company_tax_regime", "category": "company_tax"},
+                },
+                {"id": "m-2", "memory": "Alice earns 4200 a month", "user_id": "alice"},
+            ]
+        )
+    )
+    done = await asyncio.to_thread(CliRunner().invoke, app, ["import", "mem0", str(export)])
+    assert done.exit_code == 0, done.output
+    async with await FactStore.open(StoreConfig(data_dir=cli_env), embedder=embedder) as store:
+        imported = await store.find_slug("agent:fizko", "company_tax_regime")
+        assert imported is not None and imported.content == "Tax regime: ProPyme General"
+        svc = MemoryService(store)
+        try:
+            async with Client(stdio_server(svc, "fizko")) as fizko:
+
+                async def tool(name, **args):
+                    res = await fizko.call_tool(name, args)
+                    return res.is_error, (res.content[0].text if res.is_error else res.structured_content)
+
+                err, got = await tool(
+                    "memory_store_fact", content="Tax regime: Régimen General", slug="company_tax_regime", importance=9
+                )
+                assert not err and got["fact_id"] == imported.id and got["outcome"] == "updated", got
+                err, got = await tool(
+                    "memory_store_facts",
+                    facts=[
+                        {"slug": "company_tax_regime", "content": "Tax regime: Régimen General", "importance": 9},
+                        {
+                            "slug": "company_activity",
+                            "content": "Activity: software development",
+                            "kind": "biographical",
+                        },
+                        {"slug": "company_activity", "content": "Activity: software consulting"},
+                        {"slug": "bad slug!", "content": "refused"},
+                        {"slug": "company_start_date", "content": ""},
+                        {"slug": "company_size", "content": "12 people", "importance": 0},
+                        {"content": "An unkeyed note about the company"},
+                    ],
+                )
+                assert not err, got
+                assert (got["saved"], got["failed"]) == (4, 3), got
+                assert [(e["index"], e["slug"]) for e in got["errors"]] == [
+                    (3, "bad slug!"),
+                    (4, "company_start_date"),
+                    (5, "company_size"),
+                ]
+                assert "not a valid key" in got["errors"][0]["error"] and "1 to 10" in got["errors"][2]["error"]
+                outcomes = {(r["index"], r.get("slug"), r["outcome"]) for r in got["results"]}
+                assert outcomes == {
+                    (0, "company_tax_regime", "unchanged"),
+                    (1, "company_activity", "added"),
+                    (2, "company_activity", "updated"),
+                    (6, None, "added"),
+                }
+                err, msg = await tool("memory_store_fact", content="x", importance=11)
+                assert err and "10" in msg
+                facts = await store.list_facts(["agent:fizko"], limit=50)
+                keyed = sorted((f.slug, f.content) for f in facts if f.slug)
+                assert keyed == [
+                    ("company_activity", "Activity: software consulting"),
+                    ("company_tax_regime", "Tax regime: Régimen General"),
+                ]
+                await store.drain()
+                err, got = await tool("memory_recall", query="tax regime")
+                top = got["facts"][0]
+                assert top["slug"] == "company_tax_regime" and top["importance"] == 9, top
+                err, got = await tool("memory_recall", query="how much does Alice earn")
+                assert "4200" not in json.dumps(got)
+                await assert_private(store, "Alice earns", "agent:fizko", "user:alice")
+        finally:
+            await svc.aclose()

@@ -182,7 +182,7 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
             str | None, Field(max_length=MAX_SCOPE_ID, description="scope id to write (default: your private scope)")
         ] = None,
         kind: Annotated[str, Field(max_length=40, description=f"one of: {KINDS}")] = "observation",
-        importance: Annotated[float | None, Field(ge=0, le=1)] = None,
+        importance: Annotated[float | None, Field(ge=1, le=10, description="1 (trivia) to 10 (vital)")] = None,
         entities: Annotated[
             list[Name], Field(max_length=MAX_ENTITIES, description="names of entities the fact mentions")
         ] = [],  # noqa: B006
@@ -190,9 +190,14 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
         tags: Annotated[
             list[Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS)]], Field(max_length=MAX_TAGS)
         ] = [],  # noqa: B006
+        slug: Annotated[
+            str | None,
+            Field(max_length=100, description="a key (company_tax_regime): the same slug updates, never duplicates"),
+        ] = None,
     ) -> dict[str, Any]:
         """Store one atomic fact in a scope you may write; returns its id. It is found lexically at once
-        and by meaning once embedded (background)."""
+        and by meaning once embedded (background). With `slug`, the scope's fact with that slug is
+        updated in place instead (`outcome`: added, updated or unchanged)."""
         return await call(
             ctx,
             "store_fact",
@@ -203,7 +208,28 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
             entities=entities,
             source=source,
             tags=tags,
+            slug=slug,
         )
+
+    @mcp.tool(structured_output=True)
+    async def memory_store_facts(
+        ctx: Context,
+        facts: Annotated[
+            list[dict[str, Any]],
+            Field(
+                min_length=1,
+                max_length=500,
+                description="[{content, slug?, kind?, importance? (1-10), entities?, source?, tags?}]",
+            ),
+        ],
+        scope: Annotated[
+            str | None, Field(max_length=MAX_SCOPE_ID, description="scope id to write (default: your private scope)")
+        ] = None,
+    ) -> dict[str, Any]:
+        """Bulk save in one transaction: items with a slug update the scope's fact with that slug
+        (never duplicate). Returns {saved, failed, errors: [{index, slug, error}], results}; bad
+        items are reported and the rest saved."""
+        return await call(ctx, "store_facts", facts, scope=scope)
 
     @mcp.tool(structured_output=True)
     async def memory_recall(
