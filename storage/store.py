@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from storage import migrate
 from storage.clock import Clock, system_clock
-from storage.db import Engines, async_url, make_engines
+from storage.db import Engines, async_url, ephemeral_dir, is_in_memory, make_engines
 from storage.embeddings import Embedder, make_embedder
 from storage.errors import FactNotFound, InvalidInput, ScopeDenied
 from storage.graph import Graph, upsert_entity
@@ -196,6 +196,7 @@ class FactStore:
         self._access: Counter[int] = Counter()
         self._tasks: list[asyncio.Task] = []
         self._closed = False
+        self._ephemeral: Path | None = None  # the private directory of an in-memory store
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -212,8 +213,13 @@ class FactStore:
         Raises sqlalchemy errors if the database is unreachable; ValueError for a bad config."""
         config = config or StoreConfig()
         data_dir = Path(config.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        url = async_url(config.database_url, data_dir)
+        ephemeral = None
+        if is_in_memory(config.database_url):  # sqlite:///:memory: — gone when the store closes
+            ephemeral = data_dir = ephemeral_dir()
+            url = async_url(None, data_dir)
+        else:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            url = async_url(config.database_url, data_dir)
         if config.auto_migrate:
             await asyncio.to_thread(migrate.upgrade, url)
         engines = make_engines(url)
@@ -236,6 +242,7 @@ class FactStore:
             path = data_dir / "vectors" / f"{embedder.name}-{embedder.dim}"
             index = await asyncio.to_thread(EdgeIndex, path, embedder.dim)
         store = cls(config, engines, embedder, index)
+        store._ephemeral = ephemeral
         await store._check_index_consistency()
         if start_indexer:
             store.start()
@@ -265,6 +272,10 @@ class FactStore:
         await self._flush_access()
         await self.index.close()
         await self.engines.dispose()
+        if self._ephemeral is not None:
+            import shutil
+
+            await asyncio.to_thread(shutil.rmtree, self._ephemeral, True)
 
     async def __aenter__(self) -> FactStore:
         return self

@@ -302,3 +302,47 @@ async def test_slugs_survive_mem0_import_and_mcp_writes_update_never_duplicate(c
                 await assert_private(store, "Alice earns", "agent:fizko", "user:alice")
         finally:
             await svc.aclose()
+
+
+# ------------------------------------------------------------------ in-memory database
+async def test_in_memory_database_url_works_and_leaves_nothing_behind(tmp_path, embedder, monkeypatch):
+    """`sqlite:///:memory:` (the receptionist's test setup): a whole store — migrations, chat,
+    recall, vectors — that disappears when closed; the data dir is never touched. Also through
+    the CLI (`DATABASE_URL=sqlite:///:memory: clara memory add …`)."""
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from clara.cli import app
+    from clara.settings import get_settings
+    from storage import FactStore, StoreConfig
+
+    data_dir = tmp_path / "never-created"
+    for url in ("sqlite:///:memory:", "sqlite://"):
+        store = await FactStore.open(StoreConfig(database_url=url, data_dir=data_dir), embedder=embedder)
+        where = store._ephemeral
+        engine = ChatEngine(store, None, settings=Settings(CLARA_DATA_DIR=data_dir))
+        try:
+            r = await engine.handle(dm("alice", "!remember key=favourite-color Blue, like the sea"))
+            assert not r.error, r.text
+            await engine.handle(dm("bob", "!remember Bob's favourite colour is red"))
+            await engine.drain()
+            assert "Blue, like the sea" in (await engine.handle(dm("alice", "!recall favourite colour"))).text
+            assert "Blue" not in (await engine.handle(dm("bob", "!recall favourite colour"))).text
+            await assert_private(store, "favourite colour", "bob", "user:alice")
+        finally:
+            await engine.aclose()
+            await store.aclose()
+        assert where is not None and not where.exists()
+    assert not data_dir.exists()
+
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///:memory:")
+    monkeypatch.setenv("CLARA_DATA_DIR", str(data_dir))
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    try:
+        done = await asyncio.to_thread(CliRunner().invoke, app, ["memory", "add", "Likes tea", "--user", "alice"])
+        assert done.exit_code == 0 and "added #1" in done.output, done.output
+    finally:
+        get_settings.cache_clear()
+    assert not (data_dir / "clara.db").exists()
