@@ -31,6 +31,8 @@ NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 def clock() -> ManualClock:
     """The store's clock for this module: pinned at NOW, moving with real elapsed time."""
     return ManualClock(NOW, ticking=True)
+
+
 TABLES = (
     "invoices_clients",
     "invoices_invoices",
@@ -612,5 +614,72 @@ async def test_invoice_add_as_users_type_it_through_the_chat_engine(store, host,
             user_id="bob", display_name="Bob", channel_id="dm-bob", text="!invoice list", is_dm=True, timestamp=NOW
         )
         assert (await engine.handle(bob)).text == "No invoices yet."
+    finally:
+        await engine.aclose()
+
+
+# ------------------------------------------------------------------------------- tasks
+async def test_tasks_are_first_class_records_through_the_chat_engine(store, host, tmp_path):
+    """Bella's tasks: `!task add` with due date, priority and a linked client/invoice, `!task
+    list` (priority, then due), `!task done`; each task is a memory fact recalled in chat, bad
+    input writes nothing, and another user neither lists nor recalls them."""
+    engine = ChatEngine(store, None, settings=Settings(CLARA_DATA_DIR=tmp_path), plugins=host)
+
+    def msg(body: str, user: str = "alice") -> IncomingMessage:
+        return IncomingMessage(
+            user_id=user, display_name=user.title(), channel_id=f"dm-{user}", text=body, is_dm=True, timestamp=NOW
+        )
+
+    try:
+        assert not (await engine.handle(msg("!client add Claudia Alz"))).error
+        assert not (await engine.handle(msg('!invoice add 2026-014 "Claudia Alz" $320 due 2026-10-01'))).error
+        r = await engine.handle(
+            msg("!task add Call Claudia about the overdue invoice due 2026-11-25 priority high invoice 2026-014")
+        )
+        assert not r.error, r.text
+        assert (
+            "[high] Call Claudia about the overdue invoice — due 2026-11-25 · Claudia Alz · invoice 2026-014" in r.text
+        )
+        call_id = int(r.text.split("#", 1)[1].split(" ", 1)[0])
+        r = await engine.handle(msg("!task add Renew the insurance priority low"))
+        assert not r.error and "[low] Renew the insurance" in r.text, r.text
+        r = await engine.handle(msg("!task add Send the quote to Claudia client claudia due yesterday"))
+        assert "— due 2026-11-19 (overdue) · Claudia Alz" in r.text, r.text
+        listed = (await engine.handle(msg("!task list"))).text.splitlines()
+        assert [ln.split("] ", 1)[1].split(" —")[0].split(" ·")[0] for ln in listed] == [
+            "Call Claudia about the overdue invoice",
+            "Send the quote to Claudia",
+            "Renew the insurance",
+        ], listed
+        done = await engine.handle(msg(f"!task done #{call_id}"))
+        assert not done.error and "done 2026-11-20" in done.text, done.text
+        assert len((await engine.handle(msg("!task list"))).text.splitlines()) == 2
+        assert len((await engine.handle(msg("!task list all"))).text.splitlines()) == 3
+        assert "Renew" not in (await engine.handle(msg("!task list client Claudia"))).text
+        before = await row_counts(store)
+        for bad, says in [
+            (f"!task done {call_id}", "already done"),
+            ("!task done 999", "no task #999"),
+            ("!task done soon", "not a task number"),
+            ("!task add Pay rent priority whenever", "priority must be"),
+            ("!task add Pay rent due 2026-02-30", "not a real date"),
+            ("!task add Chase client Nobody", "no client called"),
+            ("!task add Chase invoice 2026-999", "no invoice number"),
+            ("!task add due tomorrow", "needs a title"),
+            ("!task list everything", "Usage"),
+        ]:
+            r = await engine.handle(msg(bad))
+            assert r.error and says in r.text and "Traceback" not in r.text, (bad, r.text)
+        assert await row_counts(store) == before
+        # Each task is a fact in Alice's private memory (recalled in chat), never Bob's.
+        await engine.drain()
+        hits = (await engine.handle(msg("!recall quote for Claudia"))).text
+        assert "Open task (normal priority, due 2026-11-19, for Claudia Alz): Send the quote to Claudia" in hits, hits
+        hits = (await engine.handle(msg("!recall call Claudia overdue invoice"))).text
+        assert "Task done on 2026-11-20 (high priority" in hits, hits
+        assert (await engine.handle(msg("!task list", user="bob"))).text == "No open tasks."
+        assert "Claudia" not in (await engine.handle(msg("!recall quote for Claudia", user="bob"))).text
+        await assert_private(store, "task quote Claudia", "bob", "user:alice")
+        assert f"{call_id}" in (await engine.handle(msg(f"!task done {call_id}", user="bob"))).text  # "no task #…"
     finally:
         await engine.aclose()

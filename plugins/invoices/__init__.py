@@ -3,7 +3,7 @@
 Each user keeps their own clients, invoices and payments (nobody else sees them), asks who is
 overdue — today or on any past date, rebuilt exactly from the history — and gets one fact per
 client in their private memory ("Claudia Alz owes $320.00 …"), so ordinary chat knows what
-each client owes. Commands: !client, !invoice, !overdue, !ledger, !invoices-export,
+each client owes. Commands: !client, !invoice, !task, !overdue, !ledger, !invoices-export,
 !invoices-import. LLM tools: sync_client, get_overdue_clients, log_payment, find_client.
 A daily job (06:00 UTC) marks overdue invoices, opens follow-up tasks and writes a summary.
 

@@ -1119,3 +1119,116 @@ async def export_owner(ctx, owner: str) -> dict[str, Any]:
             rows = (await conn.execute(select(t).where(t.c.owner_id == owner).order_by(t.c.id))).mappings().all()
             out[t.name.removeprefix("invoices_")] = [{k: _jsonable(v) for k, v in r.items()} for r in rows]
     return out
+
+
+# ------------------------------------------------------------------------------------ tasks
+PRIORITIES = ("high", "normal", "low")
+_PRIORITY_ORDER = {p: i for i, p in enumerate(PRIORITIES)}
+
+
+@dataclass
+class TaskView:
+    id: int
+    title: str
+    due: date | None
+    priority: str
+    done: bool
+    client: str | None
+    invoice: str | None
+    done_at: datetime | None
+
+
+def check_priority(value: object) -> str:
+    p = str(value or "normal").strip().lower()
+    p = {"urgent": "high", "medium": "normal", "med": "normal", "normal": "normal"}.get(p, p)
+    if p not in PRIORITIES:
+        raise PluginError(f"priority must be high, normal or low, not {str(value)[:20]!r}")
+    return p
+
+
+async def add_task(
+    ctx,
+    owner: str,
+    title: str,
+    *,
+    now: datetime,
+    due: object = None,
+    priority: object = None,
+    client: str | None = None,
+    invoice: str | None = None,
+) -> TaskView:
+    """A task (Bella's to-dos: follow up, send, call…), optionally linked to a client and/or an
+    invoice (the invoice's client when no client is given). PluginError, nothing written, for a
+    bad date, priority, unknown client or invoice."""
+    title = check_text(title, "a task", 500)
+    if not title:
+        raise PluginError("a task needs a title (e.g. !task add Call Claudia about invoice 2026-014)")
+    due_d = L.parse_date(due, now) if due not in (None, "") else None
+    prio = check_priority(priority)
+    at = aware(now)
+    async with ctx.db() as conn:
+        irow = await _invoice_row(conn, owner, invoice) if invoice else None
+        crow = await _client_row(conn, owner, client, fuzzy=True) if client else None
+        if crow is None and irow is not None:
+            crow = (await conn.execute(select(clients).where(clients.c.id == irow.client_id))).first()
+        if crow is not None and irow is not None and irow.client_id != crow.id:
+            raise PluginError(f"invoice {irow.number} is not {crow.name}'s")
+        tid = (
+            await conn.execute(
+                insert(tasks)
+                .values(
+                    owner_id=owner,
+                    title=title,
+                    due=due_d,
+                    done=False,
+                    priority=prio,
+                    client_id=crow.id if crow else None,
+                    invoice_id=irow.id if irow else None,
+                    created_at=at,
+                )
+                .returning(tasks.c.id)
+            )
+        ).scalar_one()
+    return TaskView(tid, title, due_d, prio, False, crow.name if crow else None, irow.number if irow else None, None)
+
+
+async def list_tasks(ctx, owner: str, *, include_done: bool = False, client: str | None = None) -> list[TaskView]:
+    """The owner's tasks: open ones by priority, then due date (undated last); done ones after."""
+    async with ctx.read() as conn:
+        q = (
+            select(tasks, clients.c.name.label("client_name"), invoices.c.number.label("invoice_number"))
+            .select_from(
+                tasks.outerjoin(clients, clients.c.id == tasks.c.client_id).outerjoin(
+                    invoices, invoices.c.id == tasks.c.invoice_id
+                )
+            )
+            .where(tasks.c.owner_id == owner)
+        )
+        if not include_done:
+            q = q.where(tasks.c.done.is_(False))
+        if client:
+            crow = await _client_row(conn, owner, client, fuzzy=True)
+            q = q.where(tasks.c.client_id == crow.id)
+        rows = (await conn.execute(q)).all()
+    views = [
+        TaskView(r.id, r.title, r.due, r.priority, bool(r.done), r.client_name, r.invoice_number, r.done_at)
+        for r in rows
+    ]
+    views.sort(key=lambda t: (t.done, _PRIORITY_ORDER.get(t.priority, 1), t.due is None, t.due or date.max, t.id))
+    return views
+
+
+async def complete_task(ctx, owner: str, task_id: object, *, now: datetime) -> TaskView:
+    """Mark one of the owner's tasks done. PluginError for an unknown id or a task already done."""
+    raw = str(task_id or "").strip().lstrip("#")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise PluginError(f"{str(task_id)[:30]!r} is not a task number (see !task list)")
+    at = aware(now)
+    async with ctx.db() as conn:
+        row = (await conn.execute(select(tasks).where(tasks.c.owner_id == owner, tasks.c.id == int(raw)))).first()
+        if row is None:
+            raise PluginError(f"you have no task #{raw} (see !task list)")
+        if row.done:
+            raise PluginError(f"task #{raw} is already done")
+        await conn.execute(update(tasks).where(tasks.c.id == row.id).values(done=True, done_at=at))
+    return next(t for t in await list_tasks(ctx, owner, include_done=True) if t.id == row.id)
