@@ -683,3 +683,34 @@ async def test_tasks_are_first_class_records_through_the_chat_engine(store, host
         assert f"{call_id}" in (await engine.handle(msg(f"!task done {call_id}", user="bob"))).text  # "no task #…"
     finally:
         await engine.aclose()
+
+
+async def test_daily_summary_names_tasks_completed_and_outstanding_items(store, host, tmp_path):
+    """The daily session summary (Bella's tasks_completed / outstanding_items / financial
+    summary) is stored as the owner's summary fact and recalled through chat, never by others."""
+    engine = ChatEngine(store, None, settings=Settings(CLARA_DATA_DIR=tmp_path), plugins=host)
+
+    def msg(body: str, user: str = "alice") -> IncomingMessage:
+        return IncomingMessage(
+            user_id=user, display_name=user.title(), channel_id=f"dm-{user}", text=body, is_dm=True, timestamp=NOW
+        )
+
+    try:
+        assert not (await engine.handle(msg("!client add Claudia Alz"))).error
+        assert not (await engine.handle(msg('!invoice add 2026-014 "Claudia Alz" $320 due 2026-12-01'))).error
+        r = await engine.handle(msg("!task add Send the November statements priority high"))
+        tid = r.text.split("#", 1)[1].split(" ", 1)[0]
+        await engine.handle(msg("!task add Call the accountant due 2026-11-23"))
+        assert not (await engine.handle(msg(f"!task done {tid}"))).error
+        assert await host.run_job("invoices", "daily", now=datetime(2026, 11, 21, 6, tzinfo=UTC))
+        fact = await store.find_slug("user:alice", "invoices/summary")
+        assert "$320.00 outstanding" in fact.content
+        assert "Tasks completed on 2026-11-20: Send the November statements." in fact.content, fact.content
+        assert "Outstanding items: Call the accountant (due 2026-11-23)." in fact.content
+        await engine.drain()
+        hits = (await engine.handle(msg("!recall tasks completed outstanding items"))).text
+        assert "Tasks completed on 2026-11-20" in hits, hits
+        assert "statements" not in (await engine.handle(msg("!recall tasks completed outstanding", user="bob"))).text
+        await assert_private(store, "tasks completed outstanding items", "bob", "user:alice")
+    finally:
+        await engine.aclose()

@@ -1050,6 +1050,7 @@ async def run_daily(ctx, owner: str, now: datetime) -> DailyResult:
                     by[f.currency] = by.get(f.currency, Decimal("0.00")) + left
                 s["received"] += sum((p.amount for p in f.payments if p.paid_on == yesterday), Decimal("0.00"))
         summary = summary_text(today, per_cur, overdue_names, yesterday)
+        summary += await _tasks_text(conn, owner, today, yesterday)
         await conn.execute(
             delete(daily_summaries).where(daily_summaries.c.owner_id == owner, daily_summaries.c.day == today)
         )
@@ -1089,6 +1090,27 @@ def summary_text(today: date, per_cur: dict[str, dict[str, Any]], overdue_names:
     if any(received.values()):
         head += f" Received on {yesterday}: {L.format_amounts(received)}."
     return head
+
+
+async def _tasks_text(conn, owner: str, today: date, yesterday: date) -> str:
+    """Bella's session summary parts: tasks completed the day before, and outstanding items (open
+    tasks, by priority then due date; at most 10 named)."""
+    rows = (await conn.execute(select(tasks).where(tasks.c.owner_id == owner))).all()
+    completed = [r.title for r in rows if r.done and r.done_at is not None and aware(r.done_at).date() == yesterday]
+    open_rows = sorted(
+        (r for r in rows if not r.done),
+        key=lambda r: (_PRIORITY_ORDER.get(r.priority, 1), r.due is None, r.due or date.max, r.id),
+    )
+    out = ""
+    if completed:
+        out += f" Tasks completed on {yesterday}: {'; '.join(completed[:10])}."
+    if open_rows:
+        items = [
+            r.title + (f" (due {r.due}{', overdue' if r.due < today else ''})" if r.due else "") for r in open_rows[:10]
+        ]
+        more = f" and {len(open_rows) - 10} more" if len(open_rows) > 10 else ""
+        out += f" Outstanding items: {'; '.join(items)}{more}."
+    return out
 
 
 # ------------------------------------------------------------------------ user-data hooks
