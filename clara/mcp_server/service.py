@@ -40,6 +40,7 @@ from storage.text import (
     shown,
     unicode_problem,
 )
+from storage.types import RECORD_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -422,7 +423,10 @@ class MemoryService:
         facts = await self.store.get_many([r[0] for r in rows], scopes=readable)
         score = {r[0]: r[2] for r in rows}
         facts = [
-            f for f in facts if (not kinds or f.kind in kinds) and (created_by is None or f.created_by == created_by)
+            f
+            for f in facts
+            if (f.kind in kinds if kinds else f.kind not in RECORD_KINDS)  # records only when asked for
+            and (created_by is None or f.created_by == created_by)
         ][:limit]
         return {"facts": [fact_dict(f, score.get(f.id), self.store.clock()) for f in facts]}
 
