@@ -197,16 +197,19 @@ def memory_add(
     user: Annotated[str, typer.Option(help="Owner: stored in user:<user>.")],
     kind: str = "note",
     slug: Annotated[str | None, typer.Option(help="Keyed upsert: same slug updates the same fact.")] = None,
+    importance: Annotated[int | None, typer.Option(min=1, max=10, help="1 (trivia) to 10 (vital).")] = None,
 ) -> None:
     """Store a fact in a user's private scope."""
+    weight = importance / 10 if importance is not None else None
 
     async def go(store):
         await store.ensure_scope(f"user:{user}", "user", owner=user)
         if slug:
-            fid, outcome = await store.upsert(slug, text, f"user:{user}", kind=kind, actor=user)
+            fid, outcome = await store.upsert(slug, text, f"user:{user}", kind=kind, actor=user, importance=weight)
             console.print(f"{outcome} #{fid}")
         else:
-            console.print(f"added #{await store.add(text, f'user:{user}', kind=kind, actor=user)}")
+            fid = await store.add(text, f"user:{user}", kind=kind, actor=user, importance=weight)
+            console.print(f"added #{fid}")
 
     _run(_with_store(go))
 

@@ -239,6 +239,17 @@ async def test_slugs_survive_mem0_import_and_mcp_writes_update_never_duplicate(c
     )
     done = await asyncio.to_thread(CliRunner().invoke, app, ["import", "mem0", str(export)])
     assert done.exit_code == 0, done.output
+
+    def cli(*args):
+        return CliRunner().invoke(app, list(args))
+
+    add = ["memory", "add", "--user", "alice", "--slug", "contact", "--importance", "8"]
+    assert "added #" in (await asyncio.to_thread(cli, *add, "Alice prefers email")).output
+    assert "updated #" in (await asyncio.to_thread(cli, *add, "Alice prefers phone calls")).output
+    bad = await asyncio.to_thread(cli, *add[:-1], "11", "x")
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    listed = (await asyncio.to_thread(cli, "memory", "list", "--user", "alice")).output
+    assert "phone calls" in listed and "email" not in listed and " 8 " in listed, listed
     async with await FactStore.open(StoreConfig(data_dir=cli_env), embedder=embedder) as store:
         imported = await store.find_slug("agent:fizko", "company_tax_regime")
         assert imported is not None and imported.content == "Tax regime: ProPyme General"
