@@ -357,3 +357,34 @@ async def test_in_memory_database_url_works_and_leaves_nothing_behind(tmp_path, 
     finally:
         get_settings.cache_clear()
     assert not (data_dir / "clara.db").exists()
+
+
+async def test_session_summary_keeps_decisions_and_outstanding_items(store, tmp_path):
+    """Bella's session summary: the closed session's summary fact names the decisions and plans
+    said in it (recallable afterwards), and stays out of another user's recall."""
+    from datetime import timedelta
+
+    engine = ChatEngine(store, None, settings=Settings(CLARA_DATA_DIR=tmp_path))
+    try:
+        for text in [
+            "We decided to use PostgreSQL for the ledger",
+            "I plan to call the accountant on Monday",
+            "The weather is nice today",
+        ]:
+            assert not (await engine.handle(dm("alice", text))).error
+        await engine.drain()
+        kinds = {f.kind for f in await store.list_facts(["user:alice"], limit=50)}
+        assert {"decision", "plan"} <= kinds, kinds
+        assert await engine.memory.sweep(NOW + timedelta(hours=2))
+        await engine.drain()
+        summaries = await store.list_facts(["user:alice"], kinds=("summary",))
+        assert len(summaries) == 1
+        text = summaries[0].content
+        assert "Decisions:" in text and "PostgreSQL" in text.split("Decisions:", 1)[1], text
+        assert "Outstanding items:" in text and "accountant" in text.split("Outstanding items:", 1)[1], text
+        got = (await engine.handle(dm("alice", "!recall decisions ledger"))).text
+        assert "PostgreSQL" in got
+        assert "PostgreSQL" not in (await engine.handle(dm("bob", "!recall decisions ledger"))).text
+        await assert_private(store, "decisions PostgreSQL ledger", "bob", "user:alice")
+    finally:
+        await engine.aclose()
