@@ -187,6 +187,7 @@ class ChatEngine:
                 )
         hits = None if self.llm else await self.memory.recall(text, where, k=self.recall_k)
         rec = await self.memory.acknowledge(msg, text, where)
+        await self._keep_attachments(msg, where, rec, text)
         if self.llm is None:
             reply = await self._recall_reply(msg, where, hits or [])
             if on_text:
@@ -222,6 +223,23 @@ class ChatEngine:
         if self.plugins is not None:
             self._emit_later("message", self.invocation(msg, where), text)
         return Reply(reply, message_id=rec.message_id)
+
+    async def _keep_attachments(self, msg: IncomingMessage, where: Where, rec, stored: str) -> None:
+        """Long attachments not stored whole with the message are kept as linked parts plus a
+        summary in the conversation's scope (clara/chunks.py). A failure is logged, never in the
+        way of the reply."""
+        from clara.chunks import CHUNK_MIN, store_chunks
+
+        for a in msg.attachments:
+            if len(a.text) < CHUNK_MIN or a.text in stored:
+                continue
+            try:
+                await store_chunks(
+                    self.store, filename=a.filename, text=a.text, scope=where.conversation,
+                    message_id=rec.message_id, speaker=msg.display_name, user_id=msg.user_id,
+                )  # fmt: skip
+            except Exception:
+                log.exception("keeping attachment %r of message %s failed", a.filename[:80], rec.message_id)
 
     async def _log_tool(self, msg: IncomingMessage, where: Where, call, result: str, seconds: float) -> None:
         """One `tool_execution` record per tool call the model made (seed 003): name, arguments,

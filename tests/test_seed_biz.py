@@ -388,3 +388,39 @@ async def test_session_summary_keeps_decisions_and_outstanding_items(store, tmp_
         await assert_private(store, "decisions PostgreSQL ledger", "bob", "user:alice")
     finally:
         await engine.aclose()
+
+
+async def test_long_attachments_are_kept_as_linked_chunks_with_a_summary(store, tmp_path):
+    """Bella's memory chunks: a long attachment is stored as parts (slug chunk:<msg>:<file>:<n>)
+    plus a summary fact; a question about one passage recalls its part; nobody else recalls it."""
+    from clara.messages import Attachment
+
+    filler = [f"Section {i}. The cleaning schedule for site {i} covers floors, windows and bins." for i in range(400)]
+    filler[237] = "Section 237. The boiler service contract number is BX-4471, renewed every March."
+    manual = "\n\n".join(filler)
+    assert len(manual) > 30_000
+    engine = ChatEngine(store, None, settings=Settings(CLARA_DATA_DIR=tmp_path))
+    try:
+        m = dm("alice", "here is the operations manual")
+        m.attachments = [Attachment("ops manual.txt", manual)]
+        r = await engine.handle(m)
+        assert not r.error, r.text
+        only = dm("alice", "")
+        only.attachments = [Attachment("notes.txt", "\n\n".join(filler[:150]))]  # > 8000: not kept in the message
+        assert not (await engine.handle(only)).error
+        facts = await store.list_facts(["user:alice"], limit=500)
+        parts = [f for f in facts if (f.slug or "").startswith(f"chunk:{r.message_id}:ops_manual.txt:")]
+        summary = [f for f in parts if f.slug.endswith(":summary")]
+        assert len(summary) == 1 and summary[0].kind == "summary" and "ops manual.txt" in summary[0].content
+        body = sorted((f for f in parts if f.kind == "note"), key=lambda f: int(f.slug.rsplit(":", 1)[1]))
+        assert len(body) >= 20 and all(len(f.content) <= 1500 for f in body)
+        assert "\n\n".join(f.content for f in body) == manual  # nothing lost, in order
+        assert all(f.source_message_ids == [r.message_id] for f in body)
+        assert any(f.slug.startswith("chunk:") and "notes.txt" in (f.context or "") for f in facts)
+        await engine.drain()
+        got = (await engine.handle(dm("alice", "!recall boiler service contract number"))).text
+        assert "BX-4471" in got, got
+        assert "BX-4471" not in (await engine.handle(dm("bob", "!recall boiler service contract number"))).text
+        await assert_private(store, "boiler service contract", "bob", "user:alice")
+    finally:
+        await engine.aclose()
