@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clara.mcp_server.query import MAX_COLUMNS, MAX_FILTERS, MAX_IN, MAX_VALUE_CHARS, OPS
 from clara.mcp_server.service import (
@@ -34,11 +34,14 @@ from clara.mcp_server.service import (
     check_grants,
 )
 from storage.errors import ScopeDenied
-from storage.text import MAX_INT64, MAX_NAME_CHARS, MAX_SCOPE_ID
+from storage.text import MAX_FACT_CHARS, MAX_INT64, MAX_NAME_CHARS, MAX_SCOPE_ID
 
 log = logging.getLogger(__name__)
 MIN_TOKEN_CHARS = 16
-KINDS = "observation, preference, decision, plan, event, biographical, error, insight, summary, note"
+KINDS = (
+    "observation, preference, decision, plan, event, biographical, error, insight, summary, note; "
+    "records: tool_execution, system"
+)
 
 # Every string, list and number a tool takes is bounded in its input schema (maxLength, maxItems,
 # minimum/maximum): clients see the limits, and the server refuses what exceeds them with the limit
@@ -52,6 +55,25 @@ Scopes = Annotated[
 ]
 Kinds = Annotated[list[Kind] | None, Field(max_length=20, description=f"fact kinds ({KINDS})")]
 Column = Annotated[str, Field(min_length=1, max_length=40)]
+
+
+Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS)]
+
+
+class BulkFact(BaseModel):
+    """One item of `memory_store_facts` (bounded here; each item's content is checked by the
+    service, so a bad item is reported in `errors` while the others are saved)."""
+
+    model_config = ConfigDict(extra="forbid")
+    content: Annotated[str, Field(max_length=MAX_FACT_CHARS)]
+    slug: Annotated[str | None, Field(max_length=200)] = None
+    kind: Kind = "observation"
+    importance: float | None = None
+    entities: Annotated[list[Name], Field(max_length=MAX_ENTITIES)] = []
+    source: Annotated[str | None, Field(max_length=200)] = None
+    tags: Annotated[list[Tag], Field(max_length=MAX_TAGS)] = []
+
+
 # Filter values are checked by the query builder (clara/mcp_server/query.py: 64-bit integers, finite
 # numbers, plain text up to MAX_VALUE_CHARS), which names the offending filter; the schema the client
 # sees carries the same bounds.
@@ -215,7 +237,7 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
     async def memory_store_facts(
         ctx: Context,
         facts: Annotated[
-            list[dict[str, Any]],
+            list[BulkFact],
             Field(
                 min_length=1,
                 max_length=500,
@@ -229,7 +251,8 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
         """Bulk save in one transaction: items with a slug update the scope's fact with that slug
         (never duplicate). Returns {saved, failed, errors: [{index, slug, error}], results}; bad
         items are reported and the rest saved."""
-        return await call(ctx, "store_facts", facts, scope=scope)
+        items = [f.model_dump(exclude_none=True) for f in facts]
+        return await call(ctx, "store_facts", items, scope=scope)
 
     @mcp.tool(structured_output=True)
     async def memory_recall(
