@@ -10,6 +10,7 @@ Without an LLM (memory-only mode) the reply is built from what Clara recalls, an
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -186,6 +187,7 @@ class ChatEngine:
                 )
         hits = None if self.llm else await self.memory.recall(text, where, k=self.recall_k)
         rec = await self.memory.acknowledge(msg, text, where)
+        await self._keep_attachments(msg, where, rec, text)
         if self.llm is None:
             reply = await self._recall_reply(msg, where, hits or [])
             if on_text:
@@ -209,6 +211,7 @@ class ChatEngine:
                 tier=tier,
                 timeout=self.llm_timeout,
                 on_text=on_text,
+                on_tool=lambda call, out, secs: self._log_tool(msg, where, call, out, secs),
             )
             reply = result.text.strip() or "…"
         except LLMError as exc:
@@ -220,6 +223,52 @@ class ChatEngine:
         if self.plugins is not None:
             self._emit_later("message", self.invocation(msg, where), text)
         return Reply(reply, message_id=rec.message_id)
+
+    async def _keep_attachments(self, msg: IncomingMessage, where: Where, rec, stored: str) -> None:
+        """Long attachments not stored whole with the message are kept as linked parts plus a
+        summary in the conversation's scope (clara/chunks.py). A failure is logged, never in the
+        way of the reply."""
+        from clara.chunks import CHUNK_MIN, store_chunks
+
+        for a in msg.attachments:
+            if len(a.text) < CHUNK_MIN or a.text in stored:
+                continue
+            try:
+                await store_chunks(
+                    self.store, filename=a.filename, text=a.text, scope=where.conversation,
+                    message_id=rec.message_id, speaker=msg.display_name, user_id=msg.user_id,
+                )  # fmt: skip
+            except Exception:
+                log.exception("keeping attachment %r of message %s failed", a.filename[:80], rec.message_id)
+
+    async def _log_tool(self, msg: IncomingMessage, where: Where, call, result: str, seconds: float) -> None:
+        """One `tool_execution` record per tool call the model made (seed 003): name, arguments,
+        result, duration and error, in the caller's private scope (never recalled into a chat;
+        `clara memory list --kind tool_execution`, `!export`). A failed write is logged, never
+        in the way of the reply."""
+        error = result if result[:6].lower() == "error:" else None
+        args = json.dumps(call.arguments, ensure_ascii=False, sort_keys=True, default=str)
+        ms = round(seconds * 1000, 1)
+        record = {
+            "tool": call.name,
+            "arguments": call.arguments,
+            "result": result[:2000],
+            "duration_ms": ms,
+            "error": error[:500] if error else None,
+        }
+        outcome = f"failed: {error[6:200].strip()}" if error else f"→ {result[:200]}"
+        try:
+            await self.store.add(
+                f"tool {call.name}({args[:300]}) {outcome} ({ms:g} ms)",
+                where.user,
+                kind="tool_execution",
+                importance=0.2,
+                context=json.dumps(record, ensure_ascii=False, default=str)[:4000],
+                source_ref=f"tool:{call.name}"[:200],
+                created_by=msg.user_id,
+            )
+        except Exception:
+            log.exception("recording the tool execution %s failed", call.name)
 
     def _tools(self, msg: IncomingMessage, where: Where, tier: str | None, used: set[int]) -> list:
         """The tools offered with this message: none when it was sent to the low tier (`!low`, or

@@ -197,16 +197,19 @@ def memory_add(
     user: Annotated[str, typer.Option(help="Owner: stored in user:<user>.")],
     kind: str = "note",
     slug: Annotated[str | None, typer.Option(help="Keyed upsert: same slug updates the same fact.")] = None,
+    importance: Annotated[int | None, typer.Option(min=1, max=10, help="1 (trivia) to 10 (vital).")] = None,
 ) -> None:
     """Store a fact in a user's private scope."""
+    weight = importance / 10 if importance is not None else None
 
     async def go(store):
         await store.ensure_scope(f"user:{user}", "user", owner=user)
         if slug:
-            fid, outcome = await store.upsert(slug, text, f"user:{user}", kind=kind, actor=user)
+            fid, outcome = await store.upsert(slug, text, f"user:{user}", kind=kind, actor=user, importance=weight)
             console.print(f"{outcome} #{fid}")
         else:
-            console.print(f"added #{await store.add(text, f'user:{user}', kind=kind, actor=user)}")
+            fid = await store.add(text, f"user:{user}", kind=kind, actor=user, importance=weight)
+            console.print(f"added #{fid}")
 
     _run(_with_store(go))
 
@@ -244,19 +247,36 @@ def memory_list(
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
     offset: Annotated[int, typer.Option(min=0, max=MAX_INT64)] = 0,
     status: Annotated[str, typer.Option(help="active, superseded, deleted or all")] = "active",
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(help="Only these kinds (repeatable); records: tool_execution, system (not listed otherwise)."),
+    ] = None,
 ) -> None:
-    """List facts, newest first."""
+    """List facts, newest first (importance on the 1–10 scale)."""
+    from storage.store import KINDS
+
     scopes = _scopes_for(user, channel, scope)
     if status not in ("active", "superseded", "deleted", "all"):
         _fail(f"--status must be active, superseded, deleted or all, got {status[:40]!r}")
+    bad = [k for k in kind or () if k not in KINDS]
+    if bad:
+        _fail(f"unknown --kind {bad[0][:40]!r} (one of {', '.join(sorted(KINDS))})")
     statuses = ("active", "superseded", "deleted") if status == "all" else (status,)
 
     async def go(store):
-        facts = await store.list_facts(scopes, statuses=statuses, limit=limit, offset=offset)
-        table = Table("id", "created", "scope", "kind", "status", "fact")
+        from clara.labels import importance_10
+
+        facts = await store.list_facts(scopes, statuses=statuses, kinds=kind or None, limit=limit, offset=offset)
+        table = Table("id", "created", "scope", "kind", "status", "imp", "fact")
         for f in facts:
             table.add_row(
-                str(f.id), f.created_at.strftime("%Y-%m-%d %H:%M"), f.scope_id, f.kind, f.status, f.content[:200]
+                str(f.id),
+                f.created_at.strftime("%Y-%m-%d %H:%M"),
+                f.scope_id,
+                f.kind,
+                f.status,
+                str(importance_10(f.importance)),
+                f.content[:200],
             )
         console.print(table)
 

@@ -13,20 +13,24 @@ from typing import TYPE_CHECKING
 import humanize
 
 from clara.forget import export_filename, forget_user
-from clara.labels import current_first, outdated_note
+from clara.labels import check_slug, current_first, importance_10, importance_from_10, outdated_note
 from clara.memory import CORE, Where
 from clara.messages import IncomingMessage, Reply
 from clara.plugin_api import Level
 from storage import StoreError
-from storage.types import Fact
+from storage.types import Fact, FactKind
 
 if TYPE_CHECKING:
     from clara.chat import ChatEngine
 
 PAGE = 10
+EVERY_KIND = tuple(k.value for k in FactKind)
 MAX_PAGE = 100_000  # pages of PAGE facts: far beyond any one person's memories, and far inside 64 bits
 HELP = """Commands:
   !remember <text>     save something about you (private to you, recalled in any channel)
+      options before the text: key=<key> (the same key again updates it, e.g.
+      `!remember key=favourite-color Blue`), importance=<1-10>, --company (shared
+      with everyone in this server: the company's memory)
   !recall <query>      show what I remember that matches (numbered, with age and scope)
   !memories [page]     list your memories, newest first
   !forget <n|#id>      forget item n of your last list, or the fact with id #id
@@ -49,6 +53,29 @@ def _ascii_number(arg: str) -> bool:
 def _shown(arg: str, n: int = 30) -> str:
     """The user's argument echoed in a reply, shortened visibly if long."""
     return arg if len(arg) <= n else arg[:n] + "…"
+
+
+def remember_options(arg: str) -> tuple[dict, str]:
+    """Leading options of `!remember`: `--company`, `key=<key>` (or `slug=`), `importance=<1-10>`
+    (in any order, before the text). Returns ({company?, slug?, importance?}, text); ValueError
+    for a bad key or importance."""
+    opts: dict = {}
+    words = arg.split(" ")
+    while words:
+        w = words[0]
+        low = w.lower()
+        if low in ("--company", "--guild", "--server"):
+            opts["company"] = True
+        elif low.startswith(("key=", "slug=", "--key=", "--slug=")):
+            opts["slug"] = check_slug(w.split("=", 1)[1])
+        elif low.startswith(("importance=", "--importance=")):
+            opts["importance"] = importance_from_10(w.split("=", 1)[1])
+        elif w == "":
+            pass
+        else:
+            break
+        words.pop(0)
+    return opts, " ".join(words).strip()
 
 
 def _age(when: datetime, now: datetime) -> str:
@@ -80,10 +107,17 @@ class Commands:
         now = self.store.clock()
         out = []
         for i, f in enumerate(facts, 1):
-            where_ = "you (private)" if f.scope_id == where.user else f.scope_id.replace("channel:", "#")
+            if f.scope_id == where.user:
+                where_ = "you (private)"
+            elif f.scope_id == where.company:
+                where_ = "company"
+            else:
+                where_ = f.scope_id.replace("channel:", "#")
             note = outdated_note(f, now)
             said = _age(f.valid_from or f.created_at, now) + (f", {note}" if note else "")
-            out.append(f"{i}. {f.content}  — {said}, {where_} [#{f.id}]")
+            key = f", key `{f.slug}`" if f.slug and f.kind != "summary" else ""
+            weight = f"importance {importance_10(f.importance)}/10"
+            out.append(f"{i}. {f.content}  — {said}, {where_}, {weight}{key} [#{f.id}]")
         return out
 
     async def listing(self, msg: IncomingMessage, where: Where, head: str, facts: list[Fact]) -> Reply:
@@ -108,19 +142,42 @@ class Commands:
         return Reply(text)
 
     async def cmd_remember(self, msg, arg, where) -> Reply:
-        if not arg:
-            return Reply("Usage: !remember <text> — for example `!remember I'm allergic to peanuts`.", error=True)
-        fid = await self.store.add(
-            arg,
-            where.user,
-            kind="note",
-            speaker=msg.display_name,
-            entities=[(msg.display_name, "person")],
-            created_by=msg.user_id,
-            importance=0.7,
-            actor=msg.user_id,
+        usage = (
+            "Usage: !remember [--company] [key=<key>] [importance=<1-10>] <text> — for example "
+            "`!remember I'm allergic to peanuts`, `!remember key=favourite-color Blue` (the same key "
+            "again updates that memory), `!remember --company key=tax-regime ProPyme General`."
         )
-        return Reply(f"Got it, I'll remember that (#{fid}, private to you).", stored_fact_id=fid)
+        try:
+            opts, text = remember_options(arg)
+        except ValueError as exc:
+            return Reply(f"{exc}. {usage}", error=True)
+        if not text:
+            return Reply(usage, error=True)
+        scope, whose = where.user, "private to you"
+        if opts.get("company"):
+            if where.company is None:
+                return Reply(
+                    "Company memories belong to a server: use `!remember --company …` in one of its channels "
+                    "(in a DM there is no company). Nothing was stored.",
+                    error=True,
+                )
+            scope, whose = where.company, "shared with everyone in this server"
+        importance = opts.get("importance", 0.7)
+        common = dict(
+            kind="note", speaker=msg.display_name, entities=[(msg.display_name, "person")],
+            created_by=msg.user_id, importance=importance, actor=msg.user_id,
+        )  # fmt: skip
+        slug = opts.get("slug")
+        if slug is None:
+            fid = await self.store.add(text, scope, **common)
+            return Reply(f"Got it, I'll remember that (#{fid}, {whose}).", stored_fact_id=fid)
+        fid, outcome = await self.store.upsert(slug, text, scope, **common)
+        said = {
+            "added": f"Got it, I'll remember that as `{slug}`",
+            "updated": f"Updated `{slug}`: it is now “{_shown(text, 80)}”",
+            "unchanged": f"I already remember exactly that as `{slug}`",
+        }[outcome]
+        return Reply(f"{said} (#{fid}, {whose}).", stored_fact_id=fid)
 
     async def cmd_recall(self, msg, arg, where) -> Reply:
         history = None
@@ -297,7 +354,12 @@ class Commands:
         out: list[Fact] = []
         while True:
             batch = await self.store.list_facts(
-                scopes, statuses=("active", "superseded"), created_by=created_by, limit=page, offset=len(out)
+                scopes,
+                statuses=("active", "superseded"),
+                kinds=EVERY_KIND,  # records (tool executions) too: the export is everything
+                created_by=created_by,
+                limit=page,
+                offset=len(out),
             )
             out += batch
             if len(batch) < page:

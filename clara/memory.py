@@ -50,6 +50,9 @@ class Where:
     readable: list[str]
     user_id: str = ""
     speaker: str = ""
+    # The company (Discord server) scope `guild:<id>`: readable and writable by the people who
+    # talk to Clara in that server, recalled in its channels (not in DMs); `!remember --company`.
+    company: str | None = None
 
 
 def _relevant(hits: list[RecallHit], min_dense: float) -> list[RecallHit]:
@@ -182,6 +185,11 @@ class MemoryManager:
             conv = f"channel:{msg.channel_id}"
             await self.store.ensure_scope(conv, "channel", name=f"#{msg.channel_id}", members=[msg.user_id])
         own = list(dict.fromkeys([us, conv]))
+        company = None
+        if not msg.is_dm and msg.guild_id:
+            company = f"guild:{msg.guild_id}"
+            await self.store.ensure_scope(company, "guild", name=f"server {msg.guild_id}", members=[msg.user_id])
+            own.append(company)
         project_name = await self.store.settings.get(CORE, conv, "project")
         project = None
         if project_name:
@@ -192,7 +200,7 @@ class MemoryManager:
         extra = [s for s in self.extra_scopes if s not in own]
         for s in extra:
             await self.store.get_scope(s)  # raises InvalidInput for an unknown scope
-        return Where(us, conv, project, project_name, [*own, *extra], msg.user_id, msg.display_name)
+        return Where(us, conv, project, project_name, [*own, *extra], msg.user_id, msg.display_name, company)
 
     async def set_project(self, msg: IncomingMessage, name: str | None) -> str | None:
         """Set (or clear, with None) the active project of this conversation; returns its scope."""

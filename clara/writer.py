@@ -424,6 +424,7 @@ class MemoryWriter:
         if not turns or all(is_only_questions(c) for c in people):
             return None  # nothing was said that a summary should keep
         text = await self.summarize([(t.speaker, t.content, t.role) for t in turns])
+        text += await self._decisions_and_plans(session, {t.id for t in turns})
         day = session.started_at.strftime("%Y-%m-%d")
         fid = await self.store.add(
             f"Conversation summary ({day}): {text}",
@@ -449,6 +450,25 @@ class MemoryWriter:
         if self.on_session_closed is not None:
             await self.on_session_closed(session)
         return fid
+
+    async def _decisions_and_plans(self, session, turn_ids: set[int]) -> str:
+        """The decisions and plans extracted from this session's turns (Bella's session summary:
+        decisions made, outstanding items), as sentences appended to the summary; "" if none.
+        Only facts whose source is one of these turns — words everyone reading the summary's
+        scope saw said — from the session's scope and the projects they were routed to."""
+        projects = [s for s in await self.store.readable_scopes(session.user_id) if s.startswith("project:")]
+        found = await self.store.list_facts(
+            [session.scope_id, *projects], kinds=("decision", "plan"), limit=200
+        )
+        mine = [f for f in reversed(found) if turn_ids & set(f.source_message_ids or ())]
+        out = ""
+        decisions = [f.content.rstrip(".") for f in mine if f.kind == "decision"][:10]
+        plans = [f.content.rstrip(".") for f in mine if f.kind == "plan"][:10]
+        if decisions:
+            out += f" Decisions: {'; '.join(decisions)}."
+        if plans:
+            out += f" Outstanding items: {'; '.join(plans)}."
+        return out
 
     async def refresh_channel_summary(self, scope_id: str) -> int:
         recent = await self.store.recent_messages(scope_id, 120)

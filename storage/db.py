@@ -11,6 +11,7 @@ handler. PostgreSQL gets one pooled async engine (and a sync reader for recall).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -49,6 +50,35 @@ def async_url(url: str | None, data_dir: Path) -> str:
     if backend in ("postgresql", "postgres"):
         return u.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     raise ValueError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
+
+
+def is_in_memory(url: str | None) -> bool:
+    """`sqlite://`, `sqlite:///:memory:` (any sqlite driver): a database that lives as long as
+    the store (see `ephemeral_dir`)."""
+    if not url:
+        return False
+    try:
+        u = make_url(url)
+    except Exception:
+        return False
+    return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
+
+
+def ephemeral_dir() -> Path:
+    """A private directory for an in-memory store: in RAM (/dev/shm) where the system has it.
+
+    Why not SQLite's own `:memory:`: the store runs several engines (an async writer and reader,
+    a sync reader pool and a sync writer thread, plus Alembic), and every `:memory:` connection is
+    a separate, empty database — a StaticPool shares one connection within one engine only, and
+    the async (aiosqlite) and sync (sqlite3) engines cannot share a connection. Shared-cache
+    memory URIs replace busy waits with SQLITE_LOCKED errors under concurrent readers. A file
+    in a RAM-backed temporary directory, removed when the store closes, behaves exactly like
+    the default store and leaves nothing behind."""
+    import tempfile
+
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="clara-memory-", dir=base))
 
 
 def sync_url(url: str) -> str:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from storage import migrate
 from storage.clock import Clock, system_clock
-from storage.db import Engines, async_url, make_engines
+from storage.db import Engines, async_url, ephemeral_dir, is_in_memory, make_engines
 from storage.embeddings import Embedder, make_embedder
 from storage.errors import FactNotFound, InvalidInput, ScopeDenied
 from storage.graph import Graph, upsert_entity
@@ -60,6 +60,7 @@ from storage.text import (
     shown,
 )
 from storage.types import (
+    RECORD_KINDS,
     BatchResult,
     Fact,
     FactKind,
@@ -76,6 +77,7 @@ from storage.vectors import EdgeIndex, QdrantServerIndex, VectorIndex
 log = logging.getLogger(__name__)
 
 KINDS = frozenset(k.value for k in FactKind)
+RECALLED_KINDS = tuple(sorted(KINDS - RECORD_KINDS))  # recall and listings unless `kinds` is given
 
 # Core (not ORM-enabled) statements with parameter dicts: compiled once, cached, and several times
 # cheaper per call than `insert(FactRow).values(**values)` on the acknowledgement path.
@@ -194,6 +196,7 @@ class FactStore:
         self._access: Counter[int] = Counter()
         self._tasks: list[asyncio.Task] = []
         self._closed = False
+        self._ephemeral: Path | None = None  # the private directory of an in-memory store
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -210,8 +213,13 @@ class FactStore:
         Raises sqlalchemy errors if the database is unreachable; ValueError for a bad config."""
         config = config or StoreConfig()
         data_dir = Path(config.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        url = async_url(config.database_url, data_dir)
+        ephemeral = None
+        if is_in_memory(config.database_url):  # sqlite:///:memory: — gone when the store closes
+            ephemeral = data_dir = ephemeral_dir()
+            url = async_url(None, data_dir)
+        else:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            url = async_url(config.database_url, data_dir)
         if config.auto_migrate:
             await asyncio.to_thread(migrate.upgrade, url)
         engines = make_engines(url)
@@ -234,6 +242,7 @@ class FactStore:
             path = data_dir / "vectors" / f"{embedder.name}-{embedder.dim}"
             index = await asyncio.to_thread(EdgeIndex, path, embedder.dim)
         store = cls(config, engines, embedder, index)
+        store._ephemeral = ephemeral
         await store._check_index_consistency()
         if start_indexer:
             store.start()
@@ -263,6 +272,10 @@ class FactStore:
         await self._flush_access()
         await self.index.close()
         await self.engines.dispose()
+        if self._ephemeral is not None:
+            import shutil
+
+            await asyncio.to_thread(shutil.rmtree, self._ephemeral, True)
 
     async def __aenter__(self) -> FactStore:
         return self
@@ -554,14 +567,19 @@ class FactStore:
 
     async def add_many(self, items: Sequence[dict], scope_id: str, *, actor: str | None = None) -> BatchResult:
         """Store many facts in one transaction. Each item is a dict of `add`'s keyword arguments
-        plus `content`. Invalid items are reported (index, error) and skipped; valid ones are saved.
-        Returns BatchResult with `ids` aligned to `items` (None where failed)."""
+        plus `content`; an item with a `slug` is an `upsert` (the scope's fact with that slug is
+        updated in place, never duplicated — a slug given twice in one batch: the later item wins).
+        Invalid items are reported ({index, slug?, error}) and skipped; valid ones are saved.
+        Returns BatchResult with `ids` aligned to `items` (None where failed) and, for slug items,
+        `outcomes` ("added" | "updated" | "unchanged")."""
         await self.check_access([scope_id], actor, write=True)
         await self.get_scope(scope_id)
         now = self.clock()
         result = BatchResult(ids=[None] * len(items))
         good: list[tuple[int, dict, Sequence[str]]] = []
+        keyed: list[tuple[int, dict, Sequence[str]]] = []
         for i, item in enumerate(items):
+            slug = item.get("slug") if isinstance(item, dict) else None
             try:
                 if not isinstance(item, dict):
                     raise InvalidInput("item must be a mapping with 'content'")
@@ -576,14 +594,17 @@ class FactStore:
                     "source_ref",
                     "created_by",
                     "valid_from",
+                    "slug",
                 }
                 if unknown:
                     raise InvalidInput(f"unknown fields: {', '.join(sorted(unknown))}")
+                if slug is not None and (not isinstance(slug, str) or not slug.strip()):
+                    raise InvalidInput("slug must be non-empty text")
                 values = self._fact_values(
                     scope_id,
                     item.get("content"),
                     kind=item.get("kind", "observation"),
-                    slug=None,
+                    slug=slug.strip() if slug is not None else None,
                     importance=item.get("importance"),
                     speaker=item.get("speaker"),
                     context=item.get("context"),
@@ -593,28 +614,81 @@ class FactStore:
                     valid_from=item.get("valid_from"),
                     now=now,
                 )
-                good.append((i, values, _entity_names(item.get("entities") or ())))
+                (keyed if slug is not None else good).append((i, values, _entity_names(item.get("entities") or ())))
             except (InvalidInput, TypeError, ValueError) as exc:
                 result.failed += 1
-                result.errors.append({"index": i, "error": str(exc)})
-        if good:
+                err = {"index": i, "error": str(exc)}
+                if isinstance(slug, str):
+                    err["slug"] = shown(slug)
+                result.errors.append(err)
+        if good or keyed:
 
-            def write(conn: Connection) -> list[int]:
+            def write(conn: Connection) -> tuple[list[int], list[tuple[int, str]]]:
                 rows = [v for _, v, _ in good]
-                ids = list(conn.execute(_INSERT_FACT_MANY, rows).scalars().all())
-                self._after_insert(conn, ids, rows, actor, now)
+                ids = list(conn.execute(_INSERT_FACT_MANY, rows).scalars().all()) if rows else []
+                if rows:
+                    self._after_insert(conn, ids, rows, actor, now)
                 cache: dict[str, int] = {}
                 for fid, (_, _, ents) in zip(ids, good, strict=True):
                     if ents:
                         self._link_entities(conn, fid, scope_id, ents, now, cache)
-                return ids
+                done = [self._upsert_tx(conn, scope_id, v, ents, actor, now) for _, v, ents in keyed]
+                return ids, done
 
-            ids = await self.engines.run_write(write)
+            ids, done = await self.engines.run_write(write)
             for (i, _, _), fid in zip(good, ids, strict=True):
                 result.ids[i] = fid
-            result.saved = len(ids)
+            for (i, _, _), (fid, outcome) in zip(keyed, done, strict=True):
+                result.ids[i] = fid
+                result.outcomes[i] = outcome
+            result.saved = len(ids) + len(done)
             self.indexer.notify()
         return result
+
+    def _upsert_tx(
+        self,
+        conn: Connection,
+        scope_id: str,
+        values: dict,
+        entities: Sequence[str | tuple[str, str]],
+        actor: str | None,
+        now: datetime,
+    ) -> tuple[int, str]:
+        """The keyed write inside a transaction: insert the slug's fact, or update it in place."""
+        q = select(FactRow).where(FactRow.scope_id == scope_id, FactRow.slug == values["slug"])
+        if self.dialect == "postgresql":
+            q = q.with_for_update()
+        row = conn.execute(q).first()
+        if row is None:
+            fid = conn.execute(_INSERT_FACT, values).scalar_one()
+            self._after_insert(conn, [fid], [values], actor, now)
+            if entities:
+                self._link_entities(conn, fid, scope_id, entities, now)
+            return fid, "added"
+        if (
+            row.content == values["content"]
+            and row.status == "active"
+            and row.kind == values["kind"]
+            and row.importance == values["importance"]
+            and row.context == values["context"]
+        ):
+            return row.id, "unchanged"
+        conn.execute(
+            update(FactRow)
+            .where(FactRow.id == row.id)
+            .values(
+                content=values["content"],
+                kind=values["kind"],
+                importance=values["importance"],
+                context=values["context"],
+                status="active",
+                valid_to=None,
+                updated_at=now,
+            )
+        )
+        self._history(conn, row.id, "update", actor, now, row.content, values["content"], row.status, "active")
+        self._enqueue(conn, [row.id], "upsert", now)
+        return row.id, "updated"
 
     async def upsert(
         self,
@@ -626,10 +700,16 @@ class FactStore:
         importance: float | None = None,
         actor: str | None = None,
         source_message_ids: Sequence[int] | None = None,
+        speaker: str | None = None,
+        context: str | None = None,
+        source_ref: str | None = None,
+        created_by: str | None = None,
+        entities: Sequence[str | tuple[str, str]] = (),
     ) -> tuple[int, str]:
         """Keyed write (seed 002's brain pattern): the fact with `slug` in `scope_id` is created or
         updated in place (old text kept in history). Safe under concurrent writers: exactly one
-        fact per (scope, slug). Returns (fact id, "added" | "updated" | "unchanged")."""
+        fact per (scope, slug). `entities` are linked when the fact is created.
+        Returns (fact id, "added" | "updated" | "unchanged")."""
         await self.check_access([scope_id], actor, write=True)
         slug = clean_text(slug, "slug", 200)
         now = self.clock()
@@ -639,41 +719,18 @@ class FactStore:
             kind=kind,
             slug=slug,
             importance=importance,
-            speaker=None,
-            context=None,
+            speaker=speaker,
+            context=context,
             source_message_ids=source_message_ids,
-            source_ref=None,
-            created_by=actor,
+            source_ref=source_ref,
+            created_by=created_by or actor,
             valid_from=None,
             now=now,
         )
+        entities = _entity_names(entities)
 
         def write(conn: Connection) -> tuple[int, str]:
-            q = select(FactRow).where(FactRow.scope_id == scope_id, FactRow.slug == slug)
-            if self.dialect == "postgresql":
-                q = q.with_for_update()
-            row = conn.execute(q).first()
-            if row is None:
-                fid = conn.execute(_INSERT_FACT, values).scalar_one()
-                self._after_insert(conn, [fid], [values], actor, now)
-                return fid, "added"
-            if row.content == values["content"] and row.status == "active" and row.kind == values["kind"]:
-                return row.id, "unchanged"
-            conn.execute(
-                update(FactRow)
-                .where(FactRow.id == row.id)
-                .values(
-                    content=values["content"],
-                    kind=values["kind"],
-                    importance=values["importance"],
-                    status="active",
-                    valid_to=None,
-                    updated_at=now,
-                )
-            )
-            self._history(conn, row.id, "update", actor, now, row.content, values["content"], row.status, "active")
-            self._enqueue(conn, [row.id], "upsert", now)
-            return row.id, "updated"
+            return self._upsert_tx(conn, scope_id, values, entities, actor, now)
 
         for _attempt in range(8):
             try:
@@ -1103,12 +1160,12 @@ class FactStore:
         offset: int = 0,
     ) -> list[Fact]:
         """Up to `limit` facts from `scopes` (optionally only those `created_by` a principal),
-        newest first (no silent cap: page with `offset`)."""
+        newest first (no silent cap: page with `offset`). Records (tool_execution, system) only
+        when `kinds` names them."""
         if not scopes:
             return []
         q = select(FactRow).where(FactRow.scope_id.in_(list(scopes)), FactRow.status.in_(list(statuses)))
-        if kinds:
-            q = q.where(FactRow.kind.in_(list(kinds)))
+        q = q.where(FactRow.kind.in_(list(kinds or RECALLED_KINDS)))
         if created_by is not None:
             q = q.where(FactRow.created_by == created_by)
         q = q.order_by(FactRow.created_at.desc(), FactRow.id.desc()).limit(max(0, limit)).offset(max(0, offset))
@@ -1203,7 +1260,7 @@ class FactStore:
             query,
             list(dict.fromkeys(scopes)),
             k,
-            kinds=kinds,
+            kinds=kinds or RECALLED_KINDS,
             include_superseded=include_superseded or history,
             attributes=keys,
             history=history,

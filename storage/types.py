@@ -36,6 +36,13 @@ class FactKind(StrEnum):
     SUMMARY = "summary"
     NOTE = "note"
     QUESTION = "question"  # a question or small talk: kept as conversation, ranked after facts
+    # Records (seed 003's typed memory): kept, listed and searchable on request (`kinds=`), but
+    # never recalled into a conversation or listed by default (RECORD_KINDS).
+    TOOL_EXECUTION = "tool_execution"  # an LLM tool call: arguments, result, duration, error
+    SYSTEM = "system"  # an event of the system itself (not something a person said)
+
+
+RECORD_KINDS = frozenset({FactKind.TOOL_EXECUTION.value, FactKind.SYSTEM.value})
 
 
 class FactStatus(StrEnum):
@@ -122,6 +129,7 @@ class BatchResult:
     failed: int = 0
     errors: list[dict] = field(default_factory=list)
     ids: list[int | None] = field(default_factory=list)
+    outcomes: dict[int, str] = field(default_factory=dict)  # item index → "added"/"updated"/"unchanged" (slug items)
 
     def as_dict(self) -> dict:
         return {"saved": self.saved, "failed": self.failed, "errors": list(self.errors)}

@@ -31,6 +31,8 @@ NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 def clock() -> ManualClock:
     """The store's clock for this module: pinned at NOW, moving with real elapsed time."""
     return ManualClock(NOW, ticking=True)
+
+
 TABLES = (
     "invoices_clients",
     "invoices_invoices",
@@ -564,3 +566,151 @@ _TABLES_SQL = {
     "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table'",
     "postgresql": "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
 }
+
+
+# ------------------------------------------------------------------------------- as users type it
+async def test_invoice_add_as_users_type_it_through_the_chat_engine(store, host, tmp_path):
+    """`!invoice add Claudia 320 due 2026-09-15` (no number, no issue date, a past due date) is
+    recorded: the next free number, issued = min(today, due − terms), overdue at once; a far due
+    date keeps today as the issue date; bad amounts and dates are one clear error, nothing written."""
+    engine = ChatEngine(store, None, settings=Settings(CLARA_DATA_DIR=tmp_path), plugins=host)
+
+    def msg(body: str) -> IncomingMessage:
+        return IncomingMessage(
+            user_id="alice", display_name="Alice", channel_id="dm-alice", text=body, is_dm=True, timestamp=NOW
+        )
+
+    try:
+        assert not (await engine.handle(msg("!client add Claudia"))).error
+        r = await engine.handle(msg("!invoice add Claudia 320 due 2026-09-15"))
+        assert not r.error, r.text
+        assert "Invoice 2026-001 — Claudia: $320.00, issued 2026-08-16, due 2026-09-15 — overdue by 66 days" in r.text
+        assert "inferred from your 30-day terms" in r.text
+        r = await engine.handle(msg("!invoice add Claudia $80 due 2027-03-01"))
+        assert not r.error and "Invoice 2026-002" in r.text and "issued 2026-11-20, due 2027-03-01" in r.text, r.text
+        assert "inferred" not in r.text
+        r = await engine.handle(msg("!invoice add Claudia 15.50"))
+        assert "Invoice 2026-003" in r.text and "issued 2026-11-20, due 2026-12-20" in r.text, r.text
+        r = await engine.handle(msg('!invoice add 2026-014 "Claudia" $5 due 2026-09-01 issued 2026-08-01'))
+        assert not r.error and "Invoice 2026-014" in r.text
+        before = await row_counts(store)
+        for bad, message in [
+            ("!invoice add Claudia lots due 2026-09-15", "amount is missing"),
+            ("!invoice add Claudia -5 due 2026-09-15", "positive"),
+            ("!invoice add Claudia 320 due 2026-02-30", "not a real date"),
+            ("!invoice add Claudia 320 due someday soonish", "couldn't understand the date"),
+            ("!invoice add Claudia 320 due 2026-09-15 issued 2026-10-01", "before the issue date"),
+            ("!invoice add Claudia", "needs a client and an amount"),
+            ("!invoice add Nobody 320", "no client called"),
+        ]:
+            r = await engine.handle(msg(bad))
+            assert r.error and message in r.text, (bad, r.text)
+            assert "Traceback" not in r.text
+        assert await row_counts(store) == before
+        listed = (await engine.handle(msg("!invoice list Claudia"))).text
+        assert listed.count("Invoice 2026-0") == 4
+        # Bob has no such client and sees none of Alice's invoices.
+        bob = IncomingMessage(
+            user_id="bob", display_name="Bob", channel_id="dm-bob", text="!invoice list", is_dm=True, timestamp=NOW
+        )
+        assert (await engine.handle(bob)).text == "No invoices yet."
+    finally:
+        await engine.aclose()
+
+
+# ------------------------------------------------------------------------------- tasks
+async def test_tasks_are_first_class_records_through_the_chat_engine(store, host, tmp_path):
+    """Bella's tasks: `!task add` with due date, priority and a linked client/invoice, `!task
+    list` (priority, then due), `!task done`; each task is a memory fact recalled in chat, bad
+    input writes nothing, and another user neither lists nor recalls them."""
+    engine = ChatEngine(store, None, settings=Settings(CLARA_DATA_DIR=tmp_path), plugins=host)
+
+    def msg(body: str, user: str = "alice") -> IncomingMessage:
+        return IncomingMessage(
+            user_id=user, display_name=user.title(), channel_id=f"dm-{user}", text=body, is_dm=True, timestamp=NOW
+        )
+
+    try:
+        assert not (await engine.handle(msg("!client add Claudia Alz"))).error
+        assert not (await engine.handle(msg('!invoice add 2026-014 "Claudia Alz" $320 due 2026-10-01'))).error
+        r = await engine.handle(
+            msg("!task add Call Claudia about the overdue invoice due 2026-11-25 priority high invoice 2026-014")
+        )
+        assert not r.error, r.text
+        assert (
+            "[high] Call Claudia about the overdue invoice — due 2026-11-25 · Claudia Alz · invoice 2026-014" in r.text
+        )
+        call_id = int(r.text.split("#", 1)[1].split(" ", 1)[0])
+        r = await engine.handle(msg("!task add Renew the insurance priority low"))
+        assert not r.error and "[low] Renew the insurance" in r.text, r.text
+        r = await engine.handle(msg("!task add Send the quote to Claudia client claudia due yesterday"))
+        assert "— due 2026-11-19 (overdue) · Claudia Alz" in r.text, r.text
+        listed = (await engine.handle(msg("!task list"))).text.splitlines()
+        assert [ln.split("] ", 1)[1].split(" —")[0].split(" ·")[0] for ln in listed] == [
+            "Call Claudia about the overdue invoice",
+            "Send the quote to Claudia",
+            "Renew the insurance",
+        ], listed
+        done = await engine.handle(msg(f"!task done #{call_id}"))
+        assert not done.error and "done 2026-11-20" in done.text, done.text
+        assert len((await engine.handle(msg("!task list"))).text.splitlines()) == 2
+        assert len((await engine.handle(msg("!task list all"))).text.splitlines()) == 3
+        assert "Renew" not in (await engine.handle(msg("!task list client Claudia"))).text
+        before = await row_counts(store)
+        for bad, says in [
+            (f"!task done {call_id}", "already done"),
+            ("!task done 999", "no task #999"),
+            ("!task done soon", "not a task number"),
+            ("!task add Pay rent priority whenever", "priority must be"),
+            ("!task add Pay rent due 2026-02-30", "not a real date"),
+            ("!task add Chase client Nobody", "no client called"),
+            ("!task add Chase invoice 2026-999", "no invoice number"),
+            ("!task add due tomorrow", "needs a title"),
+            ("!task list everything", "Usage"),
+        ]:
+            r = await engine.handle(msg(bad))
+            assert r.error and says in r.text and "Traceback" not in r.text, (bad, r.text)
+        assert await row_counts(store) == before
+        # Each task is a fact in Alice's private memory (recalled in chat), never Bob's.
+        await engine.drain()
+        hits = (await engine.handle(msg("!recall quote for Claudia"))).text
+        assert "Open task (normal priority, due 2026-11-19, for Claudia Alz): Send the quote to Claudia" in hits, hits
+        hits = (await engine.handle(msg("!recall call Claudia overdue invoice"))).text
+        assert "Task done on 2026-11-20 (high priority" in hits, hits
+        assert (await engine.handle(msg("!task list", user="bob"))).text == "No open tasks."
+        assert "Claudia" not in (await engine.handle(msg("!recall quote for Claudia", user="bob"))).text
+        await assert_private(store, "task quote Claudia", "bob", "user:alice")
+        assert f"{call_id}" in (await engine.handle(msg(f"!task done {call_id}", user="bob"))).text  # "no task #…"
+    finally:
+        await engine.aclose()
+
+
+async def test_daily_summary_names_tasks_completed_and_outstanding_items(store, host, tmp_path):
+    """The daily session summary (Bella's tasks_completed / outstanding_items / financial
+    summary) is stored as the owner's summary fact and recalled through chat, never by others."""
+    engine = ChatEngine(store, None, settings=Settings(CLARA_DATA_DIR=tmp_path), plugins=host)
+
+    def msg(body: str, user: str = "alice") -> IncomingMessage:
+        return IncomingMessage(
+            user_id=user, display_name=user.title(), channel_id=f"dm-{user}", text=body, is_dm=True, timestamp=NOW
+        )
+
+    try:
+        assert not (await engine.handle(msg("!client add Claudia Alz"))).error
+        assert not (await engine.handle(msg('!invoice add 2026-014 "Claudia Alz" $320 due 2026-12-01'))).error
+        r = await engine.handle(msg("!task add Send the November statements priority high"))
+        tid = r.text.split("#", 1)[1].split(" ", 1)[0]
+        await engine.handle(msg("!task add Call the accountant due 2026-11-23"))
+        assert not (await engine.handle(msg(f"!task done {tid}"))).error
+        assert await host.run_job("invoices", "daily", now=datetime(2026, 11, 21, 6, tzinfo=UTC))
+        fact = await store.find_slug("user:alice", "invoices/summary")
+        assert "$320.00 outstanding" in fact.content
+        assert "Tasks completed on 2026-11-20: Send the November statements." in fact.content, fact.content
+        assert "Outstanding items: Call the accountant (due 2026-11-23)." in fact.content
+        await engine.drain()
+        hits = (await engine.handle(msg("!recall tasks completed outstanding items"))).text
+        assert "Tasks completed on 2026-11-20" in hits, hits
+        assert "statements" not in (await engine.handle(msg("!recall tasks completed outstanding", user="bob"))).text
+        await assert_private(store, "tasks completed outstanding items", "bob", "user:alice")
+    finally:
+        await engine.aclose()

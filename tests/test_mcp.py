@@ -39,6 +39,7 @@ TOKENS = {"tok-coder-0123456789abcdef": "coder", "tok-reviewer-0123456789abcd": 
 GRANTS = {"coder": ["project:falcon", "channel:c1"], "reviewer": ["project:falcon"]}
 TOOLS = {
     "memory_store_fact",
+    "memory_store_facts",
     "memory_recall",
     "memory_search",
     "memory_link_entity",

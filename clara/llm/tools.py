@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -157,10 +158,13 @@ async def run_tool_loop(
     timeout: float = 60,
     on_text: Callable[[str], Awaitable[None]] | None = None,
     max_tokens: int = 1024,
+    on_tool: Callable[[ToolCall, str, float], Awaitable[None]] | None = None,
 ) -> ToolLoopResult:
     """Let the model answer `messages`, calling `tools` as it asks, for at most `max_steps` model
     calls and `timeout` seconds overall.
 
+    `on_tool(call, result, seconds)` is awaited after every call (unknown tools and invalid
+    arguments included; the result text says "Error: …" then).
     Returns a `ToolLoopResult` (see its doc); the input list is not modified. Raises `LLMTimeout`
     when the whole loop exceeds `timeout`, and the provider's `LLMError`s otherwise.
     """
@@ -203,7 +207,10 @@ async def run_tool_loop(
                 if not calls:
                     return ToolLoopResult(STEP_SEPARATOR.join(texts), steps, executed, conversation, usage)
                 for call in calls:
+                    started = time.monotonic()
                     result = await execute_tool_call(call, by_name)
+                    if on_tool is not None:  # e.g. the chat's tool_execution records
+                        await on_tool(call, result, time.monotonic() - started)
                     executed.append((call, result))
                     conversation.append(ChatMessage.tool(call, result))
     except TimeoutError as exc:

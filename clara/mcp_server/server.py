@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clara.mcp_server.query import MAX_COLUMNS, MAX_FILTERS, MAX_IN, MAX_VALUE_CHARS, OPS
 from clara.mcp_server.service import (
@@ -34,11 +34,14 @@ from clara.mcp_server.service import (
     check_grants,
 )
 from storage.errors import ScopeDenied
-from storage.text import MAX_INT64, MAX_NAME_CHARS, MAX_SCOPE_ID
+from storage.text import MAX_FACT_CHARS, MAX_INT64, MAX_NAME_CHARS, MAX_SCOPE_ID
 
 log = logging.getLogger(__name__)
 MIN_TOKEN_CHARS = 16
-KINDS = "observation, preference, decision, plan, event, biographical, error, insight, summary, note"
+KINDS = (
+    "observation, preference, decision, plan, event, biographical, error, insight, summary, note; "
+    "records: tool_execution, system"
+)
 
 # Every string, list and number a tool takes is bounded in its input schema (maxLength, maxItems,
 # minimum/maximum): clients see the limits, and the server refuses what exceeds them with the limit
@@ -52,6 +55,25 @@ Scopes = Annotated[
 ]
 Kinds = Annotated[list[Kind] | None, Field(max_length=20, description=f"fact kinds ({KINDS})")]
 Column = Annotated[str, Field(min_length=1, max_length=40)]
+
+
+Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS)]
+
+
+class BulkFact(BaseModel):
+    """One item of `memory_store_facts` (bounded here; each item's content is checked by the
+    service, so a bad item is reported in `errors` while the others are saved)."""
+
+    model_config = ConfigDict(extra="forbid")
+    content: Annotated[str, Field(max_length=MAX_FACT_CHARS)]
+    slug: Annotated[str | None, Field(max_length=200)] = None
+    kind: Kind = "observation"
+    importance: float | None = None
+    entities: Annotated[list[Name], Field(max_length=MAX_ENTITIES)] = []
+    source: Annotated[str | None, Field(max_length=200)] = None
+    tags: Annotated[list[Tag], Field(max_length=MAX_TAGS)] = []
+
+
 # Filter values are checked by the query builder (clara/mcp_server/query.py: 64-bit integers, finite
 # numbers, plain text up to MAX_VALUE_CHARS), which names the offending filter; the schema the client
 # sees carries the same bounds.
@@ -182,7 +204,7 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
             str | None, Field(max_length=MAX_SCOPE_ID, description="scope id to write (default: your private scope)")
         ] = None,
         kind: Annotated[str, Field(max_length=40, description=f"one of: {KINDS}")] = "observation",
-        importance: Annotated[float | None, Field(ge=0, le=1)] = None,
+        importance: Annotated[float | None, Field(ge=1, le=10, description="1 (trivia) to 10 (vital)")] = None,
         entities: Annotated[
             list[Name], Field(max_length=MAX_ENTITIES, description="names of entities the fact mentions")
         ] = [],  # noqa: B006
@@ -190,9 +212,14 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
         tags: Annotated[
             list[Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS)]], Field(max_length=MAX_TAGS)
         ] = [],  # noqa: B006
+        slug: Annotated[
+            str | None,
+            Field(max_length=100, description="a key (company_tax_regime): the same slug updates, never duplicates"),
+        ] = None,
     ) -> dict[str, Any]:
         """Store one atomic fact in a scope you may write; returns its id. It is found lexically at once
-        and by meaning once embedded (background)."""
+        and by meaning once embedded (background). With `slug`, the scope's fact with that slug is
+        updated in place instead (`outcome`: added, updated or unchanged)."""
         return await call(
             ctx,
             "store_fact",
@@ -203,7 +230,29 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
             entities=entities,
             source=source,
             tags=tags,
+            slug=slug,
         )
+
+    @mcp.tool(structured_output=True)
+    async def memory_store_facts(
+        ctx: Context,
+        facts: Annotated[
+            list[BulkFact],
+            Field(
+                min_length=1,
+                max_length=500,
+                description="[{content, slug?, kind?, importance? (1-10), entities?, source?, tags?}]",
+            ),
+        ],
+        scope: Annotated[
+            str | None, Field(max_length=MAX_SCOPE_ID, description="scope id to write (default: your private scope)")
+        ] = None,
+    ) -> dict[str, Any]:
+        """Bulk save in one transaction: items with a slug update the scope's fact with that slug
+        (never duplicate). Returns {saved, failed, errors: [{index, slug, error}], results}; bad
+        items are reported and the rest saved."""
+        items = [f.model_dump(exclude_none=True) for f in facts]
+        return await call(ctx, "store_facts", items, scope=scope)
 
     @mcp.tool(structured_output=True)
     async def memory_recall(

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import desc, select
 
-from clara.labels import outdated_note
+from clara.labels import check_slug, importance_10, importance_from_10, outdated_note
 from clara.mcp_server.query import run_query
 from storage import FactStore
 from storage.errors import FactNotFound, InvalidInput, ScopeDenied
@@ -40,11 +40,13 @@ from storage.text import (
     shown,
     unicode_problem,
 )
+from storage.types import RECORD_KINDS
 
 log = logging.getLogger(__name__)
 
 # Bounds of the tools' list and string arguments (also in their input schemas: see server.py).
 MAX_SCOPES = 50
+MAX_BULK = 500  # facts per memory_store_facts call
 MAX_ENTITIES = 50
 MAX_TAGS = 20
 MAX_TAG_CHARS = 50
@@ -132,12 +134,14 @@ def fact_dict(f, score: float | None = None, now: datetime | None = None) -> dic
         "content": f.content,
         "kind": f.kind,
         "status": f.status,
-        "importance": f.importance,
+        "importance": importance_10(f.importance),  # the seeds' 1–10 scale (stored as 0..1)
         "created_by": f.created_by,
         "created_at": _iso(f.created_at),
     }
     if f.context:
         out["context"] = f.context
+    if f.slug:
+        out["slug"] = f.slug
     if f.superseded_by_id:
         out["superseded_by"] = f.superseded_by_id
     if f.valid_from:
@@ -243,30 +247,95 @@ class MemoryService:
         entities: Sequence[str] = (),
         source: str | None = None,
         tags: Sequence[str] = (),
+        slug: str | None = None,
     ) -> dict[str, Any]:
+        """One fact; `importance` on the 1–10 scale. With `slug`, a keyed write: the scope's fact
+        with that slug is updated in place (never duplicated); `outcome` says added/updated/unchanged."""
+        principal, _ = await self.ensure_agent(agent)
+        sid = scope or principal
+        item = self._item(content, kind, importance, entities, source, tags, slug)
+        if slug is None:
+            fid = await self.store.add(
+                item["content"], sid, source_ref=f"mcp:{agent}", created_by=principal, actor=principal,
+                **{k: v for k, v in item.items() if k != "content"},
+            )  # fmt: skip
+            return {"fact_id": fid, "scope": sid, "outcome": "added"}
+        fid, outcome = await self.store.upsert(
+            item.pop("slug"), item.pop("content"), sid, source_ref=f"mcp:{agent}", created_by=principal,
+            actor=principal, **item,
+        )  # fmt: skip
+        return {"fact_id": fid, "scope": sid, "outcome": outcome, "slug": slug and check_slug(slug)}
+
+    @staticmethod
+    def _item(content, kind, importance, entities, source, tags, slug) -> dict[str, Any]:
+        """Validated `add` arguments for one fact as an agent gives it. Raises InvalidInput."""
         names = [
             check_name(e, "entity name", MAX_NAME_CHARS) for e in _bounded_list(entities, "entities", MAX_ENTITIES)
         ]
         tags = [_label(t, "tag", MAX_TAG_CHARS) for t in _bounded_list(tags, "tags", MAX_TAGS)]
         if source is not None:
             _label(source, "source", 200)
-        principal, _ = await self.ensure_agent(agent)
-        sid = scope or principal
+        try:
+            weight = importance_from_10(importance) if importance is not None else None
+            key = check_slug(slug) if slug is not None else None
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
         context = "; ".join(
             part for part in (f"source: {source}" if source else "", f"tags: {', '.join(tags)}" if tags else "") if part
         )
-        fid = await self.store.add(
-            content,
-            sid,
-            kind=kind,
-            importance=importance,
-            entities=names,
-            context=context or None,
-            source_ref=f"mcp:{agent}",
-            created_by=principal,
-            actor=principal,
+        item: dict[str, Any] = dict(
+            content=content, kind=kind, importance=weight, entities=names, context=context or None
         )
-        return {"fact_id": fid, "scope": sid}
+        if key is not None:
+            item["slug"] = key
+        return item
+
+    async def store_facts(self, agent: str, facts: Sequence[Mapping[str, Any]], *, scope: str | None = None) -> dict:
+        """Bulk save (seed 002's `save_company_memories`): each item {content, slug?, kind?,
+        importance? (1–10), entities?, source?, tags?}; slug items update the scope's fact with
+        that slug. One transaction; returns {saved, failed, errors: [{index, slug?, error}],
+        results: [{index, fact_id, slug?, outcome}]} — bad items are reported, the rest saved."""
+        principal, _ = await self.ensure_agent(agent)
+        sid = scope or principal
+        items: list[dict | None] = []
+        errors: list[dict] = []
+        allowed = {"content", "slug", "kind", "importance", "entities", "source", "tags"}
+        for i, raw in enumerate(_bounded_list(facts, "facts", MAX_BULK)):
+            try:
+                if not isinstance(raw, Mapping):
+                    raise InvalidInput("each fact is an object with 'content'")
+                unknown = set(raw) - allowed
+                if unknown:
+                    raise InvalidInput(f"unknown fields: {', '.join(sorted(map(str, unknown)))[:200]}")
+                item = self._item(
+                    raw.get("content"), raw.get("kind", "observation"), raw.get("importance"),
+                    raw.get("entities") or (), raw.get("source"), raw.get("tags") or (), raw.get("slug"),
+                )  # fmt: skip
+                items.append({**item, "source_ref": f"mcp:{agent}", "created_by": principal})
+            except (InvalidInput, TypeError, ValueError) as exc:
+                items.append(None)
+                err = {"index": i, "error": str(exc)}
+                if isinstance(raw, Mapping) and isinstance(raw.get("slug"), str):
+                    err["slug"] = raw["slug"][:100]
+                errors.append(err)
+        good = [(i, it) for i, it in enumerate(items) if it is not None]
+        res = await self.store.add_many([it for _, it in good], sid, actor=principal)
+        for e in res.errors:  # the store's own checks (text, kind, …), mapped back to the caller's index
+            i, it = good[e["index"]]
+            err = {"index": i, "error": e["error"]}
+            if it.get("slug"):
+                err["slug"] = it["slug"]
+            errors.append(err)
+        results = []
+        for n, (i, it) in enumerate(good):
+            if res.ids[n] is None:
+                continue
+            row = {"index": i, "fact_id": res.ids[n], "outcome": res.outcomes.get(n, "added")}
+            if it.get("slug"):
+                row["slug"] = it["slug"]
+            results.append(row)
+        errors.sort(key=lambda e: e["index"])
+        return {"saved": res.saved, "failed": len(errors), "errors": errors, "results": results, "scope": sid}
 
     async def observe(self, agent: str, content: str, *, scope: str | None = None) -> dict[str, Any]:
         """Fire-and-forget: the access check and input check happen now, the write after return."""
@@ -354,7 +423,10 @@ class MemoryService:
         facts = await self.store.get_many([r[0] for r in rows], scopes=readable)
         score = {r[0]: r[2] for r in rows}
         facts = [
-            f for f in facts if (not kinds or f.kind in kinds) and (created_by is None or f.created_by == created_by)
+            f
+            for f in facts
+            if (f.kind in kinds if kinds else f.kind not in RECORD_KINDS)  # records only when asked for
+            and (created_by is None or f.created_by == created_by)
         ][:limit]
         return {"facts": [fact_dict(f, score.get(f.id), self.store.clock()) for f in facts]}
 

@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from clara.labels import check_slug
 from clara.ops.portable import ImportReport, ensure_scopes, parse_time, scope_for, write_facts
 from storage.errors import InvalidInput
 from storage.text import MAX_FACT_CHARS, check_scope_id, clean_text, shown
@@ -157,6 +158,21 @@ def _context(mem: dict) -> str | None:
     return clean_text("; ".join(parts), "mem0 categories and metadata", MAX_FACT_CHARS) if parts else None
 
 
+def _slug(mem: dict) -> str | None:
+    """The memory's `metadata.slug` (seed 002's keyed memories), as Clara keys it (case-folded,
+    like `!remember key=` and MCP `slug`); None when absent."""
+    meta = mem.get("metadata") if isinstance(mem.get("metadata"), dict) else {}
+    raw = meta.get("slug")
+    if raw in (None, ""):
+        return None
+    if not isinstance(raw, str):
+        raise InvalidInput(f"metadata.slug must be text, got {type(raw).__name__}")
+    try:
+        return check_slug(raw)
+    except ValueError:
+        return clean_text(raw.strip(), "metadata.slug", 200)
+
+
 def _text(mem: dict) -> Any:
     for key in ("memory", "data", "text", "content"):
         if mem.get(key) not in (None, ""):
@@ -233,6 +249,7 @@ def build(
                 start = at
             current = {
                 **base,
+                "slug": _slug(mem),  # metadata.slug: a later keyed write updates this fact
                 "content": clean_text(_text(mem), "memory", MAX_FACT_CHARS),
                 "status": "active",
                 "source_ref": f"mem0:{mid}",

@@ -3,12 +3,15 @@
 Each user keeps their own clients, invoices and payments (nobody else sees them), asks who is
 overdue — today or on any past date, rebuilt exactly from the history — and gets one fact per
 client in their private memory ("Claudia Alz owes $320.00 …"), so ordinary chat knows what
-each client owes. Commands: !client, !invoice, !overdue, !ledger, !invoices-export,
+each client owes. Commands: !client, !invoice, !task, !overdue, !ledger, !invoices-export,
 !invoices-import. LLM tools: sync_client, get_overdue_clients, log_payment, find_client.
 A daily job (06:00 UTC) marks overdue invoices, opens follow-up tasks and writes a summary.
 
 Settings (ctx.config, target "user:<id>"): `currency` (default USD, for amounts given without
-one) and `terms_days` (default 30: due date when none is given).
+one) and `terms_days` (default 30: due date when none is given; with a due date but no issue
+date, the issue date is the earlier of today and due − terms, so past invoices can be typed
+as `!invoice add Claudia 320 due 2026-09-15`; the invoice number is optional — the next free
+`<year>-NNN` is used).
 """
 
 from __future__ import annotations

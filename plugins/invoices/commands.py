@@ -26,11 +26,16 @@ USAGE = {
         "!client set <name> key=value… · !client show <name> · !client list"
     ),
     "invoice": (
-        '!invoice add <number> "<client>" <amount> [due <date>] [issued <date>] [note <text>] · '
+        '!invoice add [<number>] "<client>" <amount> [due <date>] [issued <date>] [note <text>] · '
         "!invoice pay <number> [<amount>] [on <date>] [by <method>] · !invoice void <number> [on <date>] · "
         "!invoice show <number> · !invoice list [<client>]"
     ),
     "overdue": "!overdue [on <date>]  (e.g. !overdue, !overdue on 2026-10-31)",
+    "task": (
+        '!task add <title or "quoted title"> [due <date>] [priority high|normal|low] [client <name>] '
+        "[invoice <number>] · "
+        "!task list [all] [client <name>] · !task done <n>"
+    ),
     "ledger": "!ledger <client> [on <date>]",
     "invoices-export": "!invoices-export",
     "invoices-import": "!invoices-import <CSV text: clients, invoices and/or payments blocks, header first>",
@@ -39,6 +44,7 @@ HELP = {
     "client": "Your clients: add, update, show (owed, rating) and list them.",
     "invoice": "Your invoices: add, record (partial) payments, void, show, list.",
     "overdue": "Which clients are overdue — today, or on any past date.",
+    "task": "Your tasks: add (due date, priority, linked client/invoice), list, mark done.",
     "ledger": "A client's account: every invoice, payment and void with a running balance.",
     "invoices-export": "Download your clients, invoices and payments as CSV files.",
     "invoices-import": "Import clients, invoices and payments from CSV (all rows checked first).",
@@ -71,6 +77,27 @@ def _keyword_split(tokens: list[str], keywords: dict[str, str]) -> tuple[list[st
     for key, words in found.items():
         if not words:
             raise Usage(f"'{key}' needs a value")
+    return head, {k: " ".join(v) for k, v in found.items()}
+
+
+_TASK_KEYS = ("due", "priority", "client", "invoice")
+
+
+def _task_split(tokens: list[str]) -> tuple[list[str], dict[str, str]]:
+    """`!task add` words: the title, and the values after `due`, `priority`, `client`, `invoice`.
+    A keyword with no value after it (the next word is another keyword, or nothing) is part of
+    the title, so "Call Claudia about the invoice due friday" keeps "invoice" in the title; a
+    quoted title is never split."""
+    head: list[str] = []
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for i, tok in enumerate(tokens):
+        key = tok.lower()
+        nxt = tokens[i + 1].lower() if i + 1 < len(tokens) else None
+        if key in _TASK_KEYS and key not in found and nxt is not None and nxt not in _TASK_KEYS:
+            current = found.setdefault(key, [])
+            continue
+        (current if current is not None else head).append(tok)
     return head, {k: " ".join(v) for k, v in found.items()}
 
 
@@ -140,6 +167,20 @@ def fmt_invoice(f: L.InvoiceFacts, status: str, day) -> str:
     return (
         f"Invoice {f.number} — {f.client}: {L.format_money(f.amount, f.currency)}, issued {f.issued}, "
         f"due {f.due} — {state}; open {L.format_money(left, f.currency)}"
+    )
+
+
+def fmt_task(t: S.TaskView, today) -> str:
+    state = f"done {t.done_at.date()}" if t.done and t.done_at else ("done" if t.done else "")
+    due = ""
+    if t.due:
+        late = " (overdue)" if not t.done and t.due < today else (" (today)" if t.due == today else "")
+        due = f" — due {t.due}{late}"
+    links = " · ".join(x for x in (t.client or "", f"invoice {t.invoice}" if t.invoice else "") if x)
+    return (
+        f"#{t.id} [{t.priority}] {t.title}{due}"
+        + (f" · {links}" if links else "")
+        + (f" · {state}" if state else "")
     )
 
 
@@ -226,9 +267,15 @@ def register(ctx) -> None:
             head, kw = _keyword_split(
                 rest, {"due": "due", "issued": "issued", "note": "note", "description": "note", "for": "note"}
             )
-            if len(head) < 3:
-                raise Usage("an invoice needs a number, a client and an amount")
-            number, body = head[0], head[1:]
+            # The number is optional: a first word with a digit (2026-014, #12, INV7), or any
+            # first word before a quoted client name, is one; otherwise the next free number is
+            # given (`!invoice add Claudia 320`).
+            number: str | None = None
+            body = head
+            if len(head) >= 3 and " " not in head[0] and (any(c.isdigit() for c in head[0]) or " " in head[1]):
+                number, body = head[0], head[1:]
+            if len(body) < 2:
+                raise Usage("an invoice needs a client and an amount (and optionally a number first)")
             if " " in body[0]:  # a quoted client name
                 client, money = body[0], body[1:]
             else:
@@ -273,6 +320,11 @@ def register(ctx) -> None:
                 )
                 if not done.startswith("error"):
                     note = " I'll remind you on the due date."
+            if not kw.get("issued") and kw.get("due") and facts.issued != today:
+                note += (
+                    f" (Issue date {facts.issued} inferred from your {(facts.due - facts.issued).days}-day terms; "
+                    "add `issued <date>` to set it.)"
+                )
             return Result(f"Added {fmt_invoice(facts, status, today)}.{note}", private=True)
         if verb == "pay":
             head, kw = _keyword_split(rest, {"on": "on", "by": "by", "via": "by", "with": "by"})
@@ -326,6 +378,38 @@ def register(ctx) -> None:
                 return Result("No invoices yet.", private=True)
             return Result("\n".join(f"• {fmt_invoice(f, s, today)}" for f, s in rows), private=True)
         raise Usage(f"unknown invoice command {verb!r}")
+
+    # ------------------------------------------------------------------ !task
+    @command("task")
+    async def task_cmd(inv: Invocation, args: str):
+        tokens = _split(args)
+        if not tokens:
+            raise Usage("which task command?")
+        verb, rest = tokens[0].lower(), tokens[1:]
+        owner, today = _owner(inv), _today(inv)
+        if verb == "add":
+            head, kw = _task_split(rest)
+            t = await S.add_task(
+                ctx, owner, " ".join(head), now=inv.now, due=kw.get("due"), priority=kw.get("priority"),
+                client=kw.get("client"), invoice=kw.get("invoice"),
+            )  # fmt: skip
+            await M.sync_task(ctx, owner, t)
+            return Result(f"Added {fmt_task(t, today)}", private=True)
+        if verb == "list":
+            head, kw = _keyword_split(rest, {"client": "client"})
+            if head and [h.lower() for h in head] != ["all"]:
+                raise Usage(f"unknown list option {' '.join(head)!r}")
+            rows = await S.list_tasks(ctx, owner, include_done=bool(head), client=kw.get("client"))
+            if not rows:
+                return Result("No open tasks." if not head else "No tasks yet.", private=True)
+            return Result("\n".join(fmt_task(t, today) for t in rows), private=True)
+        if verb in ("done", "complete", "finish"):
+            if len(rest) != 1:
+                raise Usage("which task? (its number from !task list)")
+            t = await S.complete_task(ctx, owner, rest[0], now=inv.now)
+            await M.sync_task(ctx, owner, t)
+            return Result(f"Done: {fmt_task(t, today)}", private=True)
+        raise Usage(f"unknown task command {verb!r}")
 
     # ------------------------------------------------------------------ !overdue
     @command("overdue")

@@ -22,6 +22,8 @@ from . import service as S
 
 CLIENT_SLUG = "invoices/client/{}"
 SUMMARY_SLUG = "invoices/summary"
+TASK_SLUG = "invoices/task/{}"
+OWN_SLUGS = ("invoices/client/", "invoices/task/", SUMMARY_SLUG)
 SOURCE_REF = "plugin:invoices"
 
 
@@ -120,6 +122,29 @@ async def sync_clients(ctx, owner: str, day: date, norm_names: Iterable[str] | N
     return n
 
 
+def task_fact(t: S.TaskView) -> str:
+    """The sentence Clara remembers about a task (so "what do I have to do for Claudia?" recalls it)."""
+    parts = (f"for {t.client}" if t.client else "", f"invoice {t.invoice}" if t.invoice else "")
+    links = ", ".join(x for x in parts if x)
+    due = f", due {t.due}" if t.due else ""
+    head = f"Task done on {t.done_at.date()}" if t.done and t.done_at else ("Task done" if t.done else "Open task")
+    return f"{head} ({t.priority} priority{due}{', ' + links if links else ''}): {t.title}"
+
+
+async def sync_task(ctx, owner: str, t: S.TaskView) -> int | None:
+    try:
+        scope = await _ensure_scope(ctx, owner)
+        entities = [(t.client, "person")] if t.client else ()
+        importance = {"high": 0.8, "normal": 0.6, "low": 0.4}.get(t.priority, 0.6)
+        return await _write(
+            ctx, scope, TASK_SLUG.format(t.id), task_fact(t), kind="plan", importance=importance,
+            entities=entities, owner=owner,
+        )  # fmt: skip
+    except Exception:
+        ctx.log.exception("memory sync of task %s of %s failed", t.id, owner)
+        return None
+
+
 async def sync_summary(ctx, owner: str, text: str) -> int | None:
     try:
         scope = await _ensure_scope(ctx, owner)
@@ -145,7 +170,7 @@ async def forget_owner(ctx, owner: str, client_keys: Iterable[str]) -> int:
                 ids += [
                     f.id
                     for f in page
-                    if f.source_ref == SOURCE_REF or (f.slug or "").startswith(("invoices/client/", SUMMARY_SLUG))
+                    if f.source_ref == SOURCE_REF or (f.slug or "").startswith(OWN_SLUGS)
                 ]
                 if len(page) < 500:
                     break

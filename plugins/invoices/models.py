@@ -1,4 +1,4 @@
-"""The invoices plugin's tables (created by migrations/versions/0001_invoices.py — keep in step).
+"""The invoices plugin's tables (created by migrations/versions/0001_invoices.py; 0002: task priority).
 
 Every row carries `owner_id`: the user who keeps this ledger. Every query filters by it, so one
 user's clients, invoices and payments are never visible to another user.
@@ -135,6 +135,7 @@ class Task(PluginBase):
     title: Mapped[str] = mapped_column(String(500), nullable=False)
     due: Mapped[date | None] = mapped_column(Date, nullable=True)
     done: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    priority: Mapped[str] = mapped_column(String(10), nullable=False, default="normal", server_default="normal")
     client_id: Mapped[int | None] = mapped_column(
         PK, ForeignKey("invoices_clients.id", ondelete="SET NULL"), nullable=True
     )

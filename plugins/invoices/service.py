@@ -382,7 +382,7 @@ async def open_tasks(ctx, owner: str, client_id: int | None = None) -> list[Any]
 async def add_invoice(
     ctx,
     owner: str,
-    number: str,
+    number: str | None,
     client_name: str,
     amount_text: object,
     *,
@@ -393,18 +393,31 @@ async def add_invoice(
     actor: str | None = None,
 ) -> tuple[L.InvoiceFacts, ClientView]:
     """Record an invoice for an existing client. PluginError (and nothing written) for a bad
-    amount or date, an unknown client or a number already used."""
-    number = check_number(number)
+    amount or date, an unknown client or a number already used.
+
+    `number=None` gives the next free number of the issue year (`2026-001`, `2026-002`, …).
+    Without `issued`, the issue date is today — or, for a due date given without an issue date,
+    the earlier of today and the due date minus the owner's terms (`terms_days`, default 30), so
+    a past invoice typed as "… due 2026-09-15" is recorded as issued 2026-08-16, not refused."""
+    number = check_number(number) if number is not None else None
     amount, currency = L.parse_money(amount_text, await default_currency(ctx, owner))
     today = aware(now).date()
-    issued_d = L.parse_date(issued, now) if issued not in (None, "") else today
-    due_d = L.parse_date(due, now) if due not in (None, "") else issued_d + timedelta(days=await terms_days(ctx, owner))
+    terms = timedelta(days=await terms_days(ctx, owner))
+    due_d = L.parse_date(due, now) if due not in (None, "") else None
+    if issued not in (None, ""):
+        issued_d = L.parse_date(issued, now)
+    else:
+        issued_d = min(today, due_d - terms) if due_d is not None else today
+    if due_d is None:
+        due_d = issued_d + terms
     L.check_new_invoice(amount, issued_d, due_d)
     description = check_text(description, "a description", 2000)
     at = aware(now)
     try:
         async with ctx.db() as conn:
             crow = await _client_row(conn, owner, client_name, fuzzy=False)
+            if number is None:
+                number = await _next_number(conn, owner, issued_d.year)
             taken = (
                 await conn.execute(
                     select(invoices.c.id).where(invoices.c.owner_id == owner, invoices.c.number == number)
@@ -440,6 +453,22 @@ async def add_invoice(
         raise PluginError(f"invoice number {number} is already used") from None
     view = _view(crows[crow.id], allf[crow.id], today)
     return next(f for f in view.invoices if f.id == iid), view
+
+
+async def _next_number(conn, owner: str, year: int) -> str:
+    """The owner's next free invoice number of `year`: `<year>-<n:03d>`, one past the highest used."""
+    prefix = f"{year}-"
+    used = {
+        r.number
+        for r in await conn.execute(
+            select(invoices.c.number).where(invoices.c.owner_id == owner, invoices.c.number.like(f"{prefix}%"))
+        )
+    }
+    seqs = [int(n[len(prefix) :]) for n in used if n[len(prefix) :].isascii() and n[len(prefix) :].isdigit()]
+    k = max(seqs, default=0) + 1
+    while f"{prefix}{k:03d}" in used:
+        k += 1
+    return f"{prefix}{k:03d}"
 
 
 async def pay(
@@ -1021,6 +1050,7 @@ async def run_daily(ctx, owner: str, now: datetime) -> DailyResult:
                     by[f.currency] = by.get(f.currency, Decimal("0.00")) + left
                 s["received"] += sum((p.amount for p in f.payments if p.paid_on == yesterday), Decimal("0.00"))
         summary = summary_text(today, per_cur, overdue_names, yesterday)
+        summary += await _tasks_text(conn, owner, today, yesterday)
         await conn.execute(
             delete(daily_summaries).where(daily_summaries.c.owner_id == owner, daily_summaries.c.day == today)
         )
@@ -1062,6 +1092,27 @@ def summary_text(today: date, per_cur: dict[str, dict[str, Any]], overdue_names:
     return head
 
 
+async def _tasks_text(conn, owner: str, today: date, yesterday: date) -> str:
+    """Bella's session summary parts: tasks completed the day before, and outstanding items (open
+    tasks, by priority then due date; at most 10 named)."""
+    rows = (await conn.execute(select(tasks).where(tasks.c.owner_id == owner))).all()
+    completed = [r.title for r in rows if r.done and r.done_at is not None and aware(r.done_at).date() == yesterday]
+    open_rows = sorted(
+        (r for r in rows if not r.done),
+        key=lambda r: (_PRIORITY_ORDER.get(r.priority, 1), r.due is None, r.due or date.max, r.id),
+    )
+    out = ""
+    if completed:
+        out += f" Tasks completed on {yesterday}: {'; '.join(completed[:10])}."
+    if open_rows:
+        items = [
+            r.title + (f" (due {r.due}{', overdue' if r.due < today else ''})" if r.due else "") for r in open_rows[:10]
+        ]
+        more = f" and {len(open_rows) - 10} more" if len(open_rows) > 10 else ""
+        out += f" Outstanding items: {'; '.join(items)}{more}."
+    return out
+
+
 # ------------------------------------------------------------------------ user-data hooks
 async def delete_owner(ctx, owner: str) -> int:
     """Erase every row the owner has in this plugin's tables; returns how many."""
@@ -1090,3 +1141,116 @@ async def export_owner(ctx, owner: str) -> dict[str, Any]:
             rows = (await conn.execute(select(t).where(t.c.owner_id == owner).order_by(t.c.id))).mappings().all()
             out[t.name.removeprefix("invoices_")] = [{k: _jsonable(v) for k, v in r.items()} for r in rows]
     return out
+
+
+# ------------------------------------------------------------------------------------ tasks
+PRIORITIES = ("high", "normal", "low")
+_PRIORITY_ORDER = {p: i for i, p in enumerate(PRIORITIES)}
+
+
+@dataclass
+class TaskView:
+    id: int
+    title: str
+    due: date | None
+    priority: str
+    done: bool
+    client: str | None
+    invoice: str | None
+    done_at: datetime | None
+
+
+def check_priority(value: object) -> str:
+    p = str(value or "normal").strip().lower()
+    p = {"urgent": "high", "medium": "normal", "med": "normal", "normal": "normal"}.get(p, p)
+    if p not in PRIORITIES:
+        raise PluginError(f"priority must be high, normal or low, not {str(value)[:20]!r}")
+    return p
+
+
+async def add_task(
+    ctx,
+    owner: str,
+    title: str,
+    *,
+    now: datetime,
+    due: object = None,
+    priority: object = None,
+    client: str | None = None,
+    invoice: str | None = None,
+) -> TaskView:
+    """A task (Bella's to-dos: follow up, send, call…), optionally linked to a client and/or an
+    invoice (the invoice's client when no client is given). PluginError, nothing written, for a
+    bad date, priority, unknown client or invoice."""
+    title = check_text(title, "a task", 500)
+    if not title:
+        raise PluginError("a task needs a title (e.g. !task add Call Claudia about invoice 2026-014)")
+    due_d = L.parse_date(due, now) if due not in (None, "") else None
+    prio = check_priority(priority)
+    at = aware(now)
+    async with ctx.db() as conn:
+        irow = await _invoice_row(conn, owner, invoice) if invoice else None
+        crow = await _client_row(conn, owner, client, fuzzy=True) if client else None
+        if crow is None and irow is not None:
+            crow = (await conn.execute(select(clients).where(clients.c.id == irow.client_id))).first()
+        if crow is not None and irow is not None and irow.client_id != crow.id:
+            raise PluginError(f"invoice {irow.number} is not {crow.name}'s")
+        tid = (
+            await conn.execute(
+                insert(tasks)
+                .values(
+                    owner_id=owner,
+                    title=title,
+                    due=due_d,
+                    done=False,
+                    priority=prio,
+                    client_id=crow.id if crow else None,
+                    invoice_id=irow.id if irow else None,
+                    created_at=at,
+                )
+                .returning(tasks.c.id)
+            )
+        ).scalar_one()
+    return TaskView(tid, title, due_d, prio, False, crow.name if crow else None, irow.number if irow else None, None)
+
+
+async def list_tasks(ctx, owner: str, *, include_done: bool = False, client: str | None = None) -> list[TaskView]:
+    """The owner's tasks: open ones by priority, then due date (undated last); done ones after."""
+    async with ctx.read() as conn:
+        q = (
+            select(tasks, clients.c.name.label("client_name"), invoices.c.number.label("invoice_number"))
+            .select_from(
+                tasks.outerjoin(clients, clients.c.id == tasks.c.client_id).outerjoin(
+                    invoices, invoices.c.id == tasks.c.invoice_id
+                )
+            )
+            .where(tasks.c.owner_id == owner)
+        )
+        if not include_done:
+            q = q.where(tasks.c.done.is_(False))
+        if client:
+            crow = await _client_row(conn, owner, client, fuzzy=True)
+            q = q.where(tasks.c.client_id == crow.id)
+        rows = (await conn.execute(q)).all()
+    views = [
+        TaskView(r.id, r.title, r.due, r.priority, bool(r.done), r.client_name, r.invoice_number, r.done_at)
+        for r in rows
+    ]
+    views.sort(key=lambda t: (t.done, _PRIORITY_ORDER.get(t.priority, 1), t.due is None, t.due or date.max, t.id))
+    return views
+
+
+async def complete_task(ctx, owner: str, task_id: object, *, now: datetime) -> TaskView:
+    """Mark one of the owner's tasks done. PluginError for an unknown id or a task already done."""
+    raw = str(task_id or "").strip().lstrip("#")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise PluginError(f"{str(task_id)[:30]!r} is not a task number (see !task list)")
+    at = aware(now)
+    async with ctx.db() as conn:
+        row = (await conn.execute(select(tasks).where(tasks.c.owner_id == owner, tasks.c.id == int(raw)))).first()
+        if row is None:
+            raise PluginError(f"you have no task #{raw} (see !task list)")
+        if row.done:
+            raise PluginError(f"task #{raw} is already done")
+        await conn.execute(update(tasks).where(tasks.c.id == row.id).values(done=True, done_at=at))
+    return next(t for t in await list_tasks(ctx, owner, include_done=True) if t.id == row.id)
