@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.orm import DeclarativeBase
@@ -135,8 +136,8 @@ class PluginContext(Protocol):
         self, name: str, *, help: str, level: Level = Level.MEMBER, usage: str = ""
     ) -> Callable[[CommandHandler], CommandHandler]: ...
     def tool(
-        self, name: str, *, description: str, parameters: dict[str, Any]
-    ) -> Callable[[ToolHandler], ToolHandler]: ...
+        self, name: str, *, description: str, parameters: dict[str, Any], level: Level = Level.MEMBER
+    ) -> Callable[[ToolHandler], ToolHandler]: ...  # level: offered only to invocations at or above it
     def remove_tool(self, name: str) -> bool: ...  # tools may also be added/removed after setup
     def on(self, event: str) -> Callable[[EventHandler], EventHandler]: ...
     def schedule(
@@ -155,3 +156,5 @@ class PluginContext(Protocol):
         self, system: str, user: str, *, tier: str = "low", json_mode: bool = False, max_tokens: int = 600
     ) -> str | None: ...
     def now(self) -> datetime: ...  # the host's clock (injected in tests; use it, not datetime.now)
+    @property
+    def data_dir(self) -> Path: ...  # the plugin's own folder: <CLARA_DATA_DIR>/plugins/<name> (created)

@@ -66,6 +66,7 @@ class _ToolReg:
     plugin: str
     spec: ToolSpec
     handler: Callable
+    level: Level = Level.MEMBER  # offered only to invocations at this level or above
 
 
 @dataclass
@@ -162,9 +163,10 @@ class _Context:
 
         return deco
 
-    def tool(self, name: str, *, description: str, parameters: dict[str, Any]):
+    def tool(self, name: str, *, description: str, parameters: dict[str, Any], level: Level = Level.MEMBER):
         def deco(fn):
-            self._reg.tools[name] = _ToolReg(self.manifest.name, ToolSpec(name, description, parameters), fn)
+            spec = ToolSpec(name, description, parameters)
+            self._reg.tools[name] = _ToolReg(self.manifest.name, spec, fn, Level(level))
             return fn
 
         return deco
@@ -257,6 +259,13 @@ class _Context:
 
     def now(self) -> datetime:
         return self._now or self.host.clock()
+
+    @property
+    def data_dir(self) -> Path:
+        """This plugin's own folder under the data dir (``<CLARA_DATA_DIR>/plugins/<name>``), created on use."""
+        path = Path(self.host.store.config.data_dir) / "plugins" / self.manifest.name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
 
 class PluginHost:
@@ -435,15 +444,20 @@ class PluginHost:
 
     def tools(self, inv: Invocation) -> list[Tool]:
         """The loaded plugins' LLM tools bound to this invocation (arguments validated against
-        the schema before the handler runs)."""
+        the schema before the handler runs); a tool registered with a level is offered only to
+        invocations at that level or above (its handler should check again)."""
         out = []
         for reg in [r for r in self.loaded.values() if r.status == "loaded"]:
-            for t in reg.tools.values():
+            for t in list(reg.tools.values()):
+                if inv.level < t.level:
+                    continue
                 out.append(Tool(t.spec, self._tool_handler(t, inv)))
         return out
 
     def _tool_handler(self, t: _ToolReg, inv: Invocation):
         async def handler(args: dict) -> str:
+            if inv.level < t.level:  # fail-closed, even if a caller kept the tool
+                return f"error: {t.spec.name} needs {t.level.name.lower().replace('_', ' ')} rights"
             if not await self.enabled(t.plugin, inv.guild_id):
                 return f"error: the {t.plugin} plugin is disabled here"
             problems = validate_arguments(t.spec.parameters, args)

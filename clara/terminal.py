@@ -33,7 +33,6 @@ async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra
     store = await open_store()
     llm_settings = LLMSettings()
     llm = make_llm(llm_settings)
-    # The person at the terminal is the local operator: admin commands (!context) are allowed.
     from clara.plugin_host import PluginHost
 
     plugins = PluginHost(store)
@@ -43,6 +42,7 @@ async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra
     engine = ChatEngine(
         store, llm, extra_scopes=extra_scopes, auto_tier=llm_settings.auto_tier_selection, plugins=plugins
     )
+    level = terminal_level(user, engine.settings)
     try:
         if interactive:
             console.print(
@@ -60,7 +60,7 @@ async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra
             if not line.strip():
                 continue
             msg = IncomingMessage(
-                user_id=user, display_name=user, channel_id=channel, text=line.rstrip("\r\n"), is_dm=dm, level=4
+                user_id=user, display_name=user, channel_id=channel, text=line.rstrip("\r\n"), is_dm=dm, level=level
             )
             reply = await engine.handle(msg)
             style = "red" if reply.error else "green"
@@ -82,6 +82,19 @@ async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra
         if llm is not None:
             await llm.aclose()
         await store.aclose()
+
+
+def terminal_level(user: str, settings) -> int:
+    """The privilege level of `user` at the terminal: only the operator (``CLARA_OPERATOR``, default
+    the default user ``you``) is bot owner; users listed in ``CLARA_ADMIN_USERS`` are admins; anyone
+    else who types ``--user NAME`` is a plain member (fail-closed)."""
+    from clara.plugin_api import Level
+
+    if user == settings.operator.strip():
+        return int(Level.BOT_OWNER)
+    if user in {a.strip() for a in settings.admin_users.split(",") if a.strip()}:
+        return int(Level.ADMIN)
+    return int(Level.MEMBER)
 
 
 def _read_line(interactive: bool) -> tuple[str, str | None] | None:

@@ -190,6 +190,24 @@ async def test_admin_slash_commands_and_fail_closed_privileges(world):
     assert all(int(m["id"]) < int(msg["id"]) for m in fake.sent(world.general))
 
 
+async def test_manage_channels_and_clara_admin_role_are_admins(world):
+    """The seed's MCP admins: Administrator, Manage Channels, or a role named Clara-Admin."""
+    fake, guild = world.fake, world.guild
+    chan = fake.add_role(guild, "Channel keeper", permissions=discord.Permissions(manage_channels=True).value)
+    named = fake.add_role(guild, "Clara-Admin")
+    keeper, tagged = 1005, 1006
+    fake.add_member(guild, keeper, "keeper", roles=[chan])
+    fake.add_member(guild, tagged, "tagged", roles=[named])
+    await asyncio.sleep(0.2)
+    for who in (keeper, tagged):
+        done = await fake.invoke_slash(world.general, who, "memory", {}, subcommand="stats")
+        await done.wait_done()
+        assert "active memories" in done.messages[0]["content"], who
+    refused = await fake.invoke_slash(world.general, BOB, "memory", {}, subcommand="stats")
+    await refused.wait_done()
+    assert "need to be admin" in refused.messages[0]["content"]
+
+
 async def test_allow_lists_are_respected(store, tmp_path):
     w, close = await _world(store, tmp_path)
     try:
