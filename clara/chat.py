@@ -164,8 +164,16 @@ class ChatEngine:
                         error=True,
                     )
                 return await self.commands.run(msg, text, where)
+            if self.plugins is not None and any(a.data is not None for a in msg.attachments):
+                inv = self.invocation(msg, where)
+                for a in msg.attachments:  # before the reply, so the model can already use saved files
+                    if a.data is not None:
+                        await self.plugins.emit("attachment", inv, a.filename, a.data)
             async with self.memory.foreground():
-                return await self._converse(msg, text, where, tier, on_text)
+                reply = await self._converse(msg, text, where, tier, on_text)
+            if self.plugins is not None:
+                reply.files += self.plugins.take_files(msg.user_id, msg.channel_id)
+            return reply
         except (InvalidInput, StoreError) as exc:
             return Reply(f"Sorry, I couldn't do that: {exc}", error=True)
         except Exception:

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import DeclarativeBase
 
-EVENTS = ("message", "session_closed", "user_forgotten")
+EVENTS = ("message", "session_closed", "user_forgotten", "attachment")  # attachment: (inv, filename, bytes)
 
 
 class Level(IntEnum):
@@ -151,6 +151,8 @@ class PluginContext(Protocol):
     # Proactive message; `about`: the users whose data it carries (erasing one of them removes it).
     async def send(self, target: str, text: str, *, about: Sequence[str] = ()) -> bool: ...
     async def call_tool(self, name: str, inv: Invocation, args: dict[str, Any]) -> str: ...  # another plugin's tool
+    # Attach a file to the reply of the message `inv` is answering (e.g. from a tool handler).
+    def attach(self, inv: Invocation, filename: str, data: bytes) -> None: ...
     # One LLM completion; None when no LLM is configured or the call failed (use a rule-based path then).
     async def complete(
         self, system: str, user: str, *, tier: str = "low", json_mode: bool = False, max_tokens: int = 600

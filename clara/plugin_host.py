@@ -226,6 +226,10 @@ class _Context:
             self.log.exception("could not record the proactive message to %s", target)
         return True
 
+    def attach(self, inv: Invocation, filename: str, data: bytes) -> None:
+        """Queue a file for the reply to the message `inv` stands for (the chat engine takes it)."""
+        self.host._outbox.setdefault((inv.user_id, inv.channel_id), []).append((filename, bytes(data)))
+
     async def call_tool(self, name: str, inv: Invocation, args: dict) -> str:
         """Call another plugin's LLM tool (e.g. reminders asking invoices for overdue clients);
         validated and isolated like a model's call. "error: ..." if missing or disabled."""
@@ -289,6 +293,7 @@ class PluginHost:
         self.bot_name = bot_name
         self.loaded: dict[str, _Loaded] = {}
         self.failed: dict[str, LoadResult] = {}
+        self._outbox: dict[tuple[str, str], list[tuple[str, bytes]]] = {}  # files plugins attach to replies
         self._scheduler = None
         self._want_scheduler = scheduler
         _HOSTS.append(self)
@@ -467,6 +472,10 @@ class PluginHost:
             return str(value) if ok else f"error: {value}"
 
         return handler
+
+    def take_files(self, user_id: str, channel_id: str) -> list[tuple[str, bytes]]:
+        """The files plugins attached (`ctx.attach`) to the reply for this user in this channel."""
+        return self._outbox.pop((user_id, channel_id), [])
 
     async def emit(self, event: str, *args: Any) -> None:
         """Call every plugin's handlers for `event` (errors isolated)."""
