@@ -514,6 +514,16 @@ class PluginHost:
             reg.ctx._now = None
         return ok
 
+    async def run_interval_jobs(self) -> int:
+        """Run every loaded plugin's interval jobs once (the terminal's ticker, which has no
+        persisted scheduler); the number run."""
+        ran = 0
+        for name, reg in list(self.loaded.items()):
+            for job_id, (trigger, _args) in list(reg.triggers.items()):
+                if trigger == "interval" and await self.run_job(name, job_id):
+                    ran += 1
+        return ran
+
     def _schedule(self, plugin: str, job_id: str, trigger: str, trigger_args: dict) -> None:
         if self._scheduler is None:
             return
