@@ -30,6 +30,7 @@ def clock() -> ManualClock:
     """The store's clock for this module: pinned at T0, moving with real elapsed time."""
     return ManualClock(T0, ticking=True)
 
+
 # What the "model" extracts from each user sentence (keyed by a phrase in it).
 EXTRACTIONS = {
     "live in Lisbon": [("Alice lives in Lisbon", "biographical", "Alice", ["Alice", "lives_in", "Lisbon"], "Lisbon")],
@@ -56,6 +57,7 @@ class Peer:
     def __init__(self):
         self.chat: collections.deque = collections.deque()
         self.extract: collections.deque = collections.deque()
+        self.low: collections.deque = collections.deque()  # low-tier chat answers (no tools offered)
 
     def __call__(self, body: dict):
         if "Classify how demanding" in _prompt_text(body):
@@ -66,6 +68,8 @@ class Peer:
             return Reply(text="high" if high else "banana")
         if body.get("tools") and self.chat:
             return self.chat.popleft()
+        if self.low and "[[NEEDS_TOOLS]]" in _prompt_text(body):
+            return self.low.popleft()
         if body.get("response_format") and self.extract:
             return self.extract.popleft()
         return responder(body)
@@ -329,7 +333,7 @@ async def test_low_tier_answers_chat_without_tools_and_escalates_tool_turns(engi
         deltas.append(d)
 
     r = await engine.handle(m("!low how are you today?", at=T0), on_text=on_text)
-    chat = [q for q in stub.requests if not q.get("response_format")]
+    chat = [q for q in stub.requests if q.get("tools") or "[[NEEDS_TOOLS]]" in _prompt_text(q)]
     assert [q["model"] for q in chat] == ["small-model"] and "tools" not in chat[0]
     assert "[[NEEDS_TOOLS]]" in chat[0]["messages"][0]["content"]  # the low model can ask for tools
     assert r.text == "Happy to help with that!" == "".join(deltas).strip()
@@ -337,10 +341,10 @@ async def test_low_tier_answers_chat_without_tools_and_escalates_tool_turns(engi
     # The low model asks for a tool: the turn re-runs on the base model with tools (and runs them).
     stub.requests.clear()
     deltas.clear()
-    stub.script(["[[NEEDS_TOOLS]]"])
+    peer.low.append(Reply(text="[[NEEDS_TOOLS]]"))
     peer.chat.extend([tool_call("remember", {"text": "my bike is blue"}), Reply(text="Saved: your bike is blue.")])
     r = await engine.handle(m("!haiku note down: my bike is blue", at=T0 + timedelta(minutes=1)), on_text=on_text)
-    chat = [q for q in stub.requests if not q.get("response_format")]
+    chat = [q for q in stub.requests if q.get("tools") or "[[NEEDS_TOOLS]]" in _prompt_text(q)]
     assert [q["model"] for q in chat] == ["small-model", "base-model", "base-model"]
     assert chat[1]["tools"] and "[[NEEDS_TOOLS]]" not in chat[1]["messages"][0]["content"]
     assert r.text == "Saved: your bike is blue." == "".join(deltas).strip()  # the refusal never showed
@@ -350,7 +354,7 @@ async def test_low_tier_answers_chat_without_tools_and_escalates_tool_turns(engi
     stub.requests.clear()
     peer.chat.append(Reply(text="I'll remind you."))
     await engine.handle(m("!fast remind me to call mum in 1 hour", at=T0 + timedelta(minutes=2)))
-    chat = [q for q in stub.requests if not q.get("response_format")]
+    chat = [q for q in stub.requests if q.get("tools") or "[[NEEDS_TOOLS]]" in _prompt_text(q)]
     assert [q["model"] for q in chat] == ["base-model"] and chat[0]["tools"]
 
 
