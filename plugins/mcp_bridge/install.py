@@ -30,6 +30,12 @@ from clara.plugin_api import PluginError
 from .bridge import NAME_RE, ServerSpec
 
 INSTALL_TIMEOUT = 300.0
+# What npm/git need from the bot's environment to reach their registries (proxy, extra CA certificates);
+# nothing else (no API keys) reaches an install step. The servers themselves get bridge.child_env only.
+INSTALL_ENV = frozenset(
+    {"PATH", "HOME", "LANG", "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR", "GIT_SSL_CAINFO"}
+    | {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}
+)
 NPM_RE = re.compile(r"^(@[a-z0-9][a-z0-9._-]*/)?[a-z0-9][a-z0-9._-]*(@[A-Za-z0-9._^~<>=*-]+)?$")
 GIT_RE = re.compile(r"^(https?://(github\.com|gitlab\.com|bitbucket\.org)/|github\.com/|git@|git\+https?://|.*\.git$)")
 DOCKER_RE = re.compile(r"^(docker:|(ghcr\.io|docker\.io|quay\.io|registry\.[\w.-]+)/)")
@@ -120,7 +126,7 @@ def _package_entry(package: Path) -> Path | None:
 
 async def _run(cmd: list[str], *, cwd: Path | None = None, timeout: float = INSTALL_TIMEOUT) -> None:
     """Run an install step; its failure becomes a PluginError with the tail of its output."""
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    env = {k: v for k, v in os.environ.items() if k in INSTALL_ENV or k.lower().startswith("npm_config_")}
     env["npm_config_update_notifier"] = "false"
     env["npm_config_fund"] = "false"
     env["npm_config_audit"] = "false"
