@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 
 from clara.commands import Commands
 from clara.core_tools import core_tools
-from clara.llm import ChatMessage, LLMError, LLMProvider, run_tool_loop
+from clara.llm import ChatMessage, LLMError, LLMProvider, LLMTimeout, ToolLoopResult, run_tool_loop
 from clara.memory import MemoryManager, Where
 from clara.messages import Attachment, IncomingMessage, Reply
 from clara.settings import Settings, get_settings
@@ -28,11 +30,32 @@ __all__ = ["MAX_MESSAGE_CHARS", "Attachment", "ChatEngine", "IncomingMessage", "
 log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 8000
 MAX_COMMAND_CHARS = 4 * MAX_MESSAGE_CHARS  # a command with its attached text (e.g. a CSV to import)
-TIERS = {"!high": "high", "!mid": "mid", "!low": "low"}
+TIERS = {
+    "!high": "high",
+    "!opus": "high",
+    "!mid": "mid",
+    "!sonnet": "mid",
+    "!low": "low",
+    "!haiku": "low",
+    "!fast": "low",
+}  # the seed bot's aliases: !opus/!sonnet/!haiku/!fast
 TIER_PROMPT = (
     "Classify how demanding it is to answer the user's next message. Reply with exactly one word: "
     "low (greetings, small talk, quick facts), mid (explanations, summaries, most questions) or high "
-    "(complex reasoning, long code, careful analysis)."
+    "(complex reasoning, long code, careful analysis). Judge the next message in the light of the "
+    "recent conversation: a short reply such as 'yes' or 'ok' continues the demanding of what came before."
+)
+TIER_CONTEXT_MESSAGES = 4  # recent messages the AUTO_TIER_SELECTION classifier sees (as in the seed)
+NEEDS_TOOLS = "[[NEEDS_TOOLS]]"
+LOW_TIER_NOTE = (
+    "\n\nThis reply is written without tools. If answering properly needs one of your tools ({names}), "
+    f"reply with exactly {NEEDS_TOOLS} and nothing else; otherwise just answer."
+)
+# Messages that clearly need a tool go to the base model with tools without a low-tier attempt.
+CLEARLY_NEEDS_TOOLS = re.compile(
+    r"\b(remind me|set (a|an|the) (reminder|alarm)|remember (that|this)|forget (that|this)|"
+    r"(save|store|delete|send|read|list) (this|that|it|the|my) (\w+ )?files?|mcp|install)\b",
+    re.IGNORECASE,
 )
 INTERNAL_ERROR = (
     "Sorry — something went wrong on my side with that message (the details are in my log). "
@@ -142,8 +165,16 @@ class ChatEngine:
                         error=True,
                     )
                 return await self.commands.run(msg, text, where)
+            if self.plugins is not None and any(a.data is not None for a in msg.attachments):
+                inv = self.invocation(msg, where)
+                for a in msg.attachments:  # before the reply, so the model can already use saved files
+                    if a.data is not None:
+                        await self.plugins.emit("attachment", inv, a.filename, a.data)
             async with self.memory.foreground():
-                return await self._converse(msg, text, where, tier, on_text)
+                reply = await self._converse(msg, text, where, tier, on_text)
+            if self.plugins is not None:
+                reply.files += self.plugins.take_files(msg.user_id, msg.channel_id)
+            return reply
         except (InvalidInput, StoreError) as exc:
             return Reply(f"Sorry, I couldn't do that: {exc}", error=True)
         except Exception:
@@ -199,20 +230,24 @@ class ChatEngine:
             return Reply(reply, message_id=rec.message_id)
         used: set[int] = set()  # facts the recall tool showed the model (provenance, with the context's)
         try:
-            if tier is None and self.auto_tier:
-                tier = await self.choose_tier(text)
-            tools = self._tools(msg, where, tier, used)
             ctx = await self.memory.context(msg, text, where, rec)
             used |= ctx.fact_ids()
-            result = await run_tool_loop(
-                self.llm,
-                ctx.messages,
-                tools,
-                tier=tier,
-                timeout=self.llm_timeout,
-                on_text=on_text,
-                on_tool=lambda call, out, secs: self._log_tool(msg, where, call, out, secs),
-            )
+            if tier is None and self.auto_tier:
+                tier = await self.choose_tier(text, ctx.messages[:-1])
+            tools = self._tools(msg, where, used)
+            result = None
+            if tools and self._low_first(tier, text, tools):
+                result = await self._low_tier_answer(ctx.messages, tools, on_text)
+            if result is None:  # not low tier, or the low model asked for a tool: base model with tools
+                result = await run_tool_loop(
+                    self.llm,
+                    ctx.messages,
+                    tools,
+                    tier=tier,
+                    timeout=self.llm_timeout,
+                    on_text=on_text,
+                    on_tool=lambda call, out, secs: self._log_tool(msg, where, call, out, secs),
+                )
             reply = result.text.strip() or "…"
         except LLMError as exc:
             log.warning("LLM failed for message %s: %s", rec.message_id, exc)
@@ -270,23 +305,86 @@ class ChatEngine:
         except Exception:
             log.exception("recording the tool execution %s failed", call.name)
 
-    def _tools(self, msg: IncomingMessage, where: Where, tier: str | None, used: set[int]) -> list:
-        """The tools offered with this message: none when it was sent to the low tier (`!low`, or
-        auto selection). Tool calls never run on the low tier: with tools attached the provider
-        would quietly answer on the base model, so `!low` would never reach the low model."""
-        if tier == "low":
-            return []
+    def _tools(self, msg: IncomingMessage, where: Where, used: set[int]) -> list:
+        """The tools this message may use (core memory tools plus the plugins')."""
         tools = core_tools(self.memory, msg, where, used)
         if self.plugins is not None:
             tools += self.plugins.tools(self.invocation(msg, where))
         return tools
 
-    async def choose_tier(self, text: str) -> str | None:
-        """AUTO_TIER_SELECTION: ask the low-tier model how demanding `text` is (one word). None
-        (= the default tier) when the answer is unusable or the call fails; never raises."""
+    def _low_first(self, tier: str | None, text: str, tools: list) -> bool:
+        """Whether this turn is first answered by the low model without tools: the turn's tier (or
+        the provider's default tier, ``MODEL_TIER``) is ``low`` and the message does not clearly need
+        a tool (`CLEARLY_NEEDS_TOOLS`, or it names one of the tools)."""
+        if (tier or getattr(self.llm, "default_tier", None)) != "low":
+            return False
+        if CLEARLY_NEEDS_TOOLS.search(text):
+            return False
+        lowered = text.lower()
+        return not any(t.name.lower() in lowered for t in tools)
+
+    async def _low_tier_answer(self, messages: list[ChatMessage], tools: list, on_text: OnText | None):
+        """The low tier's answer, made without tools; None when the low model asked for a tool
+        (it answered `NEEDS_TOOLS`, or emitted a tool call anyway): the caller then re-runs the
+        turn on the base model with tools. Text is streamed to `on_text` as soon as it cannot be
+        the start of `NEEDS_TOOLS` any more, so a refused turn shows nothing."""
+        names = ", ".join(sorted(t.name for t in tools)[:40])
+        first = messages[0]
+        if first.role == "system":
+            messages = [ChatMessage.system(first.content + LOW_TIER_NOTE.format(names=names)), *messages[1:]]
+        else:
+            messages = [ChatMessage.system(LOW_TIER_NOTE.format(names=names).strip()), *messages]
+        held: list[str] = []
+        passing = False
+
+        async def gate(delta: str) -> None:
+            nonlocal passing
+            if passing:
+                if on_text:
+                    await on_text(delta)
+                return
+            held.append(delta)
+            so_far = "".join(held).lstrip()
+            if so_far and not NEEDS_TOOLS.startswith(so_far[: len(NEEDS_TOOLS)]) or len(so_far) > len(NEEDS_TOOLS):
+                passing = True
+                if on_text:
+                    await on_text("".join(held))
+
+        texts: list[str] = []
+        asked = False
+        try:
+            async with asyncio.timeout(self.llm_timeout):
+                async with aclosing(self.llm.stream(messages, tier="low", max_tokens=1024)) as events:
+                    async for event in events:
+                        if event.kind == "text" and event.text:
+                            texts.append(event.text)
+                            await gate(event.text)
+                        elif event.kind == "tool_call":
+                            asked = True
+        except TimeoutError as exc:
+            raise LLMTimeout(f"The model took longer than {self.llm_timeout:g} s.", provider=self.llm.name) from exc
+        text = "".join(texts)
+        if asked or NEEDS_TOOLS in text:
+            log.info("the low tier asked for a tool; re-running the turn on the base model with tools")
+            return None
+        if not passing and on_text and held:
+            await on_text("".join(held))
+        return ToolLoopResult(text, 1, messages=[*messages, ChatMessage.assistant(text)])
+
+    async def choose_tier(self, text: str, history: list[ChatMessage] | None = None) -> str | None:
+        """AUTO_TIER_SELECTION: ask the low-tier model how demanding `text` is (one word), showing
+        it up to `TIER_CONTEXT_MESSAGES` recent user/assistant messages of `history` so that a short
+        "yes" in a demanding discussion stays on a demanding tier. None (= the default tier) when
+        the answer is unusable or the call fails; never raises."""
+        recent = [m for m in history or [] if m.role in ("user", "assistant") and m.content.strip()]
+        recent = recent[-TIER_CONTEXT_MESSAGES:]
+        prompt = text[:2000]
+        if recent:
+            lines = [f"{'User' if m.role == 'user' else 'Assistant'}: {m.content.strip()[:500]}" for m in recent]
+            prompt = "Recent conversation:\n" + "\n".join(lines) + f"\n\nNext message:\n{prompt}"
         try:
             done = await self.llm.complete(
-                [ChatMessage(role="system", content=TIER_PROMPT), ChatMessage(role="user", content=text[:2000])],
+                [ChatMessage(role="system", content=TIER_PROMPT), ChatMessage(role="user", content=prompt)],
                 tier="low",
                 max_tokens=3,
                 timeout=min(15.0, self.llm_timeout),

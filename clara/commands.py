@@ -40,7 +40,7 @@ HELP = """Commands:
   !export              all your memories as a JSON file
   !forgetme            erase everything I know about you (asks for confirmation)
   !context [text]      (admins) show the context I would assemble, with token counts
-  !high|!mid|!low <message>   answer with that model tier
+  !high|!mid|!low <message>   answer with that model tier (aliases !opus, !sonnet, !haiku, !fast)
   !help                this help
 Anything else is a message: I store it and reply using what I remember."""
 

@@ -8,10 +8,13 @@ from datetime import datetime
 
 @dataclass(slots=True)
 class Attachment:
-    """A text attachment already read by the transport (size-limited there)."""
+    """An attachment already read by the transport: `text` is what goes into the context (size-limited
+    there, or a note such as "(not a text file: not read)"); `data` the raw bytes when the transport
+    downloaded them (plugins such as files keep them; None when not downloaded)."""
 
     filename: str
     text: str
+    data: bytes | None = None
 
 
 @dataclass(slots=True)

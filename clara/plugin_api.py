@@ -25,11 +25,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.orm import DeclarativeBase
 
-EVENTS = ("message", "session_closed", "user_forgotten")
+EVENTS = ("message", "session_closed", "user_forgotten", "attachment")  # attachment: (inv, filename, bytes)
 
 
 class Level(IntEnum):
@@ -135,8 +136,8 @@ class PluginContext(Protocol):
         self, name: str, *, help: str, level: Level = Level.MEMBER, usage: str = ""
     ) -> Callable[[CommandHandler], CommandHandler]: ...
     def tool(
-        self, name: str, *, description: str, parameters: dict[str, Any]
-    ) -> Callable[[ToolHandler], ToolHandler]: ...
+        self, name: str, *, description: str, parameters: dict[str, Any], level: Level = Level.MEMBER
+    ) -> Callable[[ToolHandler], ToolHandler]: ...  # level: offered only to invocations at or above it
     def remove_tool(self, name: str) -> bool: ...  # tools may also be added/removed after setup
     def on(self, event: str) -> Callable[[EventHandler], EventHandler]: ...
     def schedule(
@@ -150,8 +151,12 @@ class PluginContext(Protocol):
     # Proactive message; `about`: the users whose data it carries (erasing one of them removes it).
     async def send(self, target: str, text: str, *, about: Sequence[str] = ()) -> bool: ...
     async def call_tool(self, name: str, inv: Invocation, args: dict[str, Any]) -> str: ...  # another plugin's tool
+    # Attach a file to the reply of the message `inv` is answering (e.g. from a tool handler).
+    def attach(self, inv: Invocation, filename: str, data: bytes) -> None: ...
     # One LLM completion; None when no LLM is configured or the call failed (use a rule-based path then).
     async def complete(
         self, system: str, user: str, *, tier: str = "low", json_mode: bool = False, max_tokens: int = 600
     ) -> str | None: ...
     def now(self) -> datetime: ...  # the host's clock (injected in tests; use it, not datetime.now)
+    @property
+    def data_dir(self) -> Path: ...  # the plugin's own folder: <CLARA_DATA_DIR>/plugins/<name> (created)

@@ -66,6 +66,7 @@ class _ToolReg:
     plugin: str
     spec: ToolSpec
     handler: Callable
+    level: Level = Level.MEMBER  # offered only to invocations at this level or above
 
 
 @dataclass
@@ -162,9 +163,10 @@ class _Context:
 
         return deco
 
-    def tool(self, name: str, *, description: str, parameters: dict[str, Any]):
+    def tool(self, name: str, *, description: str, parameters: dict[str, Any], level: Level = Level.MEMBER):
         def deco(fn):
-            self._reg.tools[name] = _ToolReg(self.manifest.name, ToolSpec(name, description, parameters), fn)
+            spec = ToolSpec(name, description, parameters)
+            self._reg.tools[name] = _ToolReg(self.manifest.name, spec, fn, Level(level))
             return fn
 
         return deco
@@ -224,6 +226,10 @@ class _Context:
             self.log.exception("could not record the proactive message to %s", target)
         return True
 
+    def attach(self, inv: Invocation, filename: str, data: bytes) -> None:
+        """Queue a file for the reply to the message `inv` stands for (the chat engine takes it)."""
+        self.host._outbox.setdefault((inv.user_id, inv.channel_id), []).append((filename, bytes(data)))
+
     async def call_tool(self, name: str, inv: Invocation, args: dict) -> str:
         """Call another plugin's LLM tool (e.g. reminders asking invoices for overdue clients);
         validated and isolated like a model's call. "error: ..." if missing or disabled."""
@@ -258,6 +264,13 @@ class _Context:
     def now(self) -> datetime:
         return self._now or self.host.clock()
 
+    @property
+    def data_dir(self) -> Path:
+        """This plugin's own folder under the data dir (``<CLARA_DATA_DIR>/plugins/<name>``), created on use."""
+        path = Path(self.host.store.config.data_dir) / "plugins" / self.manifest.name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
 
 class PluginHost:
     def __init__(
@@ -280,6 +293,7 @@ class PluginHost:
         self.bot_name = bot_name
         self.loaded: dict[str, _Loaded] = {}
         self.failed: dict[str, LoadResult] = {}
+        self._outbox: dict[tuple[str, str], list[tuple[str, bytes]]] = {}  # files plugins attach to replies
         self._scheduler = None
         self._want_scheduler = scheduler
         _HOSTS.append(self)
@@ -435,15 +449,20 @@ class PluginHost:
 
     def tools(self, inv: Invocation) -> list[Tool]:
         """The loaded plugins' LLM tools bound to this invocation (arguments validated against
-        the schema before the handler runs)."""
+        the schema before the handler runs); a tool registered with a level is offered only to
+        invocations at that level or above (its handler should check again)."""
         out = []
         for reg in [r for r in self.loaded.values() if r.status == "loaded"]:
-            for t in reg.tools.values():
+            for t in list(reg.tools.values()):
+                if inv.level < t.level:
+                    continue
                 out.append(Tool(t.spec, self._tool_handler(t, inv)))
         return out
 
     def _tool_handler(self, t: _ToolReg, inv: Invocation):
         async def handler(args: dict) -> str:
+            if inv.level < t.level:  # fail-closed, even if a caller kept the tool
+                return f"error: {t.spec.name} needs {t.level.name.lower().replace('_', ' ')} rights"
             if not await self.enabled(t.plugin, inv.guild_id):
                 return f"error: the {t.plugin} plugin is disabled here"
             problems = validate_arguments(t.spec.parameters, args)
@@ -453,6 +472,10 @@ class PluginHost:
             return str(value) if ok else f"error: {value}"
 
         return handler
+
+    def take_files(self, user_id: str, channel_id: str) -> list[tuple[str, bytes]]:
+        """The files plugins attached (`ctx.attach`) to the reply for this user in this channel."""
+        return self._outbox.pop((user_id, channel_id), [])
 
     async def emit(self, event: str, *args: Any) -> None:
         """Call every plugin's handlers for `event` (errors isolated)."""
@@ -490,6 +513,16 @@ class PluginHost:
         finally:
             reg.ctx._now = None
         return ok
+
+    async def run_interval_jobs(self) -> int:
+        """Run every loaded plugin's interval jobs once (the terminal's ticker, which has no
+        persisted scheduler); the number run."""
+        ran = 0
+        for name, reg in list(self.loaded.items()):
+            for job_id, (trigger, _args) in list(reg.triggers.items()):
+                if trigger == "interval" and await self.run_job(name, job_id):
+                    ran += 1
+        return ran
 
     def _schedule(self, plugin: str, job_id: str, trigger: str, trigger_args: dict) -> None:
         if self._scheduler is None:

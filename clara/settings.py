@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     bot_name: str = Field(default="Clara", validation_alias="CLARA_BOT_NAME")
     persona: str | None = Field(default=None, validation_alias="CLARA_PERSONA")
     admin_users: str = Field(default="", validation_alias="CLARA_ADMIN_USERS", description="comma-separated ids")
+    operator: str = Field(
+        default="you",
+        validation_alias="CLARA_OPERATOR",
+        description="the terminal's operator (`clara chat --user`; default: the default user): the only terminal admin",
+    )
 
     embed_threads: int = Field(default=1, ge=1, le=16, description="cores for background embedding")
     log_level: str = "WARNING"

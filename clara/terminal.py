@@ -7,7 +7,9 @@ usual (it never reaches the store, the embedder or the model)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import sys
 from typing import BinaryIO
 
@@ -23,26 +25,52 @@ log = logging.getLogger(__name__)
 MAX_LINE_BYTES = 4 * MAX_MESSAGE_CHARS + 2
 
 
-async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra_scopes: list[str]) -> None:
+async def run_chat(
+    *,
+    user: str,
+    channel: str,
+    dm: bool,
+    console: Console,
+    extra_scopes: list[str],
+    stdin: BinaryIO | None = None,
+    store=None,
+    tick_seconds: float | None = None,
+) -> None:
+    """The terminal chat. `stdin` (a binary stream; default: the process's stdin, a REPL when it is
+    a TTY) and `store` (default: the configured one, closed at the end) are injectable for tests.
+    Plugins' interval jobs (reminders) run every `tick_seconds` (default
+    ``CLARA_TERMINAL_TICK_SECONDS``, 20 s), so a reminder set here is delivered here while the
+    session is open; their proactive messages to this user or channel are printed."""
     from clara.app import open_store
     from clara.llm import LLMSettings, make_llm
 
-    interactive = sys.stdin.isatty()
+    interactive = stdin is None and sys.stdin.isatty()
     if interactive and hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="surrogateescape")  # undecodable bytes reach _decode_problem
-    store = await open_store()
+    own_store = store is None
+    if store is None:
+        store = await open_store()
     llm_settings = LLMSettings()
     llm = make_llm(llm_settings)
-    # The person at the terminal is the local operator: admin commands (!context) are allowed.
     from clara.plugin_host import PluginHost
 
-    plugins = PluginHost(store)
+    mine = {f"user:{user}", f"channel:{channel}"}
+
+    async def sender(target: str, text: str) -> None:
+        """Proactive messages (reminders) for this session are printed; others can't be delivered here."""
+        if target not in mine:
+            raise LookupError(f"{target} is not this terminal session")
+        console.print(f"[magenta]clara (proactive)>[/magenta] {escape(text)}")
+
+    plugins = PluginHost(store, sender=sender)
     for result in await plugins.load_all():
         if not result.ok:
             console.print(f"[yellow]plugin {escape(result.name)} not loaded: {escape(result.error or '')}[/yellow]")
     engine = ChatEngine(
         store, llm, extra_scopes=extra_scopes, auto_tier=llm_settings.auto_tier_selection, plugins=plugins
     )
+    level = terminal_level(user, engine.settings)
+    ticker = asyncio.create_task(_tick(plugins, _tick_seconds(tick_seconds)), name="terminal-jobs")
     try:
         if interactive:
             console.print(
@@ -50,7 +78,7 @@ async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra
                 f"[cyan]{'a DM' if dm else '#' + escape(channel)}[/cyan]. !help for commands, Ctrl-D to quit."
             )
         while True:
-            got = await asyncio.to_thread(_read_line, interactive)
+            got = await asyncio.to_thread(_read_line, interactive, stdin)
             if got is None:
                 break
             line, problem = got
@@ -60,7 +88,7 @@ async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra
             if not line.strip():
                 continue
             msg = IncomingMessage(
-                user_id=user, display_name=user, channel_id=channel, text=line.rstrip("\r\n"), is_dm=dm, level=4
+                user_id=user, display_name=user, channel_id=channel, text=line.rstrip("\r\n"), is_dm=dm, level=level
             )
             reply = await engine.handle(msg)
             style = "red" if reply.error else "green"
@@ -77,16 +105,57 @@ async def run_chat(*, user: str, channel: str, dm: bool, console: Console, extra
         except TimeoutError:
             pass
     finally:
+        ticker.cancel()
+        with contextlib.suppress(BaseException):
+            await ticker
         await plugins.aclose()
         await engine.aclose()
         if llm is not None:
             await llm.aclose()
-        await store.aclose()
+        if own_store:
+            await store.aclose()
 
 
-def _read_line(interactive: bool) -> tuple[str, str | None] | None:
+def _tick_seconds(value: float | None) -> float:
+    if value is not None:
+        return max(0.05, float(value))
+    raw = os.environ.get("CLARA_TERMINAL_TICK_SECONDS", "").strip()
+    try:
+        return max(0.05, float(raw)) if raw else 20.0
+    except ValueError:
+        log.warning("CLARA_TERMINAL_TICK_SECONDS=%r is not a number; using 20", raw)
+        return 20.0
+
+
+async def _tick(plugins, every: float) -> None:
+    """Run the loaded plugins' interval jobs (e.g. reminders' minute tick) every `every` seconds while
+    the terminal session is open (cron jobs stay with the bot's persisted scheduler)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await plugins.run_interval_jobs()
+        except Exception:
+            log.exception("the terminal's plugin jobs failed")
+
+
+def terminal_level(user: str, settings) -> int:
+    """The privilege level of `user` at the terminal: only the operator (``CLARA_OPERATOR``, default
+    the default user ``you``) is bot owner; users listed in ``CLARA_ADMIN_USERS`` are admins; anyone
+    else who types ``--user NAME`` is a plain member (fail-closed)."""
+    from clara.plugin_api import Level
+
+    if user == settings.operator.strip():
+        return int(Level.BOT_OWNER)
+    if user in {a.strip() for a in settings.admin_users.split(",") if a.strip()}:
+        return int(Level.ADMIN)
+    return int(Level.MEMBER)
+
+
+def _read_line(interactive: bool, stdin: BinaryIO | None = None) -> tuple[str, str | None] | None:
     """The next line as (text, None), or ("", why it was refused); None at end of input."""
     try:
+        if stdin is not None:
+            return read_line(stdin)
         if interactive:
             line = input("you> ")
             raw = line.encode("utf-8", "surrogateescape")  # the bytes typed, undecodable ones included

@@ -173,3 +173,24 @@ def test_purge_user_erases_plugin_data_and_files_like_forgetme(tmp_path):
         if path.is_file():
             blob = path.read_bytes()
             assert note.encode() not in blob and said.encode() not in blob, path
+
+
+def test_terminal_admin_is_only_the_operator(tmp_path):
+    """`clara chat --user NAME` does not make NAME an admin: only CLARA_OPERATOR (default `you`)."""
+    script = "!context hello\n!mcp list\n"
+    mallory = clara(["chat", "--user", "mallory"], tmp_path, script)
+    assert mallory.returncode == 0, mallory.stderr
+    assert "!context is for admins" in mallory.stdout and "needs admin" in mallory.stdout
+    operator = clara(["chat"], tmp_path, script)
+    assert "!context is for admins" not in operator.stdout and "needs admin" not in operator.stdout
+    assert "No MCP servers configured" in operator.stdout
+    env_op = subprocess.run(
+        [sys.executable, "-m", "clara.cli", "chat", "--user", "mallory"],
+        input="!mcp list\n",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CLARA_DATA_DIR": str(tmp_path), "CLARA_OPERATOR": "mallory", "COLUMNS": "200"},
+        cwd=ROOT,
+        timeout=180,
+    )
+    assert "No MCP servers configured" in env_op.stdout, env_op.stdout + env_op.stderr

@@ -10,7 +10,7 @@ import pytest
 
 discord = pytest.importorskip("discord")
 
-from clara.chat import ChatEngine  # noqa: E402
+from clara.chat import ChatEngine, IncomingMessage  # noqa: E402
 from clara.discord_adapter.bot import ClaraBot  # noqa: E402
 from clara.discord_adapter.settings import DiscordSettings  # noqa: E402
 from clara.llm import OpenAICompatProvider  # noqa: E402
@@ -190,6 +190,24 @@ async def test_admin_slash_commands_and_fail_closed_privileges(world):
     assert all(int(m["id"]) < int(msg["id"]) for m in fake.sent(world.general))
 
 
+async def test_manage_channels_and_clara_admin_role_are_admins(world):
+    """The seed's MCP admins: Administrator, Manage Channels, or a role named Clara-Admin."""
+    fake, guild = world.fake, world.guild
+    chan = fake.add_role(guild, "Channel keeper", permissions=discord.Permissions(manage_channels=True).value)
+    named = fake.add_role(guild, "Clara-Admin")
+    keeper, tagged = 1005, 1006
+    fake.add_member(guild, keeper, "keeper", roles=[chan])
+    fake.add_member(guild, tagged, "tagged", roles=[named])
+    await asyncio.sleep(0.2)
+    for who in (keeper, tagged):
+        done = await fake.invoke_slash(world.general, who, "memory", {}, subcommand="stats")
+        await done.wait_done()
+        assert "active memories" in done.messages[0]["content"], who
+    refused = await fake.invoke_slash(world.general, BOB, "memory", {}, subcommand="stats")
+    await refused.wait_done()
+    assert "need to be admin" in refused.messages[0]["content"]
+
+
 async def test_allow_lists_are_respected(store, tmp_path):
     w, close = await _world(store, tmp_path)
     try:
@@ -344,3 +362,93 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+async def test_files_plugin_keeps_attachments_and_serves_them(store, tmp_path, monkeypatch):
+    """Local file storage (plugins/files): a Discord attachment is saved in the sender's folder, the
+    model lists/reads/saves/sends/deletes through tools, names cannot escape the folder, !export
+    lists the files and !forgetme erases them."""
+    import json
+
+    from clara.plugin_host import PluginHost
+    from plugins.files import user_dir
+
+    root = tmp_path / "user-files"
+    monkeypatch.setenv("CLARA_FILES_DIR", str(root))
+    monkeypatch.setenv("CLARA_MAX_FILE_SIZE", "5000")
+    host = PluginHost(store, packages="plugins")
+    assert (await host.load("files")).ok
+    w, close = await _world(store, tmp_path, plugins=host)
+    try:
+        fake, model = w.fake, w.model
+        png = b"\x89PNG\r\n\x1a\n\x00\x00binary" * 10
+        asked = await fake.post_message(
+            w.general, ALICE, "keep these", mentions_bot=True, attachments=[("cat.png", png), ("todo.txt", b"buy milk")]
+        )
+        await fake.wait_for_message(w.general, lambda m: "keep these" in m["content"], after=asked, timeout=30)
+        folder = user_dir(root.resolve(), str(ALICE))
+        assert (folder / "cat.png").read_bytes() == png and (folder / "todo.txt").read_bytes() == b"buy milk"
+        big = await fake.post_message(w.general, BOB, "huge", mentions_bot=True, attachments=[("big.bin", b"x" * 6000)])
+        await fake.wait_for_message(w.general, lambda m: "huge" in m["content"], after=big, timeout=30)
+        assert not user_dir(root.resolve(), str(BOB)).exists()  # over CLARA_MAX_FILE_SIZE: not kept
+
+        def results(n):
+            chat = [r for r in w.stub.requests if r.get("tools")]
+            return [m["content"] for m in chat[-1]["messages"] if m["role"] == "tool"][-n:]
+
+        async def turn(text, *calls, author=ALICE):
+            if calls:  # all calls in one model step
+                model.chat.append(
+                    Reply(tool_calls=[{"name": n, "arguments": a, "id": f"c{i}"} for i, (n, a) in enumerate(calls)])
+                )
+            model.chat.append(Reply(text=f"done: {text}"))
+            msg = await fake.post_message(w.general, author, text, mentions_bot=True)
+            return await fake.wait_for_message(
+                w.general, lambda m: m["content"] == f"done: {text}", after=msg, timeout=30
+            )
+
+        await turn(
+            "look",
+            ("list_local_files", {}),
+            ("read_local_file", {"filename": "todo.txt"}),
+            ("read_local_file", {"filename": "cat.png"}),
+            ("read_local_file", {"filename": "../../clara.db"}),
+            ("read_local_file", {"filename": "nope.txt"}),
+        )
+        listing, todo, binary, escape, missing = results(5)
+        assert "cat.png" in listing and "todo.txt" in listing
+        assert todo == "buy milk"
+        assert binary.startswith("error:") and "binary" in binary
+        assert escape.startswith("error:") and "plain file name" in escape
+        assert missing.startswith("error:") and "no saved file" in missing
+        # Bob sees none of Alice's files.
+        await turn("bob looks", ("list_local_files", {}), ("read_local_file", {"filename": "todo.txt"}), author=BOB)
+        assert results(2)[0] == "No saved files." and results(2)[1].startswith("error:")
+        # Save, then send: the reply carries the file.
+        sent = await turn(
+            "send",
+            ("save_to_local", {"filename": "notes.md", "content": "# Plan\nship it"}),
+            ("send_local_file", {"filename": "notes.md"}),
+        )
+        attached = await fake.wait_for_message(w.general, lambda m: bool(m.get("attachments")), after=sent, timeout=30)
+        assert fake.read_attachment(attached["attachments"][0]) == b"# Plan\nship it"
+        too_big = await turn("too big", ("save_to_local", {"filename": "big.txt", "content": "y" * 6000}))
+        assert too_big and "CLARA_MAX_FILE_SIZE" in results(1)[0]
+        await turn("delete", ("delete_local_file", {"filename": "todo.txt"}))
+        assert results(1)[0] == "Deleted todo.txt." and not (folder / "todo.txt").exists()
+        # !export lists the files; !forgetme erases them.
+        await fake.post_message(w.general, ALICE, "!export")
+        dm = fake.dm_channel(ALICE)
+        with_file = await fake.wait_for_message(dm, lambda m: bool(m.get("attachments")), timeout=30)
+        exported = json.loads(fake.read_attachment(with_file["attachments"][0]))
+        names = {f["name"] for f in exported["plugins"]["files"]["files"]}
+        assert names == {"cat.png", "notes.md"}, exported.get("plugins")
+        # !forgetme (its confirmation code) erases the folder.
+        who = {"user_id": str(ALICE), "display_name": "alice", "channel_id": "d", "is_dm": True}
+        code_reply = await w.engine.handle(IncomingMessage(text="!forgetme", **who))
+        code = code_reply.text.split("`!forgetme ")[1][:6]
+        done = await w.engine.handle(IncomingMessage(text=f"!forgetme {code}", **who))
+        assert not done.error and not folder.exists()
+    finally:
+        await close()
+        await host.aclose()

@@ -35,6 +35,8 @@ T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 def clock() -> ManualClock:
     """The store's clock for this module: pinned at T0, moving with real elapsed time."""
     return ManualClock(T0, ticking=True)
+
+
 TOKENS = {"tok-coder-0123456789abcdef": "coder", "tok-reviewer-0123456789abcd": "reviewer"}
 GRANTS = {"coder": ["project:falcon", "channel:c1"], "reviewer": ["project:falcon"]}
 TOOLS = {
@@ -369,7 +371,7 @@ async def test_bridge_manages_servers_and_isolates_failures(bridge_host, store):
     for level in (Level.MEMBER, Level.MOD):
         res = await mcp(h, add, level)
         assert res.error and "needs admin" in res.text
-    assert not tools(h)
+    assert not any("__" in n for n in tools(h))
     res = await mcp(h, add)
     assert not res.error and "connected" in res.text and res.private
     t = tools(h)
@@ -423,6 +425,7 @@ async def test_bridge_manages_servers_and_isolates_failures(bridge_host, store):
     await h.unload("mcp_bridge")
     assert not tools(h)
     assert (await h.load("mcp_bridge")).ok
+    assert "echo__echo" in tools(h)  # offered at once (cached listing); the connection follows
     for _ in range(100):
         if "echo__echo" in tools(h):
             break
@@ -444,3 +447,108 @@ async def test_bridge_over_http_to_the_memory_server(bridge_host, http_server):
     assert "bearer" not in (await mcp(h, "list")).text.replace("bearer token set", "")
     res = await mcp(h, f"add badmem http {http_server} bearer=not-a-valid-token-123456")
     assert "failed" in res.text
+
+
+NPM_ECHO = ROOT / "tests" / "mcp_fixtures" / "npm_echo"
+
+
+async def test_management_tools_install_gate_and_survive_a_restart(bridge_host, store, tmp_path, monkeypatch):
+    h = bridge_host
+    t = tools(h)
+    assert {
+        "mcp_install",
+        "mcp_uninstall",
+        "mcp_list",
+        "mcp_enable",
+        "mcp_disable",
+        "mcp_restart",
+        "mcp_status",
+    } <= set(t)
+    # Fail-closed: members and mods are not offered the tools, and the handlers refuse them anyway.
+    from plugins import mcp_bridge
+
+    for level in (Level.MEMBER, Level.MOD):
+        assert not any(x.spec.name.startswith("mcp_") for x in h.tools(inv(level, user="bob")))
+        (bridge,) = mcp_bridge._BRIDGES.values()
+        out = await bridge.tool_call("mcp_install", inv(level, user="bob"), {"source": ECHO, "name": "echo"})
+        assert out.startswith("error:") and "Manage Channels" in out and "Clara-Admin" in out
+    assert not any(n.startswith("echo__") for n in tools(h))
+    # A local path (a .py file runs with this Python), through the LLM tool.
+    out = await t["mcp_install"].handler({"source": ECHO, "name": "echo"})
+    assert "Installed echo" in out and "connected" in out, out
+    assert await tools(h)["echo__echo"].handler({"text": "hi"}) == "hi"
+    assert "echo" in await t["mcp_list"].handler({})
+    status = await t["mcp_status"].handler({"name": "echo"})
+    assert "echo: connected" in status and "echo__echo" in status
+    assert "Disabled" in await t["mcp_disable"].handler({"name": "echo"})
+    assert "echo__echo" not in tools(h)
+    assert "connected" in await t["mcp_enable"].handler({"name": "echo"})
+    assert "Restarted" in await t["mcp_restart"].handler({"name": "echo"})
+    assert (await t["mcp_restart"].handler({"name": "nope"})).startswith("error: no MCP server")
+    # npm into a per-server prefix (a local package folder, so the test runs offline).
+    out = await t["mcp_install"].handler({"source": f"npm:{NPM_ECHO}", "name": "shouter"})
+    assert "Installed shouter" in out and "connected" in out, out
+    prefix = store.config.data_dir / "plugins" / "mcp_bridge" / "servers" / "shouter"
+    assert (prefix / "node_modules" / "clara-test-npm-echo" / "server.js").is_file()
+    assert await tools(h)["shouter__shout"].handler({"text": "hey"}) == "HEY"
+    # Clear errors for what can't be installed here.
+    assert "no such file" in await t["mcp_install"].handler({"source": str(tmp_path / "missing.py")})
+    assert "can't tell" in await t["mcp_install"].handler({"source": "not a source!"})
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git, no docker on this PATH
+    assert "`git` is not installed" in await t["mcp_install"].handler({"source": "github.com/user/mcp-thing"})
+    assert "`docker` is not installed" in await t["mcp_install"].handler({"source": "docker:mcp/everything"})
+    monkeypatch.undo()
+    # Restart: the configured servers' tools are there for the very first call, no waiting loop.
+    await h.unload("mcp_bridge")
+    assert (await h.load("mcp_bridge")).ok
+    first = tools(h)
+    assert "echo__echo" in first and "shouter__shout" in first
+    assert await first["echo__echo"].handler({"text": "first"}) == "first"
+    assert await first["shouter__shout"].handler({"text": "first"}) == "FIRST"
+    # Uninstall removes the per-server prefix.
+    assert "Removed" in await tools(h)["mcp_uninstall"].handler({"name": "shouter"})
+    assert not prefix.exists() and "shouter__shout" not in tools(h)
+
+
+async def test_first_chat_message_after_restart_can_use_a_configured_server(store, stub_llm_engine_parts):
+    """Through the chat engine: a server configured before the restart answers the first message."""
+    h, make_engine, stub = stub_llm_engine_parts
+    await h.run_command(inv(), "mcp", f"add echo stdio {sys.executable} {ECHO}")
+    await h.unload("mcp_bridge")
+    await store.settings.delete("plugin:mcp_bridge", "global", "tool_cache")  # a listing never cached
+    assert (await h.load("mcp_bridge")).ok
+    from tests.llm_stub import Reply, tool_call
+
+    stub.script([tool_call("echo__echo", {"text": "ping"}), Reply(text="It said ping.")])
+    engine = make_engine(h)
+    try:
+        r = await engine.handle(
+            IncomingMessage(user_id="admin1", display_name="A", channel_id="d", text="echo ping", is_dm=True, level=2)
+        )
+    finally:
+        await engine.aclose()
+    assert r.text == "It said ping."
+    tool_msgs = [m for m in stub.requests[1]["messages"] if m["role"] == "tool"]
+    assert tool_msgs and tool_msgs[0]["content"] == "ping"
+
+
+@pytest.fixture
+async def stub_llm_engine_parts(store, backend, tmp_path):
+    if backend != "sqlite":
+        pytest.skip("child-process behaviour does not depend on the database")
+    from clara.llm import OpenAICompatProvider
+    from tests.llm_stub import LLMStub
+
+    for key, value in (("call_timeout", 15), ("connect_timeout", 15), ("retry_after", 0)):
+        await store.settings.set("plugin:mcp_bridge", "global", key, value)
+    h = PluginHost(store, packages="plugins")
+    assert (await h.load("mcp_bridge")).ok
+    with LLMStub() as stub:
+        llm = OpenAICompatProvider(base_url=stub.base_url, api_key="k", model="base-model", timeout=10, max_retries=0)
+
+        def make_engine(host):
+            return ChatEngine(store, llm, settings=Settings(CLARA_DATA_DIR=tmp_path), plugins=host)
+
+        yield h, make_engine, stub
+        await llm.aclose()
+    await h.aclose()

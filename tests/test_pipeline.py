@@ -30,6 +30,7 @@ def clock() -> ManualClock:
     """The store's clock for this module: pinned at T0, moving with real elapsed time."""
     return ManualClock(T0, ticking=True)
 
+
 # What the "model" extracts from each user sentence (keyed by a phrase in it).
 EXTRACTIONS = {
     "live in Lisbon": [("Alice lives in Lisbon", "biographical", "Alice", ["Alice", "lives_in", "Lisbon"], "Lisbon")],
@@ -56,12 +57,19 @@ class Peer:
     def __init__(self):
         self.chat: collections.deque = collections.deque()
         self.extract: collections.deque = collections.deque()
+        self.low: collections.deque = collections.deque()  # low-tier chat answers (no tools offered)
 
     def __call__(self, body: dict):
         if "Classify how demanding" in _prompt_text(body):
-            return Reply(text="high" if "prove" in body["messages"][-1]["content"] else "banana")
+            asked = body["messages"][-1]["content"]
+            nxt = asked.split("Next message:\n")[-1]
+            # "prove" makes a message demanding; a short reply inherits it from the recent conversation.
+            high = "prove" in nxt or ("prove" in asked and len(nxt.split()) <= 2)
+            return Reply(text="high" if high else "banana")
         if body.get("tools") and self.chat:
             return self.chat.popleft()
+        if self.low and "[[NEEDS_TOOLS]]" in _prompt_text(body):
+            return self.low.popleft()
         if body.get("response_format") and self.extract:
             return self.extract.popleft()
         return responder(body)
@@ -214,7 +222,7 @@ async def test_auto_tier_selection(store, stub, settings):
     try:
         await engine.handle(m("please prove that sqrt(2) is irrational", at=T0))
         assert chat_requests(stub)[-1]["model"] == "big-model"
-        await engine.handle(m("hi!", at=T0 + timedelta(minutes=1)))  # unusable answer → default tier
+        await engine.handle(m("hi there, how is your day?", at=T0 + timedelta(minutes=1)))  # unusable → default
         assert chat_requests(stub)[-1]["model"] == "base-model"
     finally:
         await engine.aclose()
@@ -300,3 +308,72 @@ async def test_restart_mid_extraction_completes_queued_writes(store_config, embe
     finally:
         await engine.aclose()
         await store.aclose()
+
+
+def _model_requests(stub, model):
+    return [r for r in stub.requests if r.get("model") == model and not r.get("response_format")]
+
+
+async def test_seed_tier_aliases(engine, stub):
+    for alias, model in [("!opus", "big-model"), ("!sonnet", "mid-model"), ("!haiku", "small-model")]:
+        stub.requests.clear()
+        r = await engine.handle(m(f"{alias} say hi", at=T0))
+        assert not r.error and "Unknown command" not in r.text
+        assert stub.requests[0]["model"] == model
+    r = await engine.handle(m("!fast", at=T0))
+    assert r.error and "Usage: !fast" in r.text
+
+
+async def test_low_tier_answers_chat_without_tools_and_escalates_tool_turns(engine, stub, peer):
+    # Plain chat on the low tier: one request, low model, no tools.
+    stub.requests.clear()
+    deltas: list[str] = []
+
+    async def on_text(d):
+        deltas.append(d)
+
+    r = await engine.handle(m("!low how are you today?", at=T0), on_text=on_text)
+    chat = [q for q in stub.requests if q.get("tools") or "[[NEEDS_TOOLS]]" in _prompt_text(q)]
+    assert [q["model"] for q in chat] == ["small-model"] and "tools" not in chat[0]
+    assert "[[NEEDS_TOOLS]]" in chat[0]["messages"][0]["content"]  # the low model can ask for tools
+    assert r.text == "Happy to help with that!" == "".join(deltas).strip()
+
+    # The low model asks for a tool: the turn re-runs on the base model with tools (and runs them).
+    stub.requests.clear()
+    deltas.clear()
+    peer.low.append(Reply(text="[[NEEDS_TOOLS]]"))
+    peer.chat.extend([tool_call("remember", {"text": "my bike is blue"}), Reply(text="Saved: your bike is blue.")])
+    r = await engine.handle(m("!haiku note down: my bike is blue", at=T0 + timedelta(minutes=1)), on_text=on_text)
+    chat = [q for q in stub.requests if q.get("tools") or "[[NEEDS_TOOLS]]" in _prompt_text(q)]
+    assert [q["model"] for q in chat] == ["small-model", "base-model", "base-model"]
+    assert chat[1]["tools"] and "[[NEEDS_TOOLS]]" not in chat[1]["messages"][0]["content"]
+    assert r.text == "Saved: your bike is blue." == "".join(deltas).strip()  # the refusal never showed
+    assert any(q["role"] == "tool" for q in chat[2]["messages"])
+
+    # A message that clearly needs a tool skips the low attempt.
+    stub.requests.clear()
+    peer.chat.append(Reply(text="I'll remind you."))
+    await engine.handle(m("!fast remind me to call mum in 1 hour", at=T0 + timedelta(minutes=2)))
+    chat = [q for q in stub.requests if q.get("tools") or "[[NEEDS_TOOLS]]" in _prompt_text(q)]
+    assert [q["model"] for q in chat] == ["base-model"] and chat[0]["tools"]
+
+
+async def test_auto_tier_selection_sees_recent_messages(store, stub, settings, peer):
+    llm = llm_for(stub)
+    engine = ChatEngine(store, llm, settings=settings, auto_tier=True)
+    try:
+        await engine.handle(m("please prove that sqrt(2) is irrational", at=T0))
+        await engine.handle(m("yes", at=T0 + timedelta(minutes=1)))
+        classify = [q for q in stub.requests if "Classify how demanding" in _prompt_text(q)]
+        last = classify[-1]["messages"][-1]["content"]
+        assert "Recent conversation:" in last and "prove that sqrt(2)" in last and last.endswith("Next message:\nyes")
+        # "prove" in the context keeps the short reply on the high tier.
+        assert chat_requests(stub)[-1]["model"] == "big-model"
+        for i in range(6):
+            await engine.handle(m(f"message number {i}", at=T0 + timedelta(minutes=2 + i)))
+        last = [q for q in stub.requests if "Classify how demanding" in _prompt_text(q)][-1]["messages"][-1]["content"]
+        history = last.split("\n\nNext message:")[0].splitlines()[1:]
+        assert len(history) == 4  # at most 4 recent messages
+    finally:
+        await engine.aclose()
+        await llm.aclose()

@@ -216,22 +216,29 @@ class ClaraBot(commands.Bot):
             raise
 
     async def _attachments(self, message: discord.Message) -> list[Attachment]:
+        """Text attachments are read into the context (up to DISCORD_ATTACHMENT_MAX_BYTES); every
+        attachment up to CLARA_MAX_FILE_SIZE is downloaded whole into `Attachment.data` (the files
+        plugin saves it in the sender's folder)."""
         out = []
         limit = self.dsettings.discord_attachment_max_bytes
+        keep = self.dsettings.clara_max_file_size
         for a in message.attachments:
             is_text = (a.content_type or "").startswith(TEXT_TYPES) or a.filename.lower().endswith(TEXT_SUFFIXES)
+            blob = None
+            if a.size <= max(keep, limit if is_text else 0):
+                try:
+                    blob = await asyncio.wait_for(a.read(), 60)
+                except (discord.HTTPException, TimeoutError):
+                    out.append(Attachment(a.filename, "(could not be downloaded)"))
+                    continue
+            data = blob if blob is not None and len(blob) <= keep else None
             if not is_text:
-                out.append(Attachment(a.filename, "(not a text file: not read)"))
-                continue
-            if a.size > limit:
-                out.append(Attachment(a.filename, f"(too large to read: {a.size:,} bytes, limit {limit:,})"))
-                continue
-            try:
-                blob = await asyncio.wait_for(a.read(), 20)
-            except (discord.HTTPException, TimeoutError):
-                out.append(Attachment(a.filename, "(could not be downloaded)"))
-                continue
-            out.append(Attachment(a.filename, blob.decode("utf-8", errors="replace").replace("\x00", "")))
+                out.append(Attachment(a.filename, "(not a text file: not read)", data=data))
+            elif a.size > limit or blob is None:
+                out.append(Attachment(a.filename, f"(too large to read: {a.size:,} bytes, limit {limit:,})", data=data))
+            else:
+                text = blob.decode("utf-8", errors="replace").replace("\x00", "")
+                out.append(Attachment(a.filename, text, data=data))
         return out
 
     async def _reply_chain(self, message: discord.Message) -> list[tuple[str, str]]:

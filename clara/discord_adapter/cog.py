@@ -114,15 +114,15 @@ class MemoryCog(commands.Cog, name="Memory"):
         reply = await self.engine.handle(self._incoming(ctx, f"!{tier} {message}"))
         await self._deliver(ctx, reply, private=False)
 
-    @commands.hybrid_command(description="Answer with the high model tier.")
+    @commands.hybrid_command(description="Answer with the high model tier.", aliases=["opus"])
     async def high(self, ctx: commands.Context, *, message: str) -> None:
         await self._tier(ctx, "high", message)
 
-    @commands.hybrid_command(description="Answer with the mid model tier.")
+    @commands.hybrid_command(description="Answer with the mid model tier.", aliases=["sonnet"])
     async def mid(self, ctx: commands.Context, *, message: str) -> None:
         await self._tier(ctx, "mid", message)
 
-    @commands.hybrid_command(description="Answer with the low model tier.")
+    @commands.hybrid_command(description="Answer with the low model tier.", aliases=["haiku", "fast"])
     async def low(self, ctx: commands.Context, *, message: str) -> None:
         await self._tier(ctx, "low", message)
 

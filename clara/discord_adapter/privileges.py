@@ -1,5 +1,7 @@
 """The privilege ladder: member < mod < admin < guild owner < bot owner.
 
+Admin = Administrator, Manage Server, Manage Channels or a role named ``Clara-Admin``.
+
 Computed from the real `discord.Member` (roles and permissions as Discord reports them), never
 from ids parsed out of strings, and fail-closed: anything that is not a Member of the guild in
 question (a bare User, a member of another guild, missing data) is a plain member, or nothing.
@@ -12,7 +14,8 @@ import discord
 from clara.discord_adapter.settings import DiscordSettings
 from clara.plugin_api import Level
 
-__all__ = ["Level", "privilege"]
+__all__ = ["ADMIN_ROLE", "Level", "privilege"]
+ADMIN_ROLE = "Clara-Admin"  # a role with this name makes its members admins (as in the seed bot)
 
 
 def privilege(
@@ -26,7 +29,13 @@ def privilege(
     if guild.owner_id == user.id:
         return Level.GUILD_OWNER
     perms = user.guild_permissions
-    if perms.administrator or perms.manage_guild:
+    # The seed bot's admins: Administrator, Manage Channels or a role named Clara-Admin (and Manage Server).
+    if (
+        perms.administrator
+        or perms.manage_guild
+        or perms.manage_channels
+        or any(r.name.casefold() == ADMIN_ROLE.casefold() for r in user.roles)
+    ):
         return Level.ADMIN
     if perms.manage_messages or any(r.id in settings.discord_mod_roles for r in user.roles):
         return Level.MOD

@@ -40,6 +40,11 @@ class DiscordSettings(BaseSettings):
     discord_max_messages: int = Field(default=25, ge=1, le=100, description="reply-chain depth in context")
     discord_queue_size: int = Field(default=5, ge=1, le=100, description="waiting messages per channel")
     discord_edit_interval: float = Field(default=1.2, ge=0.05, description="seconds between streaming edits")
+    clara_max_file_size: int = Field(
+        default=50 * 1024 * 1024,
+        ge=1,
+        description="attachments up to this size are downloaded (the files plugin keeps them)",
+    )
     discord_attachment_max_bytes: int = Field(default=100_000, ge=0)
     discord_api_base: str | None = Field(default=None, description="REST base URL (a proxy, or a local fake)")
     discord_gateway_url: str | None = Field(default=None, description="gateway URL (with DISCORD_API_BASE)")

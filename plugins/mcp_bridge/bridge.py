@@ -49,9 +49,11 @@ class ServerSpec:
     env: dict[str, str] = field(default_factory=dict)
     bearer: str | None = None
     enabled: bool = True
+    folder: str | None = None  # what `mcp_install` made for it (npm prefix, git clone): removed on uninstall
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "folder": self.folder,
             "transport": self.transport,
             "command": self.command,
             "url": self.url,
@@ -70,6 +72,7 @@ class ServerSpec:
             dict(data.get("env") or {}),
             data.get("bearer"),
             bool(data.get("enabled", True)),
+            data.get("folder"),
         )
 
     def describe(self) -> str:
