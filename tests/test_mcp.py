@@ -349,7 +349,7 @@ async def bridge_host(store, backend, monkeypatch):
         pytest.skip("child-process behaviour does not depend on the database (settings are covered elsewhere)")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-parent-key")
     monkeypatch.setenv("DISCORD_BOT_TOKEN", "discord-secret-token")
-    for key, value in (("call_timeout", 2), ("connect_timeout", 2), ("retry_after", 0)):
+    for key, value in (("call_timeout", 2), ("connect_timeout", 6), ("retry_after", 0)):
         await store.settings.set("plugin:mcp_bridge", "global", key, value)
     h = PluginHost(store, packages="plugins")
     assert (await h.load("mcp_bridge")).ok
@@ -401,7 +401,7 @@ async def test_bridge_manages_servers_and_isolates_failures(bridge_host, store):
     # Servers that never answer or die at start are reported, within the timeout, without tools.
     start = time.monotonic()
     res = await mcp(h, f"add stuck stdio {sys.executable} {ECHO} --hang-at-start")
-    assert "failed" in res.text and "no answer" in res.text and time.monotonic() - start < 12
+    assert "failed" in res.text and ("no answer" in res.text or "timed out" in res.text) and time.monotonic() - start < 30
     res = await mcp(h, f"add dead stdio {sys.executable} {ECHO} --exit-at-start")
     assert "failed" in res.text
     assert not any(n.startswith(("stuck__", "dead__")) for n in tools(h))
