@@ -717,7 +717,9 @@ def memory_export(
     from clara.ops.portable import export_jsonl
 
     info = _run(_with_store(lambda store: export_jsonl(store, file, user), bulk=False))
-    console.print(f"exported {info['facts']} facts in {info['scopes']} scopes to {info['file']}")
+    console.print(
+        f"exported {info['facts']} facts and {info['relations']} relations in {info['scopes']} scopes to {info['file']}"
+    )
 
 
 def _print_import(report) -> None:
@@ -726,6 +728,7 @@ def _print_import(report) -> None:
     console.print(
         f"read {report.read}, imported {report.imported}, already present {report.skipped}, "
         f"failed {report.failed}, scopes {report.scopes}"
+        + (f", relations {report.relations}" if getattr(report, "relations", 0) else "")
     )
     if report.failed:
         raise typer.Exit(1)

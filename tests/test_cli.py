@@ -173,3 +173,27 @@ def test_purge_user_erases_plugin_data_and_files_like_forgetme(tmp_path):
         if path.is_file():
             blob = path.read_bytes()
             assert note.encode() not in blob and said.encode() not in blob, path
+
+
+def test_export_import_round_trip_keeps_relations_for_about(tmp_path):
+    """`!about` shows the same relation lines after `clara memory export` → `clara import jsonl`
+    into a fresh data dir; another user still sees nothing of them."""
+    src, dst, dump = tmp_path / "src", tmp_path / "dst", tmp_path / "all.jsonl"
+    said = clara(["chat", "--user", "alice"], src, "I live in Porto\n!about alice\n")
+    assert said.returncode == 0, said.stderr
+    assert "alice lives in Porto" in said.stdout
+    exported = clara(["memory", "export", str(dump)], src)
+    assert exported.returncode == 0, exported.stderr
+    assert "1 relations" in exported.stdout
+    records = [json.loads(line) for line in dump.read_text().splitlines()]
+    rel = next(r for r in records if r["type"] == "relation")
+    assert rel["source"][0] == "alice" and rel["relation"] == "lives_in" and rel["target"][0] == "Porto"
+    for _ in range(2):  # importing twice adds nothing
+        imported = clara(["import", "jsonl", str(dump)], dst)
+        assert imported.returncode == 0, imported.stderr
+    about = clara(["chat", "--user", "alice"], dst, "!about alice\n")
+    assert about.returncode == 0, about.stderr
+    assert about.stdout.count("• alice lives in Porto") == 1, about.stdout
+    other = clara(["chat", "--user", "mallory", "--channel", "elsewhere"], dst, "!about alice\n!recall Porto\n")
+    assert "Porto" not in other.stdout
+    assert "Traceback" not in said.stderr + exported.stderr + imported.stderr + about.stderr + other.stderr
