@@ -54,6 +54,7 @@ def _named_tasks(prog: Progress):
 def _run(coro):
     """Run a coroutine; store errors (bad input, unknown ids, denied scopes) and operational
     failures become a one-line error and exit code 2 — commands need no handlers of their own."""
+    from pydantic import ValidationError
     from sqlalchemy.exc import OperationalError
 
     from storage import StoreError
@@ -63,12 +64,23 @@ def _run(coro):
         return asyncio.run(coro)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    except ValidationError as exc:  # a bad setting in the environment or .env
+        _fail(settings_error(exc))
     except (IndexInUse, StoreError) as exc:
         _fail(str(exc))
     except OperationalError as exc:
         _fail(f"database unreachable or unusable: {exc.orig}")
     except OSError as exc:  # a file named on the command line that cannot be read or written
         _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+
+
+def settings_error(exc) -> str:
+    """A pydantic settings ValidationError as one line naming each variable (no traceback)."""
+    parts = []
+    for e in exc.errors(include_url=False, include_input=False)[:3]:
+        name = ".".join(str(p) for p in e["loc"]).upper() or "settings"
+        parts.append(f"{name}: {e['msg']}")
+    return "bad setting — " + "; ".join(parts)
 
 
 def _fail(message: str) -> None:
@@ -349,6 +361,52 @@ def memory_reindex() -> None:
 def memory_decay() -> None:
     """Recompute relevance of every active fact (forgetting curve; see storage/decay.py)."""
     console.print(f"updated {_run(_with_store(lambda s: s.decay()))} facts")
+
+
+maintenance_app = typer.Typer(
+    help="Scheduled maintenance: decay (daily), rerank (weekly), cleanup (daily), backup (with BACKUP_DIR).",
+    no_args_is_help=True,
+)
+app.add_typer(maintenance_app, name="maintenance")
+
+
+@maintenance_app.command("list")
+def maintenance_list() -> None:
+    """The maintenance jobs the bot's scheduler runs and their schedules (crontab, UTC)."""
+    from clara.maintenance import schedules
+    from clara.settings import Settings
+
+    try:
+        plan = schedules(Settings())
+    except Exception as exc:  # pydantic ValidationError: a bad MAINTENANCE_* / BACKUP_* value
+        _fail(settings_error(exc) if hasattr(exc, "errors") else str(exc))
+    table = Table("job", "schedule (UTC)")
+    for name, cron in plan.items():
+        table.add_row(name, cron or "off")
+    console.print(table)
+
+
+@maintenance_app.command("run")
+def maintenance_run(job: Annotated[str, typer.Argument(help="decay, rerank, cleanup or backup")]) -> None:
+    """Run one maintenance job now (what the scheduler does), printing its result as JSON."""
+    from clara.maintenance import RUNNERS
+    from clara.settings import get_settings
+
+    if job not in RUNNERS:
+        _fail(f"unknown job {job!r}: one of {', '.join(RUNNERS)}")
+
+    from clara.ops.backup import BackupError
+
+    async def go(store):
+        try:
+            return await RUNNERS[job](store, get_settings())
+        except BackupError as exc:
+            return {"job": job, "error": str(exc)}
+
+    result = _run(_with_store(go))
+    console.print_json(json.dumps(result, default=str))
+    if "error" in result:
+        raise typer.Exit(1)
 
 
 @memory_app.command("stats")
