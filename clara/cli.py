@@ -315,7 +315,10 @@ def memory_purge_user(
     _check_identity(user=user)
     if not yes and not typer.confirm(f"Erase all memories of {user}? This cannot be undone"):
         raise typer.Exit(1)
+    _purge_user(user)
 
+
+def _purge_user(user: str) -> None:
     async def go(store):
         from rich.markup import escape
 
@@ -342,6 +345,63 @@ def memory_purge_user(
         console.print(f"channel summaries rebuilt: {done.summaries_rebuilt}; files deleted: {len(done.files)}")
 
     _run(_with_store(go))
+
+
+@memory_app.command("clear")
+def memory_clear(
+    user: Annotated[
+        str | None, typer.Option(help="Clear one user only (as `purge-user`: facts, messages, plugins' data).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Clear the memory (MyPalClara's clear_dbs): everything — facts, entities, relations, messages,
+    sessions, scopes, queued memory work, handoffs and the vector index (settings, schedules and
+    plugins' own data stay) — or, with --user, everything about one user."""
+    if user is not None:
+        _check_identity(user=user)
+        if not yes and not typer.confirm(f"Erase all memories of {user}? This cannot be undone"):
+            err.print("nothing cleared")
+            raise typer.Exit(1)
+        _purge_user(user)
+        return
+    if not yes and not typer.confirm("Erase ALL of Clara's memory, for every user? This cannot be undone"):
+        err.print("nothing cleared")
+        raise typer.Exit(1)
+    from clara.ops.bootstrap import clear_all
+
+    counts = _run(_with_store(clear_all))
+    console.print(
+        "cleared: " + ", ".join(f"{n} {table}" for table, n in counts.items() if n)
+        if any(counts.values())
+        else "cleared: the memory was already empty"
+    )
+
+
+@memory_app.command("bootstrap")
+def memory_bootstrap(
+    profile: Annotated[Path, typer.Argument(help="A text file about the user, in the first person.")],
+    user: Annotated[str, typer.Option(help="Whose profile it is: stored in user:<user>.")] = "you",
+    apply: Annotated[bool, typer.Option("--apply", help="Store the facts (default: dry run, print them).")] = False,
+) -> None:
+    """Extract facts from a profile with the offline extractor: a dry run prints them as JSON;
+    --apply stores them (with entities and relations) in the user's private scope. Idempotent."""
+    from clara.ops.bootstrap import apply as apply_facts
+    from clara.ops.bootstrap import plan, read_profile
+
+    _check_identity(user=user)
+
+    async def go(store):
+        facts = await plan(store, read_profile(profile), user)
+        if not apply:
+            return {"dry_run": True, "user": user, "facts": facts}
+        done = await apply_facts(store, facts, user)
+        await store.drain(timeout=3600)
+        return {"dry_run": False, "user": user, **done, "facts": facts}
+
+    result = _run(_with_store(go))
+    console.print_json(json.dumps(result, ensure_ascii=False))
+    if not result["facts"]:
+        err.print("no facts found in the profile (write it in the first person: “I live in …”)")
 
 
 @memory_app.command("reindex")
