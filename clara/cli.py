@@ -107,9 +107,30 @@ def chat(
 
 
 @app.command("bot")
-def bot() -> None:
+def bot(
+    invite: Annotated[
+        bool,
+        typer.Option("--invite", help="Print the link that adds the bot to a server (DISCORD_CLIENT_ID), then exit."),
+    ] = False,
+) -> None:
     """Run Clara on Discord (needs DISCORD_BOT_TOKEN; LLM_PROVIDER optional). Stops on SIGTERM."""
+    from pydantic import ValidationError
+
+    from clara.discord_adapter.logmirror import invite_url
     from clara.discord_adapter.run import MissingToken, run_bot
+    from clara.discord_adapter.settings import DiscordSettings
+
+    try:
+        dsettings = DiscordSettings()
+    except ValidationError as exc:
+        _fail(settings_error(exc))
+    if invite:
+        if not dsettings.discord_client_id:
+            _fail("DISCORD_CLIENT_ID is not set (the application id, in the Discord developer portal)")
+        console.print(invite_url(dsettings.discord_client_id))
+        return
+    if dsettings.discord_client_id and dsettings.discord_bot_token:
+        console.print(f"invite link: {invite_url(dsettings.discord_client_id)}")
 
     try:
         _run(run_bot())

@@ -41,6 +41,9 @@ class DiscordSettings(BaseSettings):
     discord_queue_size: int = Field(default=5, ge=1, le=100, description="waiting messages per channel")
     discord_edit_interval: float = Field(default=1.2, ge=0.05, description="seconds between streaming edits")
     discord_attachment_max_bytes: int = Field(default=100_000, ge=0)
+    discord_client_id: int | None = Field(default=None, description="application id, for the invite link")
+    discord_log_channel_id: int | None = Field(default=None, description="channel the console log is mirrored to")
+    discord_log_level: str | None = Field(default=None, description="level mirrored there (default: LOG_LEVEL)")
     discord_api_base: str | None = Field(default=None, description="REST base URL (a proxy, or a local fake)")
     discord_gateway_url: str | None = Field(default=None, description="gateway URL (with DISCORD_API_BASE)")
 
