@@ -229,11 +229,14 @@ async def test_clara_bot_process_answers_and_stops_gracefully_on_sigterm(tmp_pat
     async with FakeDiscord(token="proc-token", app_owner_id=OWNER) as fake:
         guild = fake.add_guild("Home", owner_id=OWNER)
         general = fake.add_channel(guild, "general")
+        logs = fake.add_channel(guild, "bot-logs")
         fake.add_member(guild, ALICE, "alice")
         env = {
             **os.environ,
             "CLARA_DATA_DIR": str(tmp_path),
             "DISCORD_BOT_TOKEN": "proc-token",
+            "DISCORD_LOG_CHANNEL_ID": str(logs.id),
+            "MAINTENANCE_RERANK": "off",
             "DISCORD_API_BASE": fake.api_url,
             "DISCORD_GATEWAY_URL": fake.gateway_url,
             "LLM_PROVIDER": "none",
@@ -264,8 +267,16 @@ async def test_clara_bot_process_answers_and_stops_gracefully_on_sigterm(tmp_pat
                     303,
                     401,
                 )  # nothing readable without login
+            await fake.wait_for_message(logs, lambda m: "🟢 Clara started" in m["content"], timeout=10)
+            # The bot's persisted scheduler holds the maintenance jobs (rerank turned off by its setting).
+            import sqlite3
+
+            with sqlite3.connect(tmp_path / "clara.db") as db:
+                jobs = {r[0] for r in db.execute("SELECT id FROM scheduler_jobs")}
+            assert {"core:decay", "core:cleanup"} <= jobs and "core:rerank" not in jobs
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 30) == 0
+            assert any("🔴 Clara shutting down" in m["content"] for m in fake.sent(logs))
         finally:
             if proc.returncode is None:
                 proc.kill()
