@@ -4,7 +4,11 @@ Identity: an agent named `coder` acts as the principal `agent:coder` and owns th
 `agent:coder` (owner-only read and write). Shared scopes are granted by the operator (`grants`:
 agent name → scope ids); the agent becomes a member of them when it first acts (members policy:
 readable and writable by members; `public:*` scopes are readable by anyone, writable by members).
-Agents can never be granted `user:*` or `agent:*` scopes.
+Agents can never be granted `user:*` or `agent:*` scopes. An agent may also create `project:*` and
+`public:*` scopes, which it then owns (`scopes.owner`): only the owner grants other agents read or
+read-write access (`scope_members.can_write`) and revokes it. Handoffs (`handoffs` table) pass a
+conversation to another agent with its chain of earlier handoffs; the receiver only ever gets the
+facts it may read.
 
 Every call passes `actor=<principal>` to the store (which raises ScopeDenied) or restricts its
 SQL to the principal's readable scopes, so a private scope is never readable by another agent and
