@@ -579,6 +579,12 @@ def bench_locomo(
     context: Annotated[
         bool, typer.Option("--context", help="Also: share of questions whose evidence reaches the assembled prompt.")
     ] = False,
+    access: Annotated[
+        bool,
+        typer.Option(
+            "--access", help="Also: access-count ablation (held-out half, before/after the other half is asked)."
+        ),
+    ] = False,
 ) -> None:
     """Retrieval recall@k of Clara vs BM25-only and dense-only (and mem0) in one run."""
     from clara.bench import locomo as bench
@@ -594,12 +600,13 @@ def bench_locomo(
                     progress=progress,
                     distractors=distractors,
                     context=context,
+                    access=access,
                 )
             )
         except ValueError as exc:
             _fail(str(exc))
     _print_bench(
-        {k: v for k, v in res.items() if not k.startswith("context:")},
+        {k: v for k, v in res.items() if not k.startswith(("context:", "access:"))},
         "LoCoMo retrieval",
         ["R@1", "R@5", "R@10", "R@25", "query_p50_ms", "query_p95_ms", "ingest_turns_per_s"],
     )
@@ -609,6 +616,16 @@ def bench_locomo(
             ctx,
             "Evidence inside the assembled prompt (default budgets)",
             ["all_in_prompt", "any_in_prompt", "tokens_p50", "questions"],
+        )
+    if "access:on" in res:
+        _print_bench(
+            {k: v for k, v in res.items() if k.startswith("access:")},
+            "Access-count ablation (held-out half of the questions)",
+            ["R@1", "R@5", "R@10", "R@25", "questions"],
+        )
+        on, off = res["access:on"], res["access:off"]
+        console.print(
+            "access on − off: " + ", ".join(f"R@{k} {on[f'R@{k}'] - off[f'R@{k}']:+.4f}" for k in (1, 5, 10, 25))
         )
     if "bm25" in res:
         c, b = res["clara"], res["bm25"]

@@ -197,3 +197,17 @@ def test_export_import_round_trip_keeps_relations_for_about(tmp_path):
     other = clara(["chat", "--user", "mallory", "--channel", "elsewhere"], dst, "!about alice\n!recall Porto\n")
     assert "Porto" not in other.stdout
     assert "Traceback" not in said.stderr + exported.stderr + imported.stderr + about.stderr + other.stderr
+
+
+def test_bench_locomo_access_ablation_smoke(tmp_path):
+    """`--access`: the held-out half scored before and after the other half is asked (access counts,
+    then the nightly decay and rerank), both arms on the same questions."""
+    out = tmp_path / "bench.json"
+    res = clara(["bench", "locomo", str(TINY), "--access", "--json", str(out), "--no-mem0"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    assert data["access:off.questions"] == data["access:on.questions"] == 2
+    assert data["access:on.usage_questions"] == 2
+    for arm in ("access:off", "access:on"):
+        assert 0 <= data[f"{arm}.R@10"] <= 1
+    assert "Access-count ablation" in res.stdout and "access on − off" in res.stdout
