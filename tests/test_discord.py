@@ -371,7 +371,7 @@ async def test_console_log_and_lifecycle_events_are_mirrored_to_the_log_channel(
     fake.add_member(guild, ALICE, "alice")
     root = logging.getLogger()
     old_level = root.level
-    root.setLevel(logging.WARNING)  # LOG_LEVEL: what the console shows is what the channel gets
+    root.setLevel(logging.INFO)  # LOG_LEVEL: what the console shows is what the channel gets
     patch = fake.patch_discord()
     bot = ClaraBot(engine, DiscordSettings(discord_edit_interval=0.05, discord_log_channel_id=logs.id))
 
@@ -382,7 +382,7 @@ async def test_console_log_and_lifecycle_events_are_mirrored_to_the_log_channel(
         async with fake.running(bot):
             await fake.wait_for_message(logs, posted("🟢 Clara started"))
             logging.getLogger("clara.test").warning("disk nearly full; key sk-mirror-secret-0123456789")
-            logging.getLogger("clara.test").info("an info line the console does not show")
+            logging.getLogger("clara.test").debug("a debug line the console does not show")
             line = await fake.wait_for_message(logs, posted("disk nearly full"))
             assert "sk-mirror-secret" not in line["content"] and "WARNING clara.test" in line["content"]
             await fake.request_reconnect()
@@ -398,7 +398,8 @@ async def test_console_log_and_lifecycle_events_are_mirrored_to_the_log_channel(
             await fake.wait_for_message(general, after=msg)
         text = "\n".join(m["content"] for m in fake.sent(logs))
         assert "🔴 Clara shutting down" in text
-        assert text.count("🟢 Clara started") == 1 and "an info line" not in text and "locker" not in text
+        assert text.count("🟢 Clara started") == 1 and "a debug line" not in text and "locker" not in text
+        assert f"invite link: https://discord.com/oauth2/authorize?client_id={bot.application_id}&" in text
         assert "sk-mirror-secret" not in text
         assert bot.log_mirror is None and not any(
             type(h).__name__ == "_Handler" and h.__module__.endswith("logmirror") for h in root.handlers

@@ -94,7 +94,8 @@ class ClaraBot(commands.Bot):
         await channel.send(text, allowed_mentions=discord.AllowedMentions.none())
 
     def _lifecycle(self, text: str) -> None:
-        log.info("%s", text)
+        # Its own logger, not mirrored as a log line: the mirror posts the event itself (once).
+        logging.getLogger("clara.discord_adapter.lifecycle").info("%s", text)
         if self.log_mirror is not None:
             self.log_mirror.event(text)
 

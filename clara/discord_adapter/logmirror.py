@@ -24,7 +24,7 @@ QUEUE_SIZE = 1000
 # Send Messages, Send Messages in Threads, Embed Links, Attach Files, Read Message History, View
 # Channels, Add Reactions, Use Application Commands — what Clara's replies, files and slash commands use.
 INVITE_PERMISSIONS = (1 << 11) | (1 << 38) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 10) | (1 << 6) | (1 << 31)
-_SKIP = ("discord", "aiohttp", "websockets", __name__)
+_SKIP = ("discord", "aiohttp", "websockets", __name__, "clara.discord_adapter.lifecycle")
 
 STARTED, DISCONNECTED, RESUMED, RECONNECTED, STOPPING = (
     "🟢 Clara started",
