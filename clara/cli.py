@@ -54,6 +54,7 @@ def _named_tasks(prog: Progress):
 def _run(coro):
     """Run a coroutine; store errors (bad input, unknown ids, denied scopes) and operational
     failures become a one-line error and exit code 2 — commands need no handlers of their own."""
+    from pydantic import ValidationError
     from sqlalchemy.exc import OperationalError
 
     from storage import StoreError
@@ -63,12 +64,23 @@ def _run(coro):
         return asyncio.run(coro)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    except ValidationError as exc:  # a bad setting in the environment or .env
+        _fail(settings_error(exc))
     except (IndexInUse, StoreError) as exc:
         _fail(str(exc))
     except OperationalError as exc:
         _fail(f"database unreachable or unusable: {exc.orig}")
     except OSError as exc:  # a file named on the command line that cannot be read or written
         _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+
+
+def settings_error(exc) -> str:
+    """A pydantic settings ValidationError as one line naming each variable (no traceback)."""
+    parts = []
+    for e in exc.errors(include_url=False, include_input=False)[:3]:
+        name = ".".join(str(p) for p in e["loc"]).upper() or "settings"
+        parts.append(f"{name}: {e['msg']}")
+    return "bad setting — " + "; ".join(parts)
 
 
 def _fail(message: str) -> None:
@@ -95,9 +107,30 @@ def chat(
 
 
 @app.command("bot")
-def bot() -> None:
+def bot(
+    invite: Annotated[
+        bool,
+        typer.Option("--invite", help="Print the link that adds the bot to a server (DISCORD_CLIENT_ID), then exit."),
+    ] = False,
+) -> None:
     """Run Clara on Discord (needs DISCORD_BOT_TOKEN; LLM_PROVIDER optional). Stops on SIGTERM."""
+    from pydantic import ValidationError
+
+    from clara.discord_adapter.logmirror import invite_url
     from clara.discord_adapter.run import MissingToken, run_bot
+    from clara.discord_adapter.settings import DiscordSettings
+
+    try:
+        dsettings = DiscordSettings()
+    except ValidationError as exc:
+        _fail(settings_error(exc))
+    if invite:
+        if not dsettings.discord_client_id:
+            _fail("DISCORD_CLIENT_ID is not set (the application id, in the Discord developer portal)")
+        console.print(invite_url(dsettings.discord_client_id))
+        return
+    if dsettings.discord_client_id and dsettings.discord_bot_token:
+        console.print(f"invite link: {invite_url(dsettings.discord_client_id)}")
 
     try:
         _run(run_bot())
@@ -323,7 +356,10 @@ def memory_purge_user(
     _check_identity(user=user)
     if not yes and not typer.confirm(f"Erase all memories of {user}? This cannot be undone"):
         raise typer.Exit(1)
+    _purge_user(user)
 
+
+def _purge_user(user: str) -> None:
     async def go(store):
         from rich.markup import escape
 
@@ -352,6 +388,63 @@ def memory_purge_user(
     _run(_with_store(go))
 
 
+@memory_app.command("clear")
+def memory_clear(
+    user: Annotated[
+        str | None, typer.Option(help="Clear one user only (as `purge-user`: facts, messages, plugins' data).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Clear the memory (MyPalClara's clear_dbs): everything — facts, entities, relations, messages,
+    sessions, scopes, queued memory work, handoffs and the vector index (settings, schedules and
+    plugins' own data stay) — or, with --user, everything about one user."""
+    if user is not None:
+        _check_identity(user=user)
+        if not yes and not typer.confirm(f"Erase all memories of {user}? This cannot be undone"):
+            err.print("nothing cleared")
+            raise typer.Exit(1)
+        _purge_user(user)
+        return
+    if not yes and not typer.confirm("Erase ALL of Clara's memory, for every user? This cannot be undone"):
+        err.print("nothing cleared")
+        raise typer.Exit(1)
+    from clara.ops.bootstrap import clear_all
+
+    counts = _run(_with_store(clear_all))
+    console.print(
+        "cleared: " + ", ".join(f"{n} {table}" for table, n in counts.items() if n)
+        if any(counts.values())
+        else "cleared: the memory was already empty"
+    )
+
+
+@memory_app.command("bootstrap")
+def memory_bootstrap(
+    profile: Annotated[Path, typer.Argument(help="A text file about the user, in the first person.")],
+    user: Annotated[str, typer.Option(help="Whose profile it is: stored in user:<user>.")] = "you",
+    apply: Annotated[bool, typer.Option("--apply", help="Store the facts (default: dry run, print them).")] = False,
+) -> None:
+    """Extract facts from a profile with the offline extractor: a dry run prints them as JSON;
+    --apply stores them (with entities and relations) in the user's private scope. Idempotent."""
+    from clara.ops.bootstrap import apply as apply_facts
+    from clara.ops.bootstrap import plan, read_profile
+
+    _check_identity(user=user)
+
+    async def go(store):
+        facts = await plan(store, read_profile(profile), user)
+        if not apply:
+            return {"dry_run": True, "user": user, "facts": facts}
+        done = await apply_facts(store, facts, user)
+        await store.drain(timeout=3600)
+        return {"dry_run": False, "user": user, **done, "facts": facts}
+
+    result = _run(_with_store(go))
+    console.print_json(json.dumps(result, ensure_ascii=False))
+    if not result["facts"]:
+        err.print("no facts found in the profile (write it in the first person: “I live in …”)")
+
+
 @memory_app.command("reindex")
 def memory_reindex() -> None:
     """Rebuild the vector index from SQL (the source of truth)."""
@@ -369,6 +462,52 @@ def memory_reindex() -> None:
 def memory_decay() -> None:
     """Recompute relevance of every active fact (forgetting curve; see storage/decay.py)."""
     console.print(f"updated {_run(_with_store(lambda s: s.decay()))} facts")
+
+
+maintenance_app = typer.Typer(
+    help="Scheduled maintenance: decay (daily), rerank (weekly), cleanup (daily), backup (with BACKUP_DIR).",
+    no_args_is_help=True,
+)
+app.add_typer(maintenance_app, name="maintenance")
+
+
+@maintenance_app.command("list")
+def maintenance_list() -> None:
+    """The maintenance jobs the bot's scheduler runs and their schedules (crontab, UTC)."""
+    from clara.maintenance import schedules
+    from clara.settings import Settings
+
+    try:
+        plan = schedules(Settings())
+    except Exception as exc:  # pydantic ValidationError: a bad MAINTENANCE_* / BACKUP_* value
+        _fail(settings_error(exc) if hasattr(exc, "errors") else str(exc))
+    table = Table("job", "schedule (UTC)")
+    for name, cron in plan.items():
+        table.add_row(name, cron or "off")
+    console.print(table)
+
+
+@maintenance_app.command("run")
+def maintenance_run(job: Annotated[str, typer.Argument(help="decay, rerank, cleanup or backup")]) -> None:
+    """Run one maintenance job now (what the scheduler does), printing its result as JSON."""
+    from clara.maintenance import RUNNERS
+    from clara.settings import get_settings
+
+    if job not in RUNNERS:
+        _fail(f"unknown job {job!r}: one of {', '.join(RUNNERS)}")
+
+    from clara.ops.backup import BackupError
+
+    async def go(store):
+        try:
+            return await RUNNERS[job](store, get_settings())
+        except BackupError as exc:
+            return {"job": job, "error": str(exc)}
+
+    result = _run(_with_store(go))
+    console.print_json(json.dumps(result, default=str))
+    if "error" in result:
+        raise typer.Exit(1)
 
 
 @memory_app.command("stats")
@@ -460,6 +599,12 @@ def bench_locomo(
     context: Annotated[
         bool, typer.Option("--context", help="Also: share of questions whose evidence reaches the assembled prompt.")
     ] = False,
+    access: Annotated[
+        bool,
+        typer.Option(
+            "--access", help="Also: access-count ablation (held-out half, before/after the other half is asked)."
+        ),
+    ] = False,
 ) -> None:
     """Retrieval recall@k of Clara vs BM25-only and dense-only (and mem0) in one run."""
     from clara.bench import locomo as bench
@@ -475,12 +620,13 @@ def bench_locomo(
                     progress=progress,
                     distractors=distractors,
                     context=context,
+                    access=access,
                 )
             )
         except ValueError as exc:
             _fail(str(exc))
     _print_bench(
-        {k: v for k, v in res.items() if not k.startswith("context:")},
+        {k: v for k, v in res.items() if not k.startswith(("context:", "access:"))},
         "LoCoMo retrieval",
         ["R@1", "R@5", "R@10", "R@25", "query_p50_ms", "query_p95_ms", "ingest_turns_per_s"],
     )
@@ -490,6 +636,16 @@ def bench_locomo(
             ctx,
             "Evidence inside the assembled prompt (default budgets)",
             ["all_in_prompt", "any_in_prompt", "tokens_p50", "questions"],
+        )
+    if "access:on" in res:
+        _print_bench(
+            {k: v for k, v in res.items() if k.startswith("access:")},
+            "Access-count ablation (held-out half of the questions)",
+            ["R@1", "R@5", "R@10", "R@25", "questions"],
+        )
+        on, off = res["access:on"], res["access:off"]
+        console.print(
+            "access on − off: " + ", ".join(f"R@{k} {on[f'R@{k}'] - off[f'R@{k}']:+.4f}" for k in (1, 5, 10, 25))
         )
     if "bm25" in res:
         c, b = res["clara"], res["bm25"]
@@ -737,7 +893,9 @@ def memory_export(
     from clara.ops.portable import export_jsonl
 
     info = _run(_with_store(lambda store: export_jsonl(store, file, user), bulk=False))
-    console.print(f"exported {info['facts']} facts in {info['scopes']} scopes to {info['file']}")
+    console.print(
+        f"exported {info['facts']} facts and {info['relations']} relations in {info['scopes']} scopes to {info['file']}"
+    )
 
 
 def _print_import(report) -> None:
@@ -746,6 +904,7 @@ def _print_import(report) -> None:
     console.print(
         f"read {report.read}, imported {report.imported}, already present {report.skipped}, "
         f"failed {report.failed}, scopes {report.scopes}"
+        + (f", relations {report.relations}" if getattr(report, "relations", 0) else "")
     )
     if report.failed:
         raise typer.Exit(1)

@@ -28,6 +28,7 @@ from clara.plugin_api import EVENTS, Invocation, Level, Manifest, PluginError, R
 
 log = logging.getLogger(__name__)
 CORE_NS = "core"
+CORE_JOBS = "core"  # persisted core jobs are `core:<name>` (clara/maintenance.py)
 MAX_FAILURES = 5
 SETUP_TIMEOUT = 30.0
 CALL_TIMEOUT = 60.0
@@ -282,9 +283,12 @@ class PluginHost:
         scheduler: bool = False,
         llm=None,
         bot_name: str = "Clara",
+        core_jobs: dict | None = None,
     ):
         """`sender(target, text)` delivers proactive messages (the transport's send API);
-        `scheduler=True` runs persisted jobs (APScheduler, SQL job store) — the bot turns it on."""
+        `scheduler=True` runs persisted jobs (APScheduler, SQL job store) — the bot turns it on.
+        `core_jobs`: name → (crontab or None = off, coroutine function), the core's own scheduled
+        jobs (`clara.maintenance.core_jobs`), persisted as `core:<name>`."""
         self.store = store
         self.package = packages
         self.clock = store.clock  # the one clock (storage.clock): jobs, events and plugins read it
@@ -296,6 +300,7 @@ class PluginHost:
         self._outbox: dict[tuple[str, str], list[tuple[str, bytes]]] = {}  # files plugins attach to replies
         self._scheduler = None
         self._want_scheduler = scheduler
+        self.core_jobs = dict(core_jobs or {})
         _HOSTS.append(self)
 
     # ------------------------------------------------------------------ discovery and lifecycle
@@ -504,6 +509,15 @@ class PluginHost:
     # ------------------------------------------------------------------ scheduled jobs
     async def run_job(self, plugin: str, job_id: str, now: datetime | None = None) -> bool:
         """Run a plugin's scheduled job now (the scheduler calls this; tests pass `now`)."""
+        if plugin == CORE_JOBS:
+            if job_id not in self.core_jobs:
+                return False
+            try:
+                await self.core_jobs[job_id][1]()
+            except Exception:
+                log.exception("core job %s failed", job_id)
+                return False
+            return True
         reg = self.loaded.get(plugin)
         if reg is None or reg.status != "loaded" or job_id not in reg.jobs:
             return False
@@ -558,6 +572,38 @@ class PluginHost:
         for name, reg in self.loaded.items():
             for job_id, (trigger, args) in reg.triggers.items():
                 self._schedule(name, job_id, trigger, args)
+        self._schedule_core()
+
+    def _schedule_core(self) -> None:
+        """Add, update or remove the persisted `core:<name>` jobs to match `core_jobs`: a job whose
+        schedule did not change keeps its next run time; one turned off is removed."""
+        from apscheduler.triggers.cron import CronTrigger
+
+        for job_id, (cron, _) in self.core_jobs.items():
+            key = f"{CORE_JOBS}:{job_id}"
+            job = self._scheduler.get_job(key)
+            if cron is None:
+                if job is not None:
+                    self._scheduler.remove_job(key)
+                continue
+            trigger = CronTrigger.from_crontab(cron, timezone="UTC")
+            if job is not None and str(job.trigger) == str(trigger):
+                continue
+            self._scheduler.add_job(
+                _job_trampoline,
+                trigger,
+                args=[CORE_JOBS, job_id],
+                id=key,
+                coalesce=True,
+                misfire_grace_time=6 * 3600,
+                replace_existing=True,
+            )
+
+    def scheduled(self) -> dict[str, Any]:
+        """The persisted jobs: id → next run time (None when paused); empty without a scheduler."""
+        if self._scheduler is None:
+            return {}
+        return {j.id: j.next_run_time for j in self._scheduler.get_jobs()}
 
     async def aclose(self) -> None:
         if self._scheduler is not None:
@@ -589,7 +635,7 @@ def _core_commands() -> set[str]:
 async def _job_trampoline(plugin: str, job_id: str) -> None:
     """What the persisted job store references: finds the running host and runs the job."""
     for host in list(_HOSTS):
-        if plugin in host.loaded:
+        if plugin in host.loaded or (plugin == CORE_JOBS and job_id in host.core_jobs):
             await host.run_job(plugin, job_id)
             return
     log.warning("scheduled job %s:%s fired with no host running it", plugin, job_id)

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from storage import StoreConfig
@@ -51,6 +51,24 @@ class Settings(BaseSettings):
 
     embed_threads: int = Field(default=1, ge=1, le=16, description="cores for background embedding")
     log_level: str = "WARNING"
+
+    # Scheduled maintenance (clara/maintenance.py): crontab lines in UTC, or "off".
+    maintenance_decay: str = Field(default="0 3 * * *", description="relevance decay (daily)")
+    maintenance_rerank: str = Field(default="0 4 * * mon", description="importance rerank (weekly)")
+    maintenance_cleanup: str = Field(default="0 2 * * *", description="expired settings, old failed jobs (daily)")
+    maintenance_keep_failed_days: int = Field(default=30, ge=1)
+    maintenance_keep_handoff_days: int = Field(default=180, ge=1)
+    decay_half_life_days: float = Field(default=30.0, gt=0)
+    backup_dir: Path | None = Field(default=None, description="folder for scheduled backups (unset = none)")
+    backup_schedule: str = Field(default="30 1 * * *", description="when the scheduled backup runs")
+    backup_retention_days: int = Field(default=7, ge=1, description="backups older than this are deleted")
+
+    @field_validator("maintenance_decay", "maintenance_rerank", "maintenance_cleanup", "backup_schedule")
+    @classmethod
+    def _crontab(cls, v: str) -> str:
+        from clara.maintenance import check_crontab
+
+        return check_crontab(v)
 
     def store_config(self) -> StoreConfig:
         """The store's configuration: every StoreConfig field that has a setting of the same name."""

@@ -245,3 +245,22 @@ class SchedulerJobRow(Base):
     id: Mapped[str] = mapped_column(Unicode(191), primary_key=True)
     next_run_time: Mapped[float | None] = mapped_column(Float(25), index=True)
     job_state: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class HandoffRow(Base):
+    """A conversation handed from one agent to another (the Engram seed's `handoffs`): who, which
+    session, the summary, and the handoff it continues (`parent_id`: the context chain)."""
+
+    __tablename__ = "handoffs"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    session: Mapped[str] = mapped_column(String(200), index=True)
+    from_agent: Mapped[str] = mapped_column(String(200))
+    to_agent: Mapped[str] = mapped_column(String(200))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("handoffs.id", ondelete="SET NULL"))
+    scope_id: Mapped[str | None] = mapped_column(ForeignKey("scopes.id", ondelete="SET NULL"))
+    summary: Mapped[str] = mapped_column(Text)
+    fact_ids: Mapped[list | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    picked_up_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (Index("ix_handoffs_to_status", "to_agent", "status", "id"),)

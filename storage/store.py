@@ -368,18 +368,68 @@ class FactStore:
         row = conn.execute(select(ScopeRow).where(ScopeRow.id == scope_id)).first()
         if row is None:
             raise InvalidInput(f"unknown scope {shown(scope_id)}")
-        members = (
-            conn.execute(select(ScopeMemberRow.principal).where(ScopeMemberRow.scope_id == scope_id)).scalars().all()
+        rows = conn.execute(
+            select(ScopeMemberRow.principal, ScopeMemberRow.can_write).where(ScopeMemberRow.scope_id == scope_id)
+        ).all()
+        return Scope(
+            row.id,
+            row.kind,
+            row.name,
+            row.owner,
+            row.read_policy,
+            row.write_policy,
+            tuple(r.principal for r in rows),
+            tuple(r.principal for r in rows if r.can_write == 0),
         )
-        return Scope(row.id, row.kind, row.name, row.owner, row.read_policy, row.write_policy, tuple(members))
 
     @staticmethod
-    def _allowed(scope: Scope, actor: str, policy: str) -> bool:
-        if policy == "public":
-            return True
+    def _allowed(scope: Scope, actor: str, policy: str, write: bool = False) -> bool:
         if actor == scope.owner:
             return True
+        if write and actor in scope.read_only:
+            return False
+        if policy == "public":
+            return True
         return policy == "members" and actor in scope.members
+
+    async def set_member(self, scope_id: str, principal: str, *, write: bool, actor: str) -> Scope:
+        """Add `principal` to the scope (or change its access): read only, or read and write.
+        Only the scope's owner may (ScopeDenied otherwise; InvalidInput for an unknown scope)."""
+        check_scope_id(scope_id)
+        check_name(principal, "member", 200)
+        async with self.engines.writer.begin() as conn:
+            scope = await conn.run_sync(self._scope, scope_id)
+            if scope.owner is None or scope.owner != actor:
+                raise ScopeDenied(f"{actor} does not own scope {scope_id}")
+            if principal == scope.owner:
+                raise InvalidInput(f"{principal} owns scope {scope_id}: it always reads and writes it")
+            if principal in scope.members:
+                await conn.execute(
+                    update(ScopeMemberRow)
+                    .where(ScopeMemberRow.scope_id == scope_id, ScopeMemberRow.principal == principal)
+                    .values(can_write=int(write))
+                )
+            else:
+                await conn.execute(
+                    ScopeMemberRow.__table__.insert().values(
+                        scope_id=scope_id, principal=principal, can_write=int(write)
+                    )
+                )
+        return await self.get_scope(scope_id)
+
+    async def remove_member(self, scope_id: str, principal: str, *, actor: str) -> Scope:
+        """Remove `principal` from the scope's members (owner only, as `set_member`)."""
+        check_scope_id(scope_id)
+        async with self.engines.writer.begin() as conn:
+            scope = await conn.run_sync(self._scope, scope_id)
+            if scope.owner is None or scope.owner != actor:
+                raise ScopeDenied(f"{actor} does not own scope {scope_id}")
+            if principal == scope.owner:
+                raise InvalidInput(f"{principal} owns scope {scope_id}: the owner cannot be removed")
+            await conn.execute(
+                delete(ScopeMemberRow).where(ScopeMemberRow.scope_id == scope_id, ScopeMemberRow.principal == principal)
+            )
+        return await self.get_scope(scope_id)
 
     async def readable_scopes(self, actor: str) -> list[str]:
         """Every scope id `actor` may read: owned, member-of (members policy) and public scopes."""
@@ -1042,7 +1092,7 @@ class FactStore:
         if actor is None:
             return
         scope = self._scope(conn, scope_id)
-        if not self._allowed(scope, actor, scope.write_policy if write else scope.read_policy):
+        if not self._allowed(scope, actor, scope.write_policy if write else scope.read_policy, write):
             raise ScopeDenied(f"{actor} may not {'write to' if write else 'read'} scope {scope_id}")
 
     @staticmethod

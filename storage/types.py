@@ -60,6 +60,7 @@ class Scope:
     read_policy: str
     write_policy: str
     members: tuple[str, ...] = ()
+    read_only: tuple[str, ...] = ()  # members granted read access only (scope_members.can_write = 0)
 
 
 @dataclass(slots=True)

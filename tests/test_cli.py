@@ -194,3 +194,39 @@ def test_terminal_admin_is_only_the_operator(tmp_path):
         timeout=180,
     )
     assert "No MCP servers configured" in env_op.stdout, env_op.stdout + env_op.stderr
+def test_export_import_round_trip_keeps_relations_for_about(tmp_path):
+    """`!about` shows the same relation lines after `clara memory export` → `clara import jsonl`
+    into a fresh data dir; another user still sees nothing of them."""
+    src, dst, dump = tmp_path / "src", tmp_path / "dst", tmp_path / "all.jsonl"
+    said = clara(["chat", "--user", "alice"], src, "I live in Porto\n!about alice\n")
+    assert said.returncode == 0, said.stderr
+    assert "alice lives in Porto" in said.stdout
+    exported = clara(["memory", "export", str(dump)], src)
+    assert exported.returncode == 0, exported.stderr
+    assert "1 relations" in exported.stdout
+    records = [json.loads(line) for line in dump.read_text().splitlines()]
+    rel = next(r for r in records if r["type"] == "relation")
+    assert rel["source"][0] == "alice" and rel["relation"] == "lives_in" and rel["target"][0] == "Porto"
+    for _ in range(2):  # importing twice adds nothing
+        imported = clara(["import", "jsonl", str(dump)], dst)
+        assert imported.returncode == 0, imported.stderr
+    about = clara(["chat", "--user", "alice"], dst, "!about alice\n")
+    assert about.returncode == 0, about.stderr
+    assert about.stdout.count("• alice lives in Porto") == 1, about.stdout
+    other = clara(["chat", "--user", "mallory", "--channel", "elsewhere"], dst, "!about alice\n!recall Porto\n")
+    assert "Porto" not in other.stdout
+    assert "Traceback" not in said.stderr + exported.stderr + imported.stderr + about.stderr + other.stderr
+
+
+def test_bench_locomo_access_ablation_smoke(tmp_path):
+    """`--access`: the held-out half scored before and after the other half is asked (access counts,
+    then the nightly decay and rerank), both arms on the same questions."""
+    out = tmp_path / "bench.json"
+    res = clara(["bench", "locomo", str(TINY), "--access", "--json", str(out), "--no-mem0"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    assert data["access:off.questions"] == data["access:on.questions"] == 2
+    assert data["access:on.usage_questions"] == 2
+    for arm in ("access:off", "access:on"):
+        assert 0 <= data[f"{arm}.R@10"] <= 1
+    assert "Access-count ablation" in res.stdout and "access on − off" in res.stdout

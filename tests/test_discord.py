@@ -247,11 +247,14 @@ async def test_clara_bot_process_answers_and_stops_gracefully_on_sigterm(tmp_pat
     async with FakeDiscord(token="proc-token", app_owner_id=OWNER) as fake:
         guild = fake.add_guild("Home", owner_id=OWNER)
         general = fake.add_channel(guild, "general")
+        logs = fake.add_channel(guild, "bot-logs")
         fake.add_member(guild, ALICE, "alice")
         env = {
             **os.environ,
             "CLARA_DATA_DIR": str(tmp_path),
             "DISCORD_BOT_TOKEN": "proc-token",
+            "DISCORD_LOG_CHANNEL_ID": str(logs.id),
+            "MAINTENANCE_RERANK": "off",
             "DISCORD_API_BASE": fake.api_url,
             "DISCORD_GATEWAY_URL": fake.gateway_url,
             "LLM_PROVIDER": "none",
@@ -282,8 +285,16 @@ async def test_clara_bot_process_answers_and_stops_gracefully_on_sigterm(tmp_pat
                     303,
                     401,
                 )  # nothing readable without login
+            await fake.wait_for_message(logs, lambda m: "🟢 Clara started" in m["content"], timeout=10)
+            # The bot's persisted scheduler holds the maintenance jobs (rerank turned off by its setting).
+            import sqlite3
+
+            with sqlite3.connect(tmp_path / "clara.db") as db:
+                jobs = {r[0] for r in db.execute("SELECT id FROM scheduler_jobs")}
+            assert {"core:decay", "core:cleanup"} <= jobs and "core:rerank" not in jobs
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 30) == 0
+            assert any("🔴 Clara shutting down" in m["content"] for m in fake.sent(logs))
         finally:
             if proc.returncode is None:
                 proc.kill()
@@ -452,3 +463,79 @@ async def test_files_plugin_keeps_attachments_and_serves_them(store, tmp_path, m
     finally:
         await close()
         await host.aclose()
+# ---------------------------------------------------------------------- log mirror, invite link
+async def test_console_log_and_lifecycle_events_are_mirrored_to_the_log_channel(store, tmp_path, monkeypatch):
+    import logging
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-mirror-secret-0123456789")
+    engine = ChatEngine(store, None, settings=Settings(CLARA_DATA_DIR=tmp_path))
+    fake = FakeDiscord(token="t", app_owner_id=OWNER)
+    await fake.start()
+    guild = fake.add_guild("Home", owner_id=OWNER)
+    general = fake.add_channel(guild, "general")
+    logs = fake.add_channel(guild, "bot-logs")
+    fake.add_member(guild, ALICE, "alice")
+    root = logging.getLogger()
+    old_level = root.level
+    root.setLevel(logging.INFO)  # LOG_LEVEL: what the console shows is what the channel gets
+    patch = fake.patch_discord()
+    bot = ClaraBot(engine, DiscordSettings(discord_edit_interval=0.05, discord_log_channel_id=logs.id))
+
+    def posted(text):
+        return lambda m: text in m["content"]
+
+    try:
+        async with fake.running(bot):
+            await fake.wait_for_message(logs, posted("🟢 Clara started"))
+            logging.getLogger("clara.test").warning("disk nearly full; key sk-mirror-secret-0123456789")
+            logging.getLogger("clara.test").debug("a debug line the console does not show")
+            line = await fake.wait_for_message(logs, posted("disk nearly full"))
+            assert "sk-mirror-secret" not in line["content"] and "WARNING clara.test" in line["content"]
+            await fake.request_reconnect()
+            await fake.wait_for_message(logs, posted("🔄 Clara resumed"))
+            await fake.drop_connections()
+            await fake.wait_for_message(logs, posted("🟡 Clara disconnected"), timeout=10)
+            await fake.wait_for(lambda: fake.resume_count >= 2, 10, what="second RESUME")
+            await fake.wait_for(
+                lambda: sum(m["content"].count("🔄") for m in fake.sent(logs)) >= 2, 10, what="resumed after the drop"
+            )
+            # Chat keeps working; nothing of it goes to the log channel.
+            msg = await fake.post_message(general, ALICE, f"<@{bot.user.id}> !remember my locker is 12")
+            await fake.wait_for_message(general, after=msg)
+        text = "\n".join(m["content"] for m in fake.sent(logs))
+        assert "🔴 Clara shutting down" in text
+        assert text.count("🟢 Clara started") == 1 and "a debug line" not in text and "locker" not in text
+        assert f"invite link: https://discord.com/oauth2/authorize?client_id={bot.application_id}&" in text
+        assert "sk-mirror-secret" not in text
+        assert bot.log_mirror is None and not any(
+            type(h).__name__ == "_Handler" and h.__module__.endswith("logmirror") for h in root.handlers
+        )
+    finally:
+        root.setLevel(old_level)
+        patch.restore()
+        await fake.close()
+        await engine.aclose()
+
+
+def test_invite_link_from_the_client_id(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from clara.cli import app
+    from clara.discord_adapter.logmirror import invite_url
+
+    monkeypatch.setenv("CLARA_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DISCORD_CLIENT_ID", raising=False)
+    res = CliRunner().invoke(app, ["bot", "--invite"])
+    assert res.exit_code == 2 and "DISCORD_CLIENT_ID is not set" in res.output
+    monkeypatch.setenv("DISCORD_CLIENT_ID", "not-a-number")
+    res = CliRunner().invoke(app, ["bot", "--invite"])
+    assert res.exit_code == 2 and "DISCORD_CLIENT_ID" in res.output and "Traceback" not in res.output
+    monkeypatch.setenv("DISCORD_CLIENT_ID", "123456789012345678")
+    res = CliRunner().invoke(app, ["bot", "--invite"])
+    assert res.exit_code == 0
+    url = res.output.strip()
+    assert url == invite_url(123456789012345678)
+    assert url.startswith("https://discord.com/oauth2/authorize?client_id=123456789012345678&permissions=")
+    assert "scope=bot+applications.commands" in url
+    perms = int(url.split("permissions=")[1].split("&")[0])
+    assert discord.Permissions(perms).send_messages and not discord.Permissions(perms).administrator

@@ -49,6 +49,11 @@ TOOLS = {
     "memory_observe",
     "memory_register_agent",
     "memory_query_raw",
+    "memory_create_scope",
+    "memory_grant_scope",
+    "memory_revoke_scope",
+    "memory_handoff",
+    "memory_pickup",
 }
 
 
@@ -218,8 +223,117 @@ async def test_agent_facts_reach_chat_and_user_facts_never_reach_agents(service,
             assert "no fact" in await denied(coder, "memory_link_entity", entity="Alice", fact_id=private_id)
             await assert_private(store, "locker code 4512", "agent:coder", "user:alice")
             assert stored["scope"] == "channel:c1"
+            # The warm start includes the channel's recent conversation sessions, never alice's DM/private ones.
+            ctx = await ok(coder, "memory_get_context", topic="offsite")
+            assert any(x["scope"] == "channel:c1" and x["messages"] >= 1 for x in ctx["recent_sessions"])
+            assert all(x["scope"] in ctx["scopes"] for x in ctx["recent_sessions"])
+            assert "user:alice" not in json.dumps(ctx["recent_sessions"])
     finally:
         await engine.aclose()
+
+
+async def test_engram_registration_scope_membership_public_scopes_and_handoffs(service, store):
+    """The Engram seed's multi-agent flow through the real MCP client: `new` on first registration,
+    scopes created and shared by their owner, a public scope, and a handoff chain coder → reviewer
+    → tester that keeps who/which session/summary and never passes on what the receiver may not read."""
+    await store.ensure_scope("user:alice", "user", owner="alice")
+    await store.add("alice's passport number is X99123", "user:alice", actor="alice")
+    async with (
+        Client(stdio_server(service, "coder")) as coder,
+        Client(stdio_server(service, "reviewer")) as rev,
+        Client(stdio_server(service, "tester")) as tester,
+    ):
+        await ok(coder, "memory_recall", query="anything")  # acting first does not make it "registered"
+        assert (await ok(coder, "memory_register_agent", capabilities=["code"]))["new"] is True
+        assert (await ok(coder, "memory_register_agent"))["new"] is False
+        assert (await ok(rev, "memory_register_agent"))["new"] is True
+
+        # A members-only scope owned by its creator; only the owner manages membership.
+        made = await ok(coder, "memory_create_scope", scope="project:apollo", name="Apollo")
+        assert made["created"] and made["owner"] == "agent:coder" and made["read_policy"] == "members"
+        assert (await ok(coder, "memory_create_scope", scope="project:apollo"))["created"] is False
+        assert "not yours" in await denied(rev, "memory_create_scope", scope="project:apollo")
+        assert "agents may create" in await denied(coder, "memory_create_scope", scope="user:bob")
+        fact = await ok(
+            coder, "memory_store_fact", content="Apollo launches on the ninth of March", scope="project:apollo"
+        )
+        assert "scope denied" in await denied(rev, "memory_recall", query="launch", scopes=["project:apollo"])
+        assert "does not own" in await denied(rev, "memory_grant_scope", scope="project:apollo", agent="reviewer")
+        assert "private scope" in await denied(coder, "memory_grant_scope", scope="user:alice", agent="reviewer")
+        granted = await ok(coder, "memory_grant_scope", scope="project:apollo", agent="reviewer")
+        assert {"principal": "agent:reviewer", "access": "read"} in granted["members"]
+        got = await ok(rev, "memory_recall", query="when does apollo launch", scopes=["project:apollo"])
+        assert contents(got) == ["Apollo launches on the ninth of March"]
+        assert "scope denied" in await denied(rev, "memory_store_fact", content="x", scope="project:apollo")
+        await ok(coder, "memory_grant_scope", scope="project:apollo", agent="reviewer", access="write")
+        await ok(rev, "memory_store_fact", content="Apollo needs a second launch window", scope="project:apollo")
+        assert "project:apollo" not in (await ok(tester, "memory_register_agent"))["readable_scopes"]
+
+        # A public scope: written by its owner, read by every agent, written by no one else.
+        pub = await ok(coder, "memory_create_scope", scope="public:releases")
+        assert pub["read_policy"] == "public" and pub["owner"] == "agent:coder"
+        await ok(coder, "memory_store_fact", content="Release 2.4 ships the new parser", scope="public:releases")
+        for other in (rev, tester):
+            assert "Release 2.4 ships the new parser" in contents(await ok(other, "memory_recall", query="release 2.4"))
+            assert "scope denied" in await denied(other, "memory_store_fact", content="x", scope="public:releases")
+
+        # Handoff coder → reviewer → tester in one session: the chain is kept, facts filtered per receiver.
+        secret = await ok(coder, "memory_store_fact", content="coder's private hunch: the bug is in the cache")
+        sent = await ok(
+            coder,
+            "memory_handoff",
+            to_agent="reviewer",
+            summary="Apollo launch plan drafted; needs a review of the window",
+            session="ticket-42",
+            scope="project:apollo",
+            fact_ids=[fact["fact_id"], secret["fact_id"]],
+        )
+        assert sent["session"] == "ticket-42" and len(sent["chain"]) == 1
+        assert (await ok(tester, "memory_pickup"))["handoff"] is None  # not theirs
+        assert "no handoff" in await denied(tester, "memory_pickup", handoff_id=sent["handoff_id"])
+        picked = await ok(rev, "memory_pickup")
+        assert picked["handoff"]["from_agent"] == "coder" and picked["handoff"]["status"] == "picked_up"
+        assert picked["handoff"]["session"] == "ticket-42" and picked["pending"] == 0
+        assert "Apollo launches on the ninth of March" in [f["content"] for f in picked["facts"]]
+        assert "private hunch" not in json.dumps(picked)
+        second = await ok(
+            rev, "memory_handoff", to_agent="tester", summary="Reviewed: the window is fine", session="ticket-42"
+        )
+        assert [h["id"] for h in second["chain"]] == [sent["handoff_id"], second["handoff_id"]]
+        taken = await ok(tester, "memory_pickup")
+        chain = taken["chain"]
+        assert [(h["from_agent"], h["to_agent"], h["session"]) for h in chain] == [
+            ("coder", "reviewer", "ticket-42"),
+            ("reviewer", "tester", "ticket-42"),
+        ]
+        assert (
+            chain[0]["summary"].startswith("Apollo launch plan")
+            and chain[1]["summary"] == "Reviewed: the window is fine"
+        )
+        assert (await ok(tester, "memory_pickup"))["handoff"] is None
+        ctx = await ok(rev, "memory_get_context", topic="apollo")
+        assert {h["id"] for h in ctx["recent_handoffs"]} == {sent["handoff_id"], second["handoff_id"]}
+        assert "to itself" in await denied(coder, "memory_handoff", to_agent="coder", summary="x")
+        assert "no fact" in await denied(
+            rev, "memory_handoff", to_agent="tester", summary="x", fact_ids=[secret["fact_id"]]
+        )
+
+        # Revoked: the reviewer reads and writes Apollo no more.
+        await ok(coder, "memory_revoke_scope", scope="project:apollo", agent="reviewer")
+        assert "scope denied" in await denied(rev, "memory_recall", query="apollo", scopes=["project:apollo"])
+        assert "scope denied" in await denied(rev, "memory_store_fact", content="x", scope="project:apollo")
+        assert "Apollo" not in json.dumps(await ok(rev, "memory_recall", query="apollo launch"))
+        # Nobody's outputs ever carry a user's private fact or another agent's private one.
+        for client in (rev, tester):
+            for tool, args in [
+                ("memory_recall", {"query": "passport number hunch cache"}),
+                ("memory_get_context", {"topic": "passport cache"}),
+                ("memory_pickup", {}),
+            ]:
+                out = json.dumps(await ok(client, tool, **args))
+                assert "X99123" not in out and "private hunch" not in out, (tool, out)
+    await assert_private(store, "passport number X99123", "agent:coder", "user:alice")
+    assert (await store.get_scope("project:apollo")).owner == "agent:coder"
 
 
 def test_grants_never_include_private_scopes(store):
@@ -248,9 +362,12 @@ def _stdio(agent: str, data_dir: Path, *scopes: str) -> Client:
 async def test_stdio_server_subprocess(tmp_path):
     async with _stdio("coder", tmp_path, "project:falcon") as coder:
         assert {t.name for t in (await coder.list_tools()).tools} == TOOLS
+        assert (await ok(coder, "memory_register_agent"))["new"] is True  # the server prepared its scope first
         await ok(coder, "memory_store_fact", content="Falcon uses port 8443 in production", scope="project:falcon")
         await ok(coder, "memory_store_fact", content="coder's private note about port 9999")
     # A second agent, later, through the same store: shared scope yes, private scope no.
+    async with _stdio("coder", tmp_path, "project:falcon") as coder:
+        assert (await ok(coder, "memory_register_agent"))["new"] is False
     async with _stdio("reviewer", tmp_path, "project:falcon") as reviewer:
         got = await ok(reviewer, "memory_recall", query="falcon port")
         assert contents(got) == ["Falcon uses port 8443 in production"]
@@ -401,7 +518,8 @@ async def test_bridge_manages_servers_and_isolates_failures(bridge_host, store):
     # Servers that never answer or die at start are reported, within the timeout, without tools.
     start = time.monotonic()
     res = await mcp(h, f"add stuck stdio {sys.executable} {ECHO} --hang-at-start")
-    assert "failed" in res.text and ("no answer" in res.text or "timed out" in res.text) and time.monotonic() - start < 30
+    assert "failed" in res.text and ("no answer" in res.text or "timed out" in res.text)
+    assert time.monotonic() - start < 30
     res = await mcp(h, f"add dead stdio {sys.executable} {ECHO} --exit-at-start")
     assert "failed" in res.text
     assert not any(n.startswith(("stuck__", "dead__")) for n in tools(h))

@@ -611,3 +611,60 @@ def test_mem0_cli_reports_missing_sources(cli_env, tmp_path):
     assert res.exit_code == 2 and "no Qdrant directory" in res.output
     res = _cli("import", "mem0")
     assert res.exit_code == 2 and "either an export file or a Qdrant path" in res.output
+
+
+# ------------------------------------------------------------------------------ bootstrap / clear
+PROFILE = "I live in Porto. I work at Acme as a nurse.\nMy sister is Anna. I am allergic to peanuts.\n"
+
+
+def test_bootstrap_dry_run_prints_facts_then_apply_stores_them_once(cli_env, tmp_path):
+    profile = tmp_path / "profile.txt"
+    profile.write_text(PROFILE)
+    res = _cli("memory", "bootstrap", str(profile), "--user", "alice")
+    assert res.exit_code == 0, res.output
+    dry = json.loads(res.output)
+    assert dry["dry_run"] is True and dry["user"] == "alice"
+    facts = {f["content"]: f for f in dry["facts"]}
+    assert facts["alice lives in Porto"]["slug"] == "alice/residence"
+    assert facts["alice lives in Porto"]["relation"] == ["alice", "lives_in", "Porto"]
+    assert all(f["scope"] == "user:alice" for f in dry["facts"])
+    listed = _cli("memory", "list", "--user", "alice")
+    assert "Porto" not in listed.output  # a dry run stores nothing
+    first = json.loads(_cli("memory", "bootstrap", str(profile), "--user", "alice", "--apply").output)
+    assert first["added"] == len(dry["facts"]) and first["unchanged"] == 0
+    again = json.loads(_cli("memory", "bootstrap", str(profile), "--user", "alice", "--apply").output)
+    assert again["added"] == 0 and again["unchanged"] == len(dry["facts"])
+    got = _cli("memory", "recall", "where does alice live", "--user", "alice")
+    assert "Porto" in got.output
+    other = _cli("memory", "recall", "where does alice live peanuts", "--user", "bob", "--channel", "terminal")
+    assert "Porto" not in other.output and "peanuts" not in other.output
+    for bad, why in ((tmp_path / "missing.txt", "No such file"), (tmp_path / "empty.txt", "empty")):
+        if bad.name == "empty.txt":
+            bad.write_text("  \n")
+        res = _cli("memory", "bootstrap", str(bad), "--user", "alice")
+        assert res.exit_code == 2 and why in res.output and "Traceback" not in res.output
+
+
+def test_clear_one_user_or_everything_with_confirmation(cli_env):
+    for user, text in (("carol", "I collect stamps"), ("dave", "I race pigeons")):
+        assert _cli("memory", "add", text, "--user", user).exit_code == 0
+    res = CliRunner().invoke(_app(), ["memory", "clear", "--user", "carol"], input="n\n")
+    assert res.exit_code == 1 and "nothing cleared" in res.output
+    assert "stamps" in _cli("memory", "list", "--user", "carol").output
+    res = _cli("memory", "clear", "--user", "carol", "--yes")
+    assert res.exit_code == 0, res.output
+    assert "stamps" not in _cli("memory", "list", "--user", "carol").output
+    assert "pigeons" in _cli("memory", "list", "--user", "dave").output
+    res = CliRunner().invoke(_app(), ["memory", "clear"], input="n\n")
+    assert res.exit_code == 1 and "pigeons" in _cli("memory", "list", "--user", "dave").output
+    res = CliRunner().invoke(_app(), ["memory", "clear"], input="y\n")
+    assert res.exit_code == 0 and "cleared:" in res.output and "facts" in res.output, res.output
+    assert "pigeons" not in _cli("memory", "list", "--user", "dave").output
+    assert "already empty" in _cli("memory", "clear", "--yes").output
+    assert _cli("memory", "add", "I start again", "--user", "dave").exit_code == 0  # the store still works
+
+
+def _app():
+    from clara.cli import app
+
+    return app

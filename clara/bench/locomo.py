@@ -69,6 +69,7 @@ async def run(
     progress: Callable[[str, int, int], None] | None = None,
     distractors: int = 0,
     context: bool = False,
+    access: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Run the benchmark; returns {system: {metric: value}} (systems: clara, bm25, dense, mem0).
 
@@ -77,7 +78,9 @@ async def run(
     recall and latency in a large store. The baselines and mem0 still see the conversation only.
     With `context`, also: the share of questions whose evidence turns are inside the prompt the
     chat would assemble at the default budgets (`MemoryManager.context`), per category, as the
-    system "context" (all evidence inside / any evidence inside / tokens)."""
+    system "context" (all evidence inside / any evidence inside / tokens).
+    With `access`, the access-count ablation (`_access_ablation`): systems "access:off" and
+    "access:on", recall@k on the same held-out half of the questions."""
     convs = [c for f in locomo.expand(files) for c in locomo.load(f)]
     if not convs:
         raise ValueError("no LoCoMo conversations found in the given paths")
@@ -91,6 +94,7 @@ async def run(
             noise = await _distractors(store, distractors, progress) if distractors > 0 else []
             await _run_clara(store, convs, results["clara"], progress, n_questions, noise)
             ctx_figures = await _context_share(store, convs, progress, n_questions) if context else None
+            ablation = await _access_ablation(store, convs, progress) if access else None
             _run_baselines(store.embedder, convs, results, progress, n_questions)
             extra = {"rss_mb": rss_mb(), "facts": await store.count_facts()}
         finally:
@@ -107,6 +111,8 @@ async def run(
     out = {name: r.summary() for name, r in results.items()}
     if ctx_figures:
         out.update(ctx_figures)
+    if ablation:
+        out.update(ablation)
     out["run"] = {
         "conversations": len(convs),
         "turns": sum(len(c.turns) for c in convs),
@@ -162,6 +168,50 @@ async def _run_clara(
             done += 1
             if progress and done % 20 == 0:
                 progress("clara", done, n_questions)
+
+
+async def _access_ablation(store: FactStore, convs, progress) -> dict[str, dict[str, float]]:
+    """Do access counts feed ranking measurably? Each conversation's scored questions are split
+    (even positions: "usage", odd: held out). Arm off: the nightly jobs (decay, rerank) run with no
+    access recorded, then the held-out half is scored. Then the usage half is asked (recall with
+    access bumps, as a user or agent asking would), the access counts flushed, the same nightly jobs
+    run again, and the held-out half scored again (arm on). The facts, the clock and the queries are
+    the same in both arms: only what access counts feed (relevance's memory strength and last use,
+    importance's recall floor) differs. Questions never count their own access."""
+    from clara.maintenance import run_decay, run_rerank
+
+    def halves():
+        for conv in convs:
+            qs = conv.scored_questions()
+            yield f"locomo:{conv.id}", qs[0::2], qs[1::2]
+
+    async def score(name: str) -> SystemResult:
+        res = SystemResult(name)
+        for scope, _, held in halves():
+            for q in held:
+                t = time.perf_counter()
+                hits = await store.recall(q.question, [scope], k=max(KS), bump=False)
+                res.add([h.fact.source_ref for h in hits], _evidence(q), (time.perf_counter() - t) * 1000)
+        return res
+
+    await run_decay(store)
+    await run_rerank(store)
+    off = await score("access:off")
+    used = 0
+    for scope, usage, _ in halves():
+        for q in usage:
+            await store.recall(q.question, [scope], k=10, bump=True)
+            used += 1
+            if progress and used % 20 == 0:
+                progress("access usage", used, used)
+    await store._flush_access()
+    await run_decay(store)
+    raised = (await run_rerank(store))["raised"]
+    on = await score("access:on")
+    out = {"access:off": off.summary(), "access:on": on.summary()}
+    out["access:on"]["usage_questions"] = used
+    out["access:on"]["importance_raised"] = raised
+    return out
 
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}

@@ -53,10 +53,27 @@ class ClaraBot(commands.Bot):
         self.lanes: dict[int, ChannelLane] = {}
         self._gates: dict[int, asyncio.Lock] = {}
         self._app_owner_ids: frozenset[int] = frozenset()
+        self.log_mirror = None  # clara.discord_adapter.logmirror.LogMirror with DISCORD_LOG_CHANNEL_ID
+        self._was_ready = False
+        self.add_listener(self._lifecycle_ready, "on_ready")
+        self.add_listener(self._lifecycle_resumed, "on_resumed")
+        self.add_listener(self._lifecycle_disconnect, "on_disconnect")
 
     # ------------------------------------------------------------------ lifecycle
     async def setup_hook(self) -> None:
         from clara.discord_adapter.cog import MemoryCog, PluginCommands
+        from clara.discord_adapter.logmirror import LogMirror, invite_url
+
+        if self.dsettings.discord_log_channel_id and self.log_mirror is None:
+            name = (self.dsettings.discord_log_level or "").upper()
+            level = logging.getLevelName(name) if name else logging.NOTSET
+            self.log_mirror = LogMirror(
+                self._post_log, self.dsettings.discord_log_channel_id, level=level if isinstance(level, int) else 0
+            )
+            self.log_mirror.start()
+        client_id = self.dsettings.discord_client_id or self.application_id
+        if client_id:
+            log.info("invite link: %s", invite_url(client_id))
 
         await self.add_cog(MemoryCog(self))
         if self.engine.plugins is not None:
@@ -72,7 +89,43 @@ class ClaraBot(commands.Bot):
             log.warning("could not read the application owner; only DISCORD_OWNER_IDS are bot owners")
         await self.tree.sync()
 
+    async def _post_log(self, channel_id: int, text: str) -> None:
+        channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
+        await channel.send(text, allowed_mentions=discord.AllowedMentions.none())
+
+    def _lifecycle(self, text: str) -> None:
+        # Its own logger, not mirrored as a log line: the mirror posts the event itself (once).
+        logging.getLogger("clara.discord_adapter.lifecycle").info("%s", text)
+        if self.log_mirror is not None:
+            self.log_mirror.event(text)
+
+    async def _lifecycle_ready(self) -> None:
+        from clara.discord_adapter.logmirror import RECONNECTED, STARTED
+
+        if self._was_ready:
+            self._lifecycle(RECONNECTED)
+            return
+        self._was_ready = True
+        self._lifecycle(f"{STARTED} as {self.user} in {len(self.guilds)} server(s)")
+
+    async def _lifecycle_resumed(self) -> None:
+        from clara.discord_adapter.logmirror import RESUMED
+
+        self._lifecycle(RESUMED)
+
+    async def _lifecycle_disconnect(self) -> None:
+        from clara.discord_adapter.logmirror import DISCONNECTED
+
+        if not self.is_closed():
+            self._lifecycle(DISCONNECTED)
+
     async def close(self) -> None:
+        if self.log_mirror is not None:
+            from clara.discord_adapter.logmirror import STOPPING
+
+            self._lifecycle(STOPPING)
+            mirror, self.log_mirror = self.log_mirror, None
+            await mirror.aclose()
         for lane in self.lanes.values():
             for t in (lane.current, lane.worker):
                 if t:

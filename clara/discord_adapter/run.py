@@ -34,9 +34,12 @@ async def run_bot() -> None:
     store = await open_store()
     llm_settings = LLMSettings()
     llm = make_llm(llm_settings)
+    from clara.maintenance import core_jobs
     from clara.plugin_host import PluginHost
+    from clara.settings import get_settings
 
-    plugins = PluginHost(store, scheduler=True)
+    # Decay, rerank, cleanup (and backups with BACKUP_DIR) run on the persisted scheduler.
+    plugins = PluginHost(store, scheduler=True, core_jobs=core_jobs(store, get_settings()))
     for result in await plugins.load_all():
         if not result.ok:
             log.error("plugin %s not loaded: %s", result.name, result.error)

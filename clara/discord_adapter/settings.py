@@ -46,6 +46,9 @@ class DiscordSettings(BaseSettings):
         description="attachments up to this size are downloaded (the files plugin keeps them)",
     )
     discord_attachment_max_bytes: int = Field(default=100_000, ge=0)
+    discord_client_id: int | None = Field(default=None, description="application id, for the invite link")
+    discord_log_channel_id: int | None = Field(default=None, description="channel the console log is mirrored to")
+    discord_log_level: str | None = Field(default=None, description="level mirrored there (default: LOG_LEVEL)")
     discord_api_base: str | None = Field(default=None, description="REST base URL (a proxy, or a local fake)")
     discord_gateway_url: str | None = Field(default=None, description="gateway URL (with DISCORD_API_BASE)")
 

@@ -74,6 +74,7 @@ class BulkFact(BaseModel):
     tags: Annotated[list[Tag], Field(max_length=MAX_TAGS)] = []
 
 
+Agent = Annotated[str, Field(min_length=1, max_length=64, description="an agent name, e.g. reviewer")]
 # Filter values are checked by the query builder (clara/mcp_server/query.py: 64-bit integers, finite
 # numbers, plain text up to MAX_VALUE_CHARS), which names the offending filter; the schema the client
 # sees carries the same bounds.
@@ -167,14 +168,15 @@ class _Server(MCPServer):
 
 
 def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: str = "clara-memory") -> MCPServer:
-    """The MCPServer with the eight memory tools; `identify(ctx)` names the calling agent (raises
+    """The MCPServer with the memory tools; `identify(ctx)` names the calling agent (raises
     ToolError when it cannot)."""
     mcp = _Server(
         name,
         instructions=(
             "Clara's shared memory. You act as one agent with a private scope (agent:<name>) and the shared "
-            "scopes the operator granted you. Store atomic facts, recall by meaning, search by words, link "
-            "entities, and call memory_get_context for a warm start on a topic."
+            "scopes the operator or their owners granted you. Store atomic facts, recall by meaning, search by "
+            "words, link entities, call memory_get_context for a warm start on a topic, create scopes you own "
+            "and grant them, and hand conversations to other agents (memory_handoff / memory_pickup)."
         ),
         log_level="WARNING",
     )
@@ -365,6 +367,80 @@ def build_server(holder: _Holder, identify: Callable[[Context], str], *, name: s
         if agent_id is not None and agent_id != agent:
             raise ToolError(f"this connection is agent {agent!r}; it cannot register as {agent_id!r}")
         return await call(ctx, "register_agent", description=description, capabilities=capabilities)
+
+    @mcp.tool(structured_output=True)
+    async def memory_create_scope(
+        ctx: Context,
+        scope: Annotated[
+            str, Field(min_length=1, max_length=MAX_SCOPE_ID, description="project:<name> or public:<name>")
+        ],
+        name: Annotated[str | None, Field(max_length=MAX_NAME_CHARS)] = None,
+        public: Annotated[
+            bool | None, Field(description="readable by every agent (default: true for public:, false otherwise)")
+        ] = None,
+    ) -> dict[str, Any]:
+        """Create a shared scope that you own: `project:<x>` (members only) or `public:<x>`
+        (readable by anyone). You can always write it; grant others access with memory_grant_scope."""
+        return await call(ctx, "create_scope", scope, name=name, public=public)
+
+    @mcp.tool(structured_output=True)
+    async def memory_grant_scope(
+        ctx: Context,
+        scope: ScopeId,
+        agent: Agent,
+        access: Annotated[str, Field(max_length=10, description="read or write (write includes read)")] = "read",
+    ) -> dict[str, Any]:
+        """Owner only: let another agent read (or read and write) a scope you own."""
+        return await call(ctx, "grant_scope", scope, agent, access=access)
+
+    @mcp.tool(structured_output=True)
+    async def memory_revoke_scope(ctx: Context, scope: ScopeId, agent: Agent) -> dict[str, Any]:
+        """Owner only: remove an agent from a scope you own."""
+        return await call(ctx, "revoke_scope", scope, agent)
+
+    @mcp.tool(structured_output=True)
+    async def memory_handoff(
+        ctx: Context,
+        to_agent: Agent,
+        summary: Annotated[str, Field(min_length=1, max_length=8000, description="where the conversation stands")],
+        session: Annotated[
+            str | None, Field(max_length=200, description="the conversation's session (default: continue or start one)")
+        ] = None,
+        scope: Annotated[
+            str | None, Field(max_length=MAX_SCOPE_ID, description="shared scope holding the conversation's facts")
+        ] = None,
+        fact_ids: Annotated[list[Annotated[int, Field(ge=1, le=MAX_INT64)]], Field(max_length=50)] = [],  # noqa: B006
+        parent_id: Annotated[
+            int | None,
+            Field(
+                ge=1,
+                le=MAX_INT64,
+                description="the handoff this continues (default: the last one you received in this session)",
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
+        """Hand the conversation to another agent: summary, session, scope and facts; the context
+        chain (every earlier handoff of the session) is kept for the receiver."""
+        return await call(
+            ctx,
+            "handoff",
+            to_agent,
+            summary,
+            session=session,
+            scope=scope,
+            fact_ids=fact_ids,
+            parent_id=parent_id,
+        )
+
+    @mcp.tool(structured_output=True)
+    async def memory_pickup(
+        ctx: Context,
+        handoff_id: Annotated[int | None, Field(ge=1, le=MAX_INT64)] = None,
+        session: Annotated[str | None, Field(max_length=200)] = None,
+    ) -> dict[str, Any]:
+        """Take over a conversation handed to you (the oldest pending one by default): the handoff,
+        its chain (which agent, which session, each summary) and the facts you may read."""
+        return await call(ctx, "pickup", handoff_id=handoff_id, session=session)
 
     @mcp.tool(structured_output=True)
     async def memory_query_raw(

@@ -4,7 +4,11 @@ Identity: an agent named `coder` acts as the principal `agent:coder` and owns th
 `agent:coder` (owner-only read and write). Shared scopes are granted by the operator (`grants`:
 agent name → scope ids); the agent becomes a member of them when it first acts (members policy:
 readable and writable by members; `public:*` scopes are readable by anyone, writable by members).
-Agents can never be granted `user:*` or `agent:*` scopes.
+Agents can never be granted `user:*` or `agent:*` scopes. An agent may also create `project:*` and
+`public:*` scopes, which it then owns (`scopes.owner`): only the owner grants other agents read or
+read-write access (`scope_members.can_write`) and revokes it. Handoffs (`handoffs` table) pass a
+conversation to another agent with its chain of earlier handoffs; the receiver only ever gets the
+facts it may read.
 
 Every call passes `actor=<principal>` to the store (which raises ScopeDenied) or restricts its
 SQL to the principal's readable scopes, so a private scope is never readable by another agent and
@@ -20,14 +24,15 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import desc, select
+from sqlalchemy import desc, func, or_, select, update
 
 from clara.labels import check_slug, importance_10, importance_from_10, outdated_note
 from clara.mcp_server.query import run_query
 from storage import FactStore
 from storage.errors import FactNotFound, InvalidInput, ScopeDenied
 from storage.graph import entity_norm, upsert_entity
-from storage.models import FactEntityRow, SessionRow
+from storage.models import FactEntityRow, FactRow, HandoffRow, SessionRow
+from storage.sqlutil import aware
 from storage.text import (
     MAX_FACT_CHARS,
     MAX_INT64,
@@ -54,6 +59,12 @@ MAX_CAPABILITIES = 20
 MAX_CAPABILITY_CHARS = 50
 MAX_DESCRIPTION_CHARS = 500
 MAX_PRINCIPAL_CHARS = 200
+MAX_SUMMARY_CHARS = 8000
+MAX_HANDOFF_FACTS = 50
+MAX_CHAIN = 50
+HANDOFF_TOP_FACTS = 10
+# Scopes an agent may create (and then owns): shared project scopes and public ones.
+_CREATABLE = {"project": "project", "shared": "project", "public": "public"}
 
 AGENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SETTINGS_NS = "mcp"
@@ -219,7 +230,10 @@ class MemoryService:
             _label(c, "capability", MAX_CAPABILITY_CHARS)
             for c in _bounded_list(capabilities, "capabilities", MAX_CAPABILITIES)
         ]
-        principal, new = await self.ensure_agent(agent)
+        principal, created = await self.ensure_agent(agent)
+        # New = never registered before (the profile is the agent record; the private scope may
+        # already exist because the server or another tool call prepared it).
+        new = created or await self.store.settings.get(SETTINGS_NS, principal, "profile") is None
         profile = {
             "description": description or "",
             "capabilities": caps,
@@ -571,6 +585,7 @@ class MemoryService:
             "entities": entities,
             "my_recent_facts": [fact_dict(f, now=self.store.clock()) for f in mine],
             "recent_sessions": sessions,
+            "recent_handoffs": await self.recent_handoffs(principal),
             "scopes": readable,
         }
 
@@ -599,6 +614,262 @@ class MemoryService:
             limit=limit,
             operation=operation,
         )
+
+    # ------------------------------------------------------------------ scope membership
+    def _scope_dict(self, scope, principal: str) -> dict[str, Any]:
+        out = {
+            "scope": scope.id,
+            "kind": scope.kind,
+            "name": scope.name,
+            "owner": scope.owner,
+            "read_policy": scope.read_policy,
+            "write_policy": scope.write_policy,
+        }
+        if scope.owner == principal:  # members are the owner's to see
+            out["members"] = [
+                {"principal": m, "access": "read" if m in scope.read_only else "write"} for m in scope.members
+            ]
+        return out
+
+    async def create_scope(
+        self, agent: str, scope: str, *, name: str | None = None, public: bool | None = None
+    ) -> dict[str, Any]:
+        """Create a shared scope owned by this agent: `project:<x>` (or `shared:<x>`: members
+        only) or `public:<x>` (readable by anyone, writable by its owner and the members it grants
+        write). Creating a scope you already own again changes nothing."""
+        sid = check_scope_id(scope)
+        prefix = sid.partition(":")[0]
+        if prefix not in _CREATABLE:
+            raise InvalidInput(f"agents may create {', '.join(f'{k}:<name>' for k in sorted(_CREATABLE))} scopes only")
+        if name is not None:
+            _label(name, "name", MAX_NAME_CHARS)
+        kind = _CREATABLE[prefix]
+        principal, _ = await self.ensure_agent(agent)
+        try:
+            existing = await self.store.get_scope(sid)
+        except InvalidInput:
+            existing = None
+        if existing is not None:
+            if existing.owner != principal:
+                raise ToolFailure(f"scope {sid} already exists and is not yours")
+            return {**self._scope_dict(existing, principal), "created": False}
+        read = "public" if (public if public is not None else kind == "public") else "members"
+        made = await self.store.ensure_scope(
+            sid, kind, name=name or sid, owner=principal, read_policy=read, write_policy="members"
+        )
+        if made.owner != principal:  # lost a race with another creator
+            raise ToolFailure(f"scope {sid} already exists and is not yours")
+        return {**self._scope_dict(made, principal), "created": True}
+
+    async def grant_scope(self, agent: str, scope: str, member: str, *, access: str = "read") -> dict[str, Any]:
+        """The owner of `scope` lets agent `member` read it (`access="read"`) or read and write it."""
+        if access not in ("read", "write"):
+            raise InvalidInput(f"access must be 'read' or 'write', not {shown(access)}")
+        target = principal_of(member)
+        principal, _ = await self.ensure_agent(agent)
+        sid = check_scope_id(scope)
+        if sid.partition(":")[0] in ("user", "agent"):
+            raise InvalidInput(f"{sid} is a private scope: it has no members")
+        done = await self.store.set_member(sid, target, write=access == "write", actor=principal)
+        return self._scope_dict(done, principal)
+
+    async def revoke_scope(self, agent: str, scope: str, member: str) -> dict[str, Any]:
+        """The owner of `scope` removes agent `member` from it (it can no longer read a members-only
+        scope, nor write any)."""
+        target = principal_of(member)
+        principal, _ = await self.ensure_agent(agent)
+        done = await self.store.remove_member(check_scope_id(scope), target, actor=principal)
+        return self._scope_dict(done, principal)
+
+    # ------------------------------------------------------------------ handoffs
+    @staticmethod
+    def _handoff_dict(r) -> dict[str, Any]:
+        return {
+            "id": r.id,
+            "session": r.session,
+            "from_agent": r.from_agent.removeprefix("agent:"),
+            "to_agent": r.to_agent.removeprefix("agent:"),
+            "summary": r.summary,
+            "scope": r.scope_id,
+            "status": r.status,
+            "parent_id": r.parent_id,
+            "created_at": _iso(aware(r.created_at)),
+            "picked_up_at": _iso(aware(r.picked_up_at)),
+        }
+
+    async def _chain(self, conn, row) -> list[dict[str, Any]]:
+        """The handoffs `row` continues, oldest first, then `row` itself."""
+        chain = [row]
+        seen = {row.id}
+        while chain[-1].parent_id is not None and len(chain) < MAX_CHAIN:
+            parent = (await conn.execute(select(HandoffRow).where(HandoffRow.id == chain[-1].parent_id))).first()
+            if parent is None or parent.id in seen:
+                break
+            seen.add(parent.id)
+            chain.append(parent)
+        return [self._handoff_dict(r) for r in reversed(chain)]
+
+    async def handoff(
+        self,
+        agent: str,
+        to_agent: str,
+        summary: str,
+        *,
+        session: str | None = None,
+        scope: str | None = None,
+        fact_ids: Sequence[int] = (),
+        parent_id: int | None = None,
+    ) -> dict[str, Any]:
+        """Hand the conversation to `to_agent`: a summary, the session it belongs to, the scope
+        where its facts live and facts to pass along. It continues the handoff this agent picked up
+        in the same session (or `parent_id`), so the receiver gets the whole chain."""
+        target = principal_of(to_agent)
+        summary = clean_text(summary, "summary", MAX_SUMMARY_CHARS)
+        if session is not None:
+            session = _label(session, "session", 200).strip()
+            if not session:
+                raise InvalidInput("session must not be blank")
+        ids = [check_int(i, "fact id", 1, MAX_INT64) for i in _bounded_list(fact_ids, "fact_ids", MAX_HANDOFF_FACTS)]
+        if parent_id is not None:
+            parent_id = check_int(parent_id, "parent_id", 1, MAX_INT64)
+        principal, _ = await self.ensure_agent(agent)
+        if target == principal:
+            raise InvalidInput("an agent cannot hand a conversation to itself")
+        if scope is not None:
+            await self.store.check_access([check_scope_id(scope)], principal)
+        if ids:
+            readable = await self.store.readable_scopes(principal)
+            found = {f.id for f in await self.store.get_many(ids, scopes=readable)}
+            missing = [i for i in ids if i not in found]
+            if missing:
+                raise FactNotFound(f"no fact #{missing[0]}")
+        now = self.store.clock()
+        async with self.store.engines.writer.begin() as conn:
+            parent = None
+            if parent_id is not None:
+                parent = (
+                    await conn.execute(
+                        select(HandoffRow).where(
+                            HandoffRow.id == parent_id,
+                            or_(HandoffRow.to_agent == principal, HandoffRow.from_agent == principal),
+                        )
+                    )
+                ).first()
+                if parent is None:
+                    raise ToolFailure(f"no handoff #{parent_id} of yours")
+            elif session is not None:
+                parent = (
+                    await conn.execute(
+                        select(HandoffRow)
+                        .where(HandoffRow.session == session, HandoffRow.to_agent == principal)
+                        .order_by(desc(HandoffRow.id))
+                        .limit(1)
+                    )
+                ).first()
+            if session is None:
+                session = parent.session if parent is not None else None
+            if session is None:
+                n = (await conn.execute(select(func.count()).select_from(HandoffRow))).scalar_one()
+                session = f"{agent}-{now:%Y%m%dT%H%M%S}-{n + 1}"
+            hid = (
+                await conn.execute(
+                    HandoffRow.__table__.insert()
+                    .values(
+                        session=session,
+                        from_agent=principal,
+                        to_agent=target,
+                        parent_id=parent.id if parent is not None else None,
+                        scope_id=scope,
+                        summary=summary,
+                        fact_ids=ids,
+                        status="pending",
+                        created_at=now,
+                        picked_up_at=None,
+                    )
+                    .returning(HandoffRow.id)
+                )
+            ).scalar_one()
+            row = (await conn.execute(select(HandoffRow).where(HandoffRow.id == hid))).first()
+            chain = await self._chain(conn, row)
+        return {"handoff_id": hid, "session": session, "to_agent": to_agent, "chain": chain}
+
+    async def pickup(self, agent: str, *, handoff_id: int | None = None, session: str | None = None) -> dict[str, Any]:
+        """Take over a conversation handed to this agent (the oldest pending one, or `handoff_id`,
+        or the latest in `session`): the handoff, its whole chain (who handed to whom, which
+        session, each summary), and the facts passed along plus the most important facts of its
+        scope — only those this agent may read."""
+        if handoff_id is not None:
+            handoff_id = check_int(handoff_id, "handoff_id", 1, MAX_INT64)
+        if session is not None:
+            _label(session, "session", 200)
+        principal, _ = await self.ensure_agent(agent)
+        now = self.store.clock()
+        async with self.store.engines.writer.begin() as conn:
+            q = select(HandoffRow).where(HandoffRow.to_agent == principal)
+            if handoff_id is not None:
+                q = q.where(HandoffRow.id == handoff_id)
+            elif session is not None:
+                q = q.where(HandoffRow.session == session).order_by(desc(HandoffRow.id))
+            else:
+                q = q.where(HandoffRow.status == "pending").order_by(HandoffRow.id)
+            row = (await conn.execute(q.limit(1))).first()
+            pending = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(HandoffRow)
+                    .where(HandoffRow.to_agent == principal, HandoffRow.status == "pending")
+                )
+            ).scalar_one()
+            if row is None:
+                if handoff_id is not None:
+                    raise ToolFailure(f"no handoff #{handoff_id} for you")
+                return {"handoff": None, "chain": [], "facts": [], "pending": pending}
+            if row.status == "pending":
+                await conn.execute(
+                    update(HandoffRow).where(HandoffRow.id == row.id).values(status="picked_up", picked_up_at=now)
+                )
+                pending -= 1
+                row = (await conn.execute(select(HandoffRow).where(HandoffRow.id == row.id))).first()
+            chain = await self._chain(conn, row)
+        readable = await self.store.readable_scopes(principal)
+        facts = await self.store.get_many(list(row.fact_ids or []), scopes=readable)
+        if row.scope_id and row.scope_id in readable:
+            top = await self._top_facts(row.scope_id)
+            facts += await self.store.get_many([i for i in top if i not in {f.id for f in facts}], scopes=readable)
+        facts = [f for f in facts if f.status != "deleted"]
+        return {
+            "handoff": self._handoff_dict(row),
+            "chain": chain,
+            "facts": [fact_dict(f, now=now) for f in facts],
+            "pending": pending,
+        }
+
+    async def _top_facts(self, scope_id: str) -> list[int]:
+        async with self.store.engines.reader.connect() as conn:
+            return list(
+                (
+                    await conn.execute(
+                        select(FactRow.id)
+                        .where(FactRow.scope_id == scope_id, FactRow.status == "active")
+                        .order_by(desc(FactRow.importance), desc(FactRow.created_at))
+                        .limit(HANDOFF_TOP_FACTS)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+
+    async def recent_handoffs(self, principal: str, limit: int = 5) -> list[dict[str, Any]]:
+        async with self.store.engines.reader.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(HandoffRow)
+                    .where(or_(HandoffRow.to_agent == principal, HandoffRow.from_agent == principal))
+                    .order_by(desc(HandoffRow.id))
+                    .limit(limit)
+                )
+            ).all()
+        return [self._handoff_dict(r) for r in rows]
 
     async def aclose(self) -> None:
         if self._background:

@@ -7,11 +7,17 @@ JSON Lines, one object per line, each with a `type`:
 - `fact`:   `{"type": "fact", "id", "scope", "content", "context", "kind", "status", "slug",
   "importance", "relevance", "speaker", "source_ref", "created_by", "created_at", "updated_at",
   "valid_from", "valid_to", "supersedes", "superseded_by", "entities": [[name, type], ...]}`
+- `entity`: `{"type": "entity", "scope", "name", "entity_type", "aliases"}` (v2: names, types and aliases)
+- `relation`: `{"type": "relation", "scope", "source": [name, type], "relation", "target": [name, type],
+  "fact", "valid_from", "valid_to", "created_at"}` (v2: the graph `!about` shows; `fact` is a fact
+  record's id)
 
 Active and superseded facts are exported (forgotten ones are not). On import, ids are new: the
 `supersedes`/`superseded_by` links are remapped to the new ids; times, status and provenance are
-kept; a fact already present (same scope, text and creation time) is skipped, so importing twice
-changes nothing. Invalid lines are reported and skipped; valid ones are written in one transaction.
+kept; relations are recreated between the same-named entities (their fact link remapped, an
+identical relation already present is skipped); a fact already present (same scope, text and
+creation time) is skipped, so importing twice changes nothing. Invalid lines are reported and
+skipped; valid ones are written in one transaction.
 """
 
 from __future__ import annotations
@@ -28,11 +34,21 @@ from sqlalchemy import insert, or_, select, update
 
 from storage.errors import InvalidInput
 from storage.graph import upsert_entity
-from storage.models import EntityRow, FactEntityRow, FactHistoryRow, FactRow, IndexJobRow, ScopeMemberRow, ScopeRow
+from storage.models import (
+    EntityRow,
+    FactEntityRow,
+    FactHistoryRow,
+    FactRow,
+    IndexJobRow,
+    RelationRow,
+    ScopeMemberRow,
+    ScopeRow,
+)
+from storage.sqlutil import aware
 from storage.text import MAX_FACT_CHARS, MAX_NAME_CHARS, check_name, check_scope_id, clean_text, shown
 
 FORMAT = "clara-memory"
-VERSION = 1
+VERSION = 2
 STATUSES = ("active", "superseded", "deleted")
 BATCH = 500
 
@@ -44,6 +60,7 @@ class ImportReport:
     skipped: int = 0  # already present
     failed: int = 0
     scopes: int = 0
+    relations: int = 0
     errors: list[dict] = field(default_factory=list)
     ids: dict[Any, int] = field(default_factory=dict)  # source id → new fact id
 
@@ -54,6 +71,7 @@ class ImportReport:
             "skipped": self.skipped,
             "failed": self.failed,
             "scopes": self.scopes,
+            "relations": self.relations,
             "errors": self.errors[:20],
         }
 
@@ -125,6 +143,35 @@ async def export_records(store, user: str | None = None) -> Iterator[dict]:
             ).all()
             for r in rows:
                 ents.setdefault(r.fact_id, []).append([r.name, r.type])
+        exported_scopes = [s.id for s in scope_rows]
+        fact_ids = set(ids)
+        src, tgt = EntityRow.__table__.alias("src"), EntityRow.__table__.alias("tgt")
+        rel_q = (
+            select(
+                RelationRow,
+                src.c.name.label("s_name"),
+                src.c.type.label("s_type"),
+                tgt.c.name.label("t_name"),
+                tgt.c.type.label("t_type"),
+            )
+            .join(src, src.c.id == RelationRow.source_id)
+            .join(tgt, tgt.c.id == RelationRow.target_id)
+            .order_by(RelationRow.id)
+        )
+        if user is not None:
+            owned_ids = [s.id for s in scope_rows if s.owner == user]
+            rel_rows = [
+                r
+                for r in (await conn.execute(rel_q.where(RelationRow.scope_id.in_(exported_scopes)))).all()
+                if r.scope_id in owned_ids or r.fact_id in fact_ids
+            ]
+        else:
+            rel_rows = (await conn.execute(rel_q)).all()
+        ent_q = select(EntityRow).where(EntityRow.aliases.is_not(None)).order_by(EntityRow.id)
+        if user is not None:
+            owned_ids = [s.id for s in scope_rows if s.owner == user]
+            ent_q = ent_q.where(EntityRow.scope_id.in_(owned_ids))
+        alias_rows = [e for e in (await conn.execute(ent_q)).all() if e.aliases]
     out: list[dict] = [
         {"type": "header", "format": FORMAT, "version": VERSION, "exported_at": _iso(store.clock()), "user": user}
     ]
@@ -170,6 +217,22 @@ async def export_records(store, user: str | None = None) -> Iterator[dict]:
                 "entities": ents.get(f.id, []),
             }
         )
+    for e in alias_rows:
+        out.append({"type": "entity", "scope": e.scope_id, "name": e.name, "entity_type": e.type, "aliases": e.aliases})
+    for r in rel_rows:
+        out.append(
+            {
+                "type": "relation",
+                "scope": r.scope_id,
+                "source": [r.s_name, r.s_type],
+                "relation": r.relation,
+                "target": [r.t_name, r.t_type],
+                "fact": r.fact_id if r.fact_id in fact_ids else None,
+                "valid_from": _iso(r.valid_from),
+                "valid_to": _iso(r.valid_to),
+                "created_at": _iso(r.created_at),
+            }
+        )
     return out
 
 
@@ -188,6 +251,7 @@ async def export_jsonl(store, path: Path, user: str | None = None) -> dict:
         "file": str(path),
         "scopes": sum(r["type"] == "scope" for r in records),
         "facts": sum(r["type"] == "fact" for r in records),
+        "relations": sum(r["type"] == "relation" for r in records),
     }
 
 
@@ -406,11 +470,94 @@ async def write_facts(
     store.indexer.notify()
 
 
+def _named(value: Any, what: str) -> tuple[str, str | None]:
+    """[name, type] (or a bare name) of a relation end."""
+    name, etype = (
+        (value, None) if not isinstance(value, list) else ((value or [None])[0], value[1] if len(value) > 1 else None)
+    )
+    return check_name(name, what, MAX_NAME_CHARS), etype if isinstance(etype, str) else None
+
+
+def relation_record(rec: dict) -> dict:
+    """Validate a `relation` record (InvalidInput naming the field)."""
+    from storage.text import norm_name
+
+    rel = norm_name(check_name(rec.get("relation"), "relation", 100)).replace(" ", "_")
+    if not rel:
+        raise InvalidInput(f"bad relation name {shown(rec.get('relation'))}")
+    return {
+        "scope": check_scope_id(rec.get("scope")),
+        "source": _named(rec.get("source"), "relation source"),
+        "relation": rel,
+        "target": _named(rec.get("target"), "relation target"),
+        "fact": _ref(rec.get("fact"), "fact"),
+        "valid_from": parse_time(rec.get("valid_from"), "valid_from"),
+        "valid_to": parse_time(rec.get("valid_to"), "valid_to"),
+        "created_at": parse_time(rec.get("created_at"), "created_at"),
+    }
+
+
+def entity_record(rec: dict) -> dict:
+    aliases = rec.get("aliases") or []
+    if not isinstance(aliases, list) or len(aliases) > 100:
+        raise InvalidInput("aliases must be a list of at most 100 names")
+    etype = rec.get("entity_type")
+    return {
+        "scope": check_scope_id(rec.get("scope")),
+        "name": check_name(rec.get("name"), "entity name", MAX_NAME_CHARS),
+        "type": etype if isinstance(etype, str) else None,
+        "aliases": [check_name(a, "alias", MAX_NAME_CHARS) for a in aliases],
+    }
+
+
+async def write_graph(store, entities: list[dict], relations: list[dict], report: ImportReport) -> int:
+    """Recreate entities' aliases and relations (after the facts: fact links are remapped through
+    `report.ids`). An identical relation (same scope, ends, name and start) is not added twice."""
+    if not entities and not relations:
+        return 0
+    now = store.clock()
+    added = 0
+    async with store.engines.writer.begin() as conn:
+        for e in entities:
+            await conn.run_sync(upsert_entity, e["scope"], e["name"], e["type"], now, e["aliases"])
+        for r in relations:
+            sid = await conn.run_sync(upsert_entity, r["scope"], r["source"][0], r["source"][1], now)
+            tid = await conn.run_sync(upsert_entity, r["scope"], r["target"][0], r["target"][1], now)
+            q = select(RelationRow.id, RelationRow.valid_from).where(
+                RelationRow.scope_id == r["scope"],
+                RelationRow.source_id == sid,
+                RelationRow.target_id == tid,
+                RelationRow.relation == r["relation"],
+            )
+            since = r["valid_from"] or r["created_at"] or now
+            if any(
+                row.valid_from is not None and abs((aware(row.valid_from) - since).total_seconds()) < 1e-3
+                for row in (await conn.execute(q)).all()
+            ):
+                continue
+            await conn.execute(
+                insert(RelationRow).values(
+                    scope_id=r["scope"],
+                    source_id=sid,
+                    relation=r["relation"],
+                    target_id=tid,
+                    fact_id=report.ids.get(r["fact"]) if r["fact"] is not None else None,
+                    valid_from=since,
+                    valid_to=r["valid_to"],
+                    created_at=r["created_at"] or now,
+                )
+            )
+            added += 1
+    return added
+
+
 async def import_jsonl(store, path: Path, *, actor: str = "import") -> ImportReport:
     """Import a file written by `export_jsonl` (see the module docstring)."""
     report = ImportReport()
     scopes: dict[str, dict] = {}
     facts: list[tuple[Any, dict, list, Any, Any]] = []
+    entities: list[dict] = []
+    relations: list[dict] = []
     header_seen = False
     for n, rec in read_jsonl(Path(path)):
         report.read += 1
@@ -436,6 +583,10 @@ async def import_jsonl(store, path: Path, *, actor: str = "import") -> ImportRep
                 if rec.get("created_at") in (None, ""):
                     values["_undated"] = True  # matched on scope and text only (see write_facts)
                 facts.append((ids[0], values, _entities(rec), ids[1], ids[2]))
+            elif kind == "relation":
+                relations.append(relation_record(rec))
+            elif kind == "entity":
+                entities.append(entity_record(rec))
             else:
                 raise InvalidInput(f"unknown record type {shown(kind)}")
         except (InvalidInput, TypeError, ValueError, OverflowError, RecursionError) as exc:
@@ -443,8 +594,9 @@ async def import_jsonl(store, path: Path, *, actor: str = "import") -> ImportRep
             report.errors.append({"line": n, "error": str(exc)})
     if not header_seen and report.read:
         report.errors.insert(0, {"line": 0, "error": "no header line (imported anyway)"})
-    for _, values, *_ in facts:
-        scopes.setdefault(values["scope_id"], scope_for(values["scope_id"]))
+    for sid in [v["scope_id"] for _, v, *_ in facts] + [g["scope"] for g in entities + relations]:
+        scopes.setdefault(sid, scope_for(sid))
     report.scopes = await ensure_scopes(store, scopes.values())
     await write_facts(store, facts, report, actor=actor)
+    report.relations = await write_graph(store, entities, relations, report)
     return report
