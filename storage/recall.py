@@ -241,15 +241,84 @@ class Recaller:
             return []
         if self.store.dialect == "sqlite":
             return self._lexical_sqlite(conn, terms, scopes, statuses, n)
+        return self._lexical_pg(conn, terms, scopes, statuses, n)
+
+    def _lexical_pg(self, conn, terms: list[str], scopes: list[str], statuses: Sequence[str], n: int):
+        """PostgreSQL full text (ts_rank over the generated `tsv`, GIN index `ix_facts_tsv`),
+        planned by the size of the scopes so that it never ranks more than about LEXICAL_BUDGET
+        rows' worth of work:
+        - scopes with at most LEXICAL_BUDGET facts: the rows of the scopes (index seek on
+          (scope_id, status)) filtered by the query; the tsvector is written `tsv || ''` so the
+          planner cannot switch to the GIN index, whose posting lists span every scope;
+        - larger scopes: the GIN index, the scope filter written `scope_id || ''` so that it is
+          not walked over the whole scope instead. The rows matched are those of `_pg_match`
+          (all rows with a rare term, or with all of the frequent terms; only rows with some but
+          not all of the frequent terms and none of the rare ones are skipped), while every row
+          returned is ranked by the plain OR of the terms, i.e. keeps its exact score.
+        Returns [(fact id, text score, text+context score)], best first."""
+        folded = list(dict.fromkeys(strip_accents(t) for t in terms))  # as the index (migration 0006)
+        params = {"q": " | ".join(folded), "scopes": scopes, "st": list(statuses), "n": n}
+        if self._large(conn, scopes, statuses):
+            params["m"] = self._pg_match(conn, folded)
+            stmt = _pg_lexical_stmt(True)
         else:
-            stmt = text(
-                "SELECT id, ts_rank('{0, 0, 0, 1}', tsv, q, 1) AS s1, ts_rank('{0, 0, 1, 1}', tsv, q, 1) AS s2 "
-                "FROM facts, to_tsquery('english', :m) q "
-                "WHERE tsv @@ q AND scope_id IN :scopes AND status IN :st ORDER BY s2 DESC LIMIT :n"
-            ).bindparams(bindparam("scopes", expanding=True), bindparam("st", expanding=True))
-            folded = list(dict.fromkeys(strip_accents(t) for t in terms))  # as the index (migration 0006)
-            params = {"m": " | ".join(folded), "scopes": scopes, "st": list(statuses), "n": n}
+            stmt = _pg_lexical_stmt(False)
         return [(r.id, float(r.s1), float(r.s2)) for r in conn.execute(stmt, params).all()]
+
+    def _pg_match(self, conn, terms: list[str]) -> str:
+        """The tsquery of the rows `_lexical_pg` matches in a large scope (see there): document
+        frequencies over the whole index, counted up to LEXICAL_BUDGET + 1 by the GIN index and
+        cached for STATS_TTL_S (they only steer which rows are matched, never the scores)."""
+        budget = self.LEXICAL_BUDGET
+        count = _pg_df_stmt()
+        df = {
+            t: self._stat(("pgdf", t), lambda t=t: conn.execute(count, {"t": t, "cap": budget + 1}).scalar())
+            for t in terms
+        }
+        if len(terms) == 1 or sum(df.values()) <= budget:
+            return " | ".join(terms)
+        rare: list[str] = []
+        used = 0
+        for t in sorted(terms, key=lambda t: df[t]):
+            if used + df[t] > budget:
+                break
+            rare.append(t)
+            used += df[t]
+        frequent = [t for t in terms if t not in rare]
+        all_frequent = " & ".join(frequent)
+        if not rare:
+            return all_frequent
+        if len(frequent) == 1:  # "rare | frequent" would be the whole query: the rare rows only
+            return " | ".join(rare)
+        return f"{' | '.join(rare)} | ({all_frequent})"
+
+    def _stat(self, key, fn):
+        """A cached statistic (`fn()` recomputed after STATS_TTL_S); see `_tiers`."""
+        now = time.monotonic()
+        hit = self._stats.get(key)
+        if hit is None or now - hit[1] > self.STATS_TTL_S:
+            if len(self._stats) > 20_000:
+                self._stats.clear()
+            hit = self._stats[key] = (fn(), now)
+        return hit[0]
+
+    def _large(self, conn, scopes: list[str], statuses: Sequence[str]) -> bool:
+        """Whether `scopes` hold more than LEXICAL_BUDGET facts of `statuses` (cached)."""
+        budget = self.LEXICAL_BUDGET
+        return self._stat(
+            ("large", tuple(scopes), tuple(statuses)),
+            lambda: (
+                conn.execute(
+                    select(func.count()).select_from(
+                        select(FactRow.id)
+                        .where(FactRow.scope_id.in_(scopes), FactRow.status.in_(list(statuses)))
+                        .limit(budget + 1)
+                        .subquery()
+                    )
+                ).scalar()
+                > budget
+            ),
+        )
 
     # Rows bm25 may score for one query before the query is evaluated in tiers (1.5-2.5 us a row,
     # plus walking the posting lists). 2,500 rather than 5,000: with the five LoCoMo conversations
@@ -304,30 +373,8 @@ class Recaller:
         bound of the scope's). They, the scope's size class and max(id) are cached for
         STATS_TTL_S: they only steer this choice, never the partition or the scores."""
         budget = self.LEXICAL_BUDGET
-
-        def stat(key, fn):  # a cached statistic (scope size class, max id, document frequency)
-            hit = self._stats.get(key)
-            if hit is None or now - hit[1] > self.STATS_TTL_S:
-                if len(self._stats) > 20_000:
-                    self._stats.clear()
-                hit = self._stats[key] = (fn(), now)
-            return hit[0]
-
-        now = time.monotonic()
-        large = stat(
-            ("large", tuple(scopes), tuple(statuses)),
-            lambda: (
-                conn.execute(
-                    select(func.count()).select_from(
-                        select(FactRow.id)
-                        .where(FactRow.scope_id.in_(scopes), FactRow.status.in_(list(statuses)))
-                        .limit(budget + 1)
-                        .subquery()
-                    )
-                ).scalar()
-                > budget
-            ),
-        )
+        stat = self._stat
+        large = self._large(conn, scopes, statuses)
         if not large:
             return [_any(terms)]
         count = text("SELECT count(*) FROM (SELECT 1 FROM facts_fts WHERE facts_fts MATCH :m LIMIT :cap)")
@@ -487,6 +534,26 @@ def _links_stmt():
         )
         .group_by(FactEntityRow.fact_id)
     )
+
+
+@functools.cache
+def _pg_lexical_stmt(large: bool):
+    """PostgreSQL full-text statement of `Recaller._lexical_pg`, built once: parameters `q` (the
+    ranking tsquery), `scopes`, `st`, `n` and, `large`, `m` (the matching tsquery)."""
+    if large:
+        where = "tsv @@ to_tsquery('english', :m) AND scope_id || '' IN :scopes AND status || '' IN :st"
+    else:
+        where = "(tsv || ''::tsvector) @@ q AND scope_id IN :scopes AND status IN :st"
+    return text(
+        "SELECT id, ts_rank('{0, 0, 0, 1}', tsv, q, 1) AS s1, ts_rank('{0, 0, 1, 1}', tsv, q, 1) AS s2 "
+        f"FROM facts, to_tsquery('english', :q) q WHERE {where} ORDER BY s2 DESC LIMIT :n"
+    ).bindparams(bindparam("scopes", expanding=True), bindparam("st", expanding=True))
+
+
+@functools.cache
+def _pg_df_stmt():
+    """Rows of the whole index holding tsquery term `t`, counted up to `cap` (GIN index)."""
+    return text("SELECT count(*) FROM (SELECT 1 FROM facts WHERE tsv @@ to_tsquery('english', :t) LIMIT :cap) x")
 
 
 @functools.cache
