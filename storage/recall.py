@@ -595,17 +595,35 @@ def _hydrate_stmt(with_kinds: bool, dialect: str = "sqlite"):
     pv, xv = aliased(FactRow), aliased(FactRow)
     # ORDER BY id + 0: the 1-2 rows of the prev_id seek are sorted, rather than letting a planner
     # without fresh statistics walk the primary key in id order looking for prev_id matches.
-    next_id = (
-        select(xv.id)
-        .where(xv.prev_id == FactRow.id, xv.status.in_(statuses))
-        .order_by(xv.id + 0)
-        .limit(1)
-        .correlate(FactRow)
-        .scalar_subquery()
-    )
     nv = aliased(FactRow)
+    if dialect == "sqlite":
+        # SQLite's prev_id index ends with the rowid: the first next fact is the first entry of
+        # the seek (no sort), for its id and for its timestamp.
+        next_id = (
+            select(func.min(xv.id))
+            .where(xv.prev_id == FactRow.id, xv.status.in_(statuses))
+            .correlate(FactRow)
+            .scalar_subquery()
+        )
+        next_at = (
+            select(nv.valid_from)
+            .where(nv.prev_id == FactRow.id, nv.status.in_(statuses))
+            .order_by(nv.id)
+            .limit(1)
+            .correlate(FactRow)
+            .scalar_subquery()
+        )
+    else:
+        next_id = (
+            select(xv.id)
+            .where(xv.prev_id == FactRow.id, xv.status.in_(statuses))
+            .order_by(xv.id + 0)
+            .limit(1)
+            .correlate(FactRow)
+            .scalar_subquery()
+        )
+        next_at = select(nv.valid_from).where(nv.id == next_id).scalar_subquery()
     at = func.coalesce(FactRow.valid_from, FactRow.created_at)
-    next_at = select(nv.valid_from).where(nv.id == next_id).scalar_subquery()
     now = bindparam("now", type_=FactRow.valid_to.type)
     holds = (FactRow.status == "active") & (FactRow.valid_to.is_(None) | (FactRow.valid_to > now))
     q = (
