@@ -47,7 +47,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import bindparam, case, extract, func, select, text
+from sqlalchemy import bindparam, case, extract, func, select, text, true
 from sqlalchemy.orm import aliased
 
 from storage.models import EntityRow, FactEntityRow, FactRow
@@ -613,16 +613,18 @@ def _hydrate_stmt(with_kinds: bool, dialect: str = "sqlite"):
             .correlate(FactRow)
             .scalar_subquery()
         )
+        nx = None
     else:
-        next_id = (
-            select(xv.id)
+        # One LATERAL seek on prev_id gives the next fact's id and timestamp.
+        nx = (
+            select(xv.id.label("id"), xv.valid_from.label("valid_from"))
             .where(xv.prev_id == FactRow.id, xv.status.in_(statuses))
             .order_by(xv.id + 0)
             .limit(1)
             .correlate(FactRow)
-            .scalar_subquery()
+            .lateral("nx")
         )
-        next_at = select(nv.valid_from).where(nv.id == next_id).scalar_subquery()
+        next_id, next_at = nx.c.id, nx.c.valid_from
     at = func.coalesce(FactRow.valid_from, FactRow.created_at)
     now = bindparam("now", type_=FactRow.valid_to.type)
     holds = (FactRow.status == "active") & (FactRow.valid_to.is_(None) | (FactRow.valid_to > now))
@@ -646,6 +648,8 @@ def _hydrate_stmt(with_kinds: bool, dialect: str = "sqlite"):
             FactRow.status.concat("").in_(statuses),
         )
     )
+    if nx is not None:
+        q = q.outerjoin(nx, true())
     if with_kinds:
         q = q.where(FactRow.kind.in_(bindparam("kinds", expanding=True)))
     return q
