@@ -659,7 +659,15 @@ def bench_scale(
     queries: Annotated[int, typer.Option(min=1, max=1_000_000)] = 200,
     adds: Annotated[int, typer.Option(min=1, max=1_000_000)] = 500,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
-    database_url: Annotated[str | None, typer.Option()] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="A PostgreSQL server: each size runs in a private database, then dropped.")
+    ] = None,
+    synthetic: Annotated[
+        bool, typer.Option("--synthetic", help="Embed facts with a fast hashed bag-of-words stand-in.")
+    ] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Print the plan of every SQL statement of one recall per size.")
+    ] = False,
 ) -> None:
     """Add-ack and recall latency (p50/p95, query embedding included) and RSS as the store grows."""
     from clara.bench import scale
@@ -670,7 +678,18 @@ def bench_scale(
     sizes = [int(x) for x in parts]
     with _progress() as prog:
         progress = _named_tasks(prog)
-        res = _run(scale.run(sizes, queries=queries, adds=adds, database_url=database_url, progress=progress))
+        res = _run(
+            scale.run(
+                sizes,
+                queries=queries,
+                adds=adds,
+                database_url=database_url,
+                synthetic=synthetic,
+                explain=explain,
+                progress=progress,
+            )
+        )
+    plans = {k: res.pop(k)["text"] for k in list(res) if k.startswith("explain ")}
     table = Table(title="Store scale (latencies in ms, query embedding included)")
     table.add_column("metric")
     for size in res:
@@ -678,6 +697,52 @@ def bench_scale(
     for metric in next(iter(res.values())):
         table.add_row(metric, *[_fmt(res[size].get(metric)) for size in res])
     console.print(table)
+    for title, text in plans.items():
+        console.print(f"\n# {title} facts\n{text}", markup=False, highlight=False)
+    _write_json({**res, **{k: {"text": v} for k, v in plans.items()}}, json_out)
+
+
+@bench_app.command("ablation")
+def bench_ablation(
+    paths: Annotated[list[Path], typer.Argument(help="LoCoMo files or directories.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write every figure as JSON.")] = None,
+    database_url: Annotated[str | None, typer.Option(help="Run Clara on this database (default SQLite).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Keep the ingested store here between runs (default: a temp dir).")
+    ] = None,
+    variants: Annotated[str, typer.Option(help="Comma-separated variants (full, -lexical, ...).")] = (
+        "full,-lexical,-lexical_ctx,-dense,-dense_ctx,-neighbour,-entity,-names,-lexical_path"
+    ),
+    repeat: Annotated[int, typer.Option(min=1, max=20, help="Latency runs per variant.")] = 1,
+    profile: Annotated[bool, typer.Option("--profile", help="Also print a cProfile of the full variant.")] = False,
+) -> None:
+    """R@k and query latency with each recall signal switched off in turn (ablation)."""
+    from clara.bench import ablation
+
+    chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
+    unknown = [v for v in chosen if v not in ablation.VARIANTS and v != "-dense_path"]
+    if unknown or not chosen:
+        _fail(f"unknown variants {unknown}; choose from {', '.join(ablation.VARIANTS)}, -dense_path")
+    with _progress() as prog:
+        progress = _named_tasks(prog)
+        try:
+            res = _run(
+                ablation.run(
+                    paths,
+                    database_url=database_url,
+                    data_dir=data_dir,
+                    variants=chosen,
+                    repeat=repeat,
+                    profile=profile,
+                    progress=progress,
+                )
+            )
+        except ValueError as exc:
+            _fail(str(exc))
+    prof = res.pop("profile", None)
+    _print_bench(res, "Recall ablation", ["R@1", "R@5", "R@10", "R@25", "query_p50_ms", "query_p95_ms"], "variant")
+    if prof:
+        console.print(prof["text"], markup=False, highlight=False)
     _write_json(res, json_out)
 
 

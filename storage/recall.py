@@ -47,7 +47,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import String, bindparam, func, select, text, type_coerce
+from sqlalchemy import bindparam, case, extract, func, select, text, true
 from sqlalchemy.orm import aliased
 
 from storage.models import EntityRow, FactEntityRow, FactRow
@@ -84,15 +84,18 @@ def _any(terms: Iterable[str]) -> str:
     return " OR ".join(f'"{t}"' for t in terms)
 
 
-def _minmax(values: np.ndarray) -> np.ndarray:
-    lo, hi = float(values.min()), float(values.max())
-    return (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
-
-
 class Recaller:
+    """The recall algorithm of the module docstring, for one `FactStore`.
+
+    `off` switches signals off, for `clara bench ablation` only (the bot never sets it): any of
+    SIGNALS (that column's weight becomes 0), "neighbour", "entity", "names" (speaker names stay
+    in the searched query), "lexical_path" (no full-text candidates) or "dense_path" (no vector
+    search; the dense signals of lexical candidates still come from their stored vectors)."""
+
     def __init__(self, store: FactStore):
         self.store = store
         self._stats: dict = {}  # key -> (value, when computed): see `_tiers`
+        self.off: frozenset[str] = frozenset()
 
     async def recall(
         self,
@@ -105,101 +108,127 @@ class Recaller:
         attributes: Sequence[str] = (),
         history: bool = False,
     ) -> list[RecallHit]:
+        """Up to `k` hits, best first (see the module docstring).
+
+        Round trips: one read (entities named, attribute-keyed ids, then the full-text
+        candidates; the searched text is handed to the event loop as soon as it is known, so the
+        query embedding and vector search overlap the full-text query), one read for the
+        candidates' light columns and neighbours, one for the final `k` rows; and on the vector
+        index one search and one retrieval of the candidates' and neighbours' missing vectors.
+        Fusion is vectorised over the candidates (numpy arrays of shape (n,)); Python objects
+        are built for the final `k` only."""
         from storage.store import _fact
 
         q = clean_text(query, "query", MAX_QUERY_CHARS)
         k = max(1, min(int(k), 200))
         statuses = ("active", "superseded") if include_superseded else ("active",)
         n = max(50, 4 * k)
-        entity_ids, names, keyed = await self.store.engines.run_read(
-            self._prelude, q, scopes, statuses, list(attributes)
-        )
-        topic = without_names(q, names)  # the entity signal covers the names (module docstring)
-        dense_task = asyncio.create_task(self.dense(topic, scopes, statuses, n))
-        lexical = await self.store.engines.run_read(self.lexical, topic, scopes, statuses, n)
+        off = self.off
+        loop = asyncio.get_running_loop()
+        topic_ready: asyncio.Future[str] = loop.create_future()
+
+        def first(conn):
+            entity_ids, names, keyed = self._prelude(conn, q, scopes, statuses, list(attributes))
+            topic = q if "names" in off else without_names(q, names)  # the entity signal covers the names
+            loop.call_soon_threadsafe(_resolve, topic_ready, topic)
+            lexical = [] if "lexical_path" in off else self.lexical(conn, topic, scopes, statuses, n)
+            return entity_ids, keyed, lexical
+
+        first_task = asyncio.ensure_future(self.store.engines.run_read(first))
+        try:
+            await asyncio.wait((topic_ready, first_task), return_when=asyncio.FIRST_COMPLETED)
+            if not topic_ready.done():  # the read failed before the text was known
+                await first_task
+            dense_task = asyncio.ensure_future(self.dense(topic_ready.result(), scopes, statuses, n))
+        except BaseException:
+            first_task.cancel()
+            raise
+        try:
+            entity_ids, keyed, lexical = await first_task
+        except BaseException:
+            dense_task.cancel()
+            raise
         qvec, dense = await dense_task
-        cand = list(dict.fromkeys([i for i, *_ in lexical] + [i for i, _ in dense] + keyed))
+        lex_ids = np.fromiter((r[0] for r in lexical), dtype=np.int64, count=len(lexical))
+        dense_ids = np.fromiter((i for i, _ in dense), dtype=np.int64, count=len(dense))
+        cand = list(dict.fromkeys([*lex_ids.tolist(), *dense_ids.tolist(), *keyed]))
         if not cand:
             return []
-        # Cosines for every candidate (fetched while the candidates are hydrated) and every
-        # previous neighbour (same scopes) that is not a candidate itself.
-        cos = dict(dense)
-        cand_cos = asyncio.create_task(self.store.index.cosines([i for i in cand if i not in cos], qvec))
-        try:
-            rows, prev_of, next_of, links = await self.store.engines.run_read(
-                self._hydrate, cand, scopes, statuses, kinds, entity_ids
-            )
-        finally:
-            cos.update(await cand_cos)
-        if not rows:
+        now = self.store.clock()  # compared in SQL: naive UTC text on SQLite, aware on PostgreSQL
+        if self.store.dialect == "sqlite":
+            now = _naive(now)
+        rows = await self.store.engines.run_read(
+            self._hydrate, cand, scopes, statuses, kinds, entity_ids, self.store.dialect, now
+        )
+        if rows is None:
             return []
-        ids = [r.id for r in rows]
-        cos.update(await self.store.index.cosines([p for p in set(prev_of.values()) if p not in cos], qvec))
-        lex = {fid: (s1, s2) for fid, s1, s2 in lexical}
-        raw = np.zeros((len(ids), 4))
-        for j, fid in enumerate(ids):
-            s1, s2 = lex.get(fid, (0.0, 0.0))
-            d = cos.get(fid, 0.0)
-            p = cos.get(prev_of.get(fid), 0.0) if fid in prev_of else 0.0
-            raw[j] = (s1, s2, d, d + W_PREV_DENSE * p)
-        fused = sum(_minmax(raw[:, c]) for c in range(4))
+        ids, importance, relevance, holds, kind, attr, prev, nxt, share = rows
+        # Cosines: from the search, then one retrieval for candidates and previous neighbours
+        # (same scopes) that the search did not return.
+        known = dict(dense)
+        missing = [i for i in dict.fromkeys([*ids.tolist(), *prev[prev > 0].tolist()]) if i not in known]
+        if missing:
+            known.update(await self.store.index.cosines(missing, qvec))
+        cos = _lookup(known, ids)
+        prev_cos = np.where(prev > 0, _lookup(known, prev), 0.0)
+        lex = _columns(lexical, ids)  # (n, 2): text score, text+context score
+        raw = np.column_stack([lex[:, 0], lex[:, 1], cos, cos + W_PREV_DENSE * prev_cos])
+        weights = np.array([0.0 if name in off else 1.0 for name in SIGNALS])
+        fused = _minmax_columns(raw) @ weights
         # Neighbour smoothing (only neighbours that are themselves candidates contribute).
-        pos = {fid: j for j, fid in enumerate(ids)}
         smooth = fused.copy()
-        for j, fid in enumerate(ids):
-            nb = [fused[pos[x]] for x in (prev_of.get(fid), next_of.get(fid)) if x in pos]
-            if nb:
-                smooth[j] += W_NEIGHBOUR * max(nb)
+        if "neighbour" not in off:
+            nb = np.maximum(_neighbour_scores(ids, prev, fused), _neighbour_scores(ids, nxt, fused))
+            has = nb > -np.inf
+            smooth[has] += W_NEIGHBOUR * nb[has]
         spread = float(smooth.max() - smooth.min()) or 1.0
-        dense_rank = {fid: r for r, (fid, _) in enumerate(dense, 1)}
-        lexical_rank = {fid: r for r, (fid, *_) in enumerate(lexical, 1)}
+        score = smooth + W_PRIOR * (importance + relevance)
+        if entity_ids and "entity" not in off:
+            score += W_ENTITY * spread * share
         keys = set(attributes)
-        now = _naive(self.store.clock())
-        current: dict[int, bool] = {}
-        scored = []
-        for j, row in enumerate(rows):
+        keyed_attr = np.fromiter((a is not None and a in keys for a in attr), dtype=bool, count=len(attr))
+        score += W_ATTRIBUTE * spread * keyed_attr
+        if history:
+            score += W_HISTORY * spread * ~holds
+        else:
+            question = kind == "question"
+            score -= W_STALE * spread * (~holds | question)
+            if keys:
+                score -= W_SUMMARY * spread * (holds & ~question & (kind == "summary"))
+        order = np.lexsort((-ids, -score))[:k]  # best score first, ties: newest first
+        top = ids[order].tolist()
+        full = await self.store.engines.run_read(self._rows, top)
+        dense_rank = {fid: r for r, fid in enumerate(dense_ids.tolist(), 1)}
+        lexical_rank = {fid: r for r, fid in enumerate(lex_ids.tolist(), 1)}
+        hits = []
+        for j, fid in zip(order.tolist(), top, strict=True):
+            if fid not in full:
+                continue
             signals = {name: round(float(raw[j, c]), 4) for c, name in enumerate(SIGNALS) if raw[j, c]}
-            score = float(smooth[j])
-            if entity_ids:
-                share = len(links.get(row.id, ())) / len(entity_ids)
-                if share:
-                    signals["entity"] = round(share, 3)
-                    score += W_ENTITY * spread * share
-            if row.id in dense_rank:
-                signals["dense_rank"] = dense_rank[row.id]
-            if row.id in lexical_rank:  # matched the query's words (bm25 may be ~0 in a tiny scope)
-                signals["lexical_rank"] = lexical_rank[row.id]
-            if row.attr is not None and row.attr in keys:
+            if entity_ids and share[j] and "entity" not in off:
+                signals["entity"] = round(float(share[j]), 3)
+            if fid in dense_rank:
+                signals["dense_rank"] = dense_rank[fid]
+            if fid in lexical_rank:  # matched the query's words (bm25 may be ~0 in a tiny scope)
+                signals["lexical_rank"] = lexical_rank[fid]
+            if keyed_attr[j]:
                 signals["attribute"] = 1.0
-                score += W_ATTRIBUTE * spread
-            holds = current[row.id] = row.status == "active" and (row.valid_to is None or _naive(row.valid_to) > now)
-            if history:
-                if not holds:
-                    score += W_HISTORY * spread
-            elif not holds or row.kind == "question":
-                score -= W_STALE * spread  # what is true now first; questions are not answers
-            elif keys and row.kind == "summary":
-                score -= W_SUMMARY * spread  # asked about one attribute: its statements first
-            score += W_PRIOR * (row.importance + row.relevance)
-            scored.append((score, row.id, signals))
-        scored.sort(key=lambda t: (-t[0], -t[1]))
-        top = scored[:k]
-        full = await self.store.engines.run_read(self._rows, [fid for _, fid, _ in top])
-        return [
-            RecallHit(_fact(full[fid]), score, signals, current=current[fid])
-            for score, fid, signals in top
-            if fid in full
-        ]
+            hits.append(RecallHit(_fact(full[fid]), float(score[j]), signals, current=bool(holds[j])))
+        return hits
 
     @staticmethod
     def _rows(conn, ids: list[int]) -> dict:
-        return {r.id: r for r in conn.execute(select(FactRow).where(FactRow.id.in_(ids))).all()}
+        """{id: full fact row} for the final hits (primary-key seeks)."""
+        return {r.id: r for r in conn.execute(_rows_stmt(), {"ids": ids}).all()}
 
     async def dense(
         self, q: str, scopes: list[str], statuses: Sequence[str], n: int
     ) -> tuple[np.ndarray, list[tuple[int, float]]]:
-        """The query vector and up to `n` (fact id, cosine) from the vector index within `scopes`."""
+        """The query vector, shape (dim,), and up to `n` (fact id, cosine) from the vector index
+        within `scopes`, best first."""
         qvec = await asyncio.to_thread(self.store.embedder.embed_query, q)
+        if "dense_path" in self.off:
+            return qvec, []
         return qvec, await self.store.index.search(qvec, scopes, n, tuple(statuses))
 
     def lexical(
@@ -212,15 +241,84 @@ class Recaller:
             return []
         if self.store.dialect == "sqlite":
             return self._lexical_sqlite(conn, terms, scopes, statuses, n)
+        return self._lexical_pg(conn, terms, scopes, statuses, n)
+
+    def _lexical_pg(self, conn, terms: list[str], scopes: list[str], statuses: Sequence[str], n: int):
+        """PostgreSQL full text (ts_rank over the generated `tsv`, GIN index `ix_facts_tsv`),
+        planned by the size of the scopes so that it never ranks more than about LEXICAL_BUDGET
+        rows' worth of work:
+        - scopes with at most LEXICAL_BUDGET facts: the rows of the scopes (index seek on
+          (scope_id, status)) filtered by the query; the tsvector is written `tsv || ''` so the
+          planner cannot switch to the GIN index, whose posting lists span every scope;
+        - larger scopes: the GIN index, the scope filter written `scope_id || ''` so that it is
+          not walked over the whole scope instead. The rows matched are those of `_pg_match`
+          (all rows with a rare term, or with all of the frequent terms; only rows with some but
+          not all of the frequent terms and none of the rare ones are skipped), while every row
+          returned is ranked by the plain OR of the terms, i.e. keeps its exact score.
+        Returns [(fact id, text score, text+context score)], best first."""
+        folded = list(dict.fromkeys(strip_accents(t) for t in terms))  # as the index (migration 0006)
+        params = {"q": " | ".join(folded), "scopes": scopes, "st": list(statuses), "n": n}
+        if self._large(conn, scopes, statuses):
+            params["m"] = self._pg_match(conn, folded)
+            stmt = _pg_lexical_stmt(True)
         else:
-            stmt = text(
-                "SELECT id, ts_rank('{0, 0, 0, 1}', tsv, q, 1) AS s1, ts_rank('{0, 0, 1, 1}', tsv, q, 1) AS s2 "
-                "FROM facts, to_tsquery('english', :m) q "
-                "WHERE tsv @@ q AND scope_id IN :scopes AND status IN :st ORDER BY s2 DESC LIMIT :n"
-            ).bindparams(bindparam("scopes", expanding=True), bindparam("st", expanding=True))
-            folded = list(dict.fromkeys(strip_accents(t) for t in terms))  # as the index (migration 0006)
-            params = {"m": " | ".join(folded), "scopes": scopes, "st": list(statuses), "n": n}
+            stmt = _pg_lexical_stmt(False)
         return [(r.id, float(r.s1), float(r.s2)) for r in conn.execute(stmt, params).all()]
+
+    def _pg_match(self, conn, terms: list[str]) -> str:
+        """The tsquery of the rows `_lexical_pg` matches in a large scope (see there): document
+        frequencies over the whole index, counted up to LEXICAL_BUDGET + 1 by the GIN index and
+        cached for STATS_TTL_S (they only steer which rows are matched, never the scores)."""
+        budget = self.LEXICAL_BUDGET
+        count = _pg_df_stmt()
+        df = {
+            t: self._stat(("pgdf", t), lambda t=t: conn.execute(count, {"t": t, "cap": budget + 1}).scalar())
+            for t in terms
+        }
+        if len(terms) == 1 or sum(df.values()) <= budget:
+            return " | ".join(terms)
+        rare: list[str] = []
+        used = 0
+        for t in sorted(terms, key=lambda t: df[t]):
+            if used + df[t] > budget:
+                break
+            rare.append(t)
+            used += df[t]
+        frequent = [t for t in terms if t not in rare]
+        all_frequent = " & ".join(frequent)
+        if not rare:
+            return all_frequent
+        if len(frequent) == 1:  # "rare | frequent" would be the whole query: the rare rows only
+            return " | ".join(rare)
+        return f"{' | '.join(rare)} | ({all_frequent})"
+
+    def _stat(self, key, fn):
+        """A cached statistic (`fn()` recomputed after STATS_TTL_S); see `_tiers`."""
+        now = time.monotonic()
+        hit = self._stats.get(key)
+        if hit is None or now - hit[1] > self.STATS_TTL_S:
+            if len(self._stats) > 20_000:
+                self._stats.clear()
+            hit = self._stats[key] = (fn(), now)
+        return hit[0]
+
+    def _large(self, conn, scopes: list[str], statuses: Sequence[str]) -> bool:
+        """Whether `scopes` hold more than LEXICAL_BUDGET facts of `statuses` (cached)."""
+        budget = self.LEXICAL_BUDGET
+        return self._stat(
+            ("large", tuple(scopes), tuple(statuses)),
+            lambda: (
+                conn.execute(
+                    select(func.count()).select_from(
+                        select(FactRow.id)
+                        .where(FactRow.scope_id.in_(scopes), FactRow.status.in_(list(statuses)))
+                        .limit(budget + 1)
+                        .subquery()
+                    )
+                ).scalar()
+                > budget
+            ),
+        )
 
     # Rows bm25 may score for one query before the query is evaluated in tiers (1.5-2.5 us a row,
     # plus walking the posting lists). 2,500 rather than 5,000: with the five LoCoMo conversations
@@ -275,30 +373,8 @@ class Recaller:
         bound of the scope's). They, the scope's size class and max(id) are cached for
         STATS_TTL_S: they only steer this choice, never the partition or the scores."""
         budget = self.LEXICAL_BUDGET
-
-        def stat(key, fn):  # a cached statistic (scope size class, max id, document frequency)
-            hit = self._stats.get(key)
-            if hit is None or now - hit[1] > self.STATS_TTL_S:
-                if len(self._stats) > 20_000:
-                    self._stats.clear()
-                hit = self._stats[key] = (fn(), now)
-            return hit[0]
-
-        now = time.monotonic()
-        large = stat(
-            ("large", tuple(scopes), tuple(statuses)),
-            lambda: (
-                conn.execute(
-                    select(func.count()).select_from(
-                        select(FactRow.id)
-                        .where(FactRow.scope_id.in_(scopes), FactRow.status.in_(list(statuses)))
-                        .limit(budget + 1)
-                        .subquery()
-                    )
-                ).scalar()
-                > budget
-            ),
-        )
+        stat = self._stat
+        large = self._large(conn, scopes, statuses)
         if not large:
             return [_any(terms)]
         count = text("SELECT count(*) FROM (SELECT 1 FROM facts_fts WHERE facts_fts MATCH :m LIMIT :cap)")
@@ -366,29 +442,118 @@ class Recaller:
         return [r.id for r in rows], sorted({r.norm_name for r in rows if r.speaks})
 
     @staticmethod
-    def _hydrate(conn, ids, scopes, statuses, kinds, entity_ids):
-        """Candidate rows (re-checked against scopes/status/kinds) with the ids of their previous
-        and next neighbours (same scope, same statuses, within NEIGHBOUR_GAP), and their links to
-        the query's entities. One statement for rows and neighbours, one for links."""
-        q = _hydrate_stmt(bool(kinds))
-        params = {"ids": list(ids), "scopes": list(scopes), "statuses": list(statuses)}
+    def _hydrate(conn, ids, scopes, statuses, kinds, entity_ids, dialect: str, now: datetime):
+        """The candidates' light columns as arrays of shape (n,), candidates re-checked against
+        scopes/status/kinds, in database order; None if none is left:
+        (ids int64, importance float, relevance float, holds bool (active and world-time valid
+        at `now`), kind object, attr object, prev int64, next int64, share float).
+        `prev`/`next` are the ids of the previous/next neighbour (same scope, same statuses,
+        within NEIGHBOUR_GAP; 0 if none), `share` the share of `entity_ids` the fact is linked
+        to. One statement for rows and neighbours, one for links."""
+        params = {"ids": list(ids), "scopes": list(scopes), "statuses": list(statuses), "now": now}
         if kinds:
             params["kinds"] = list(kinds)
-        links: dict[int, set[int]] = {}
-        rows = conn.execute(q, params).all()
-        if rows and entity_ids:
-            link_q = select(FactEntityRow.fact_id, FactEntityRow.entity_id).where(
-                FactEntityRow.entity_id.in_(entity_ids), FactEntityRow.fact_id.in_([r.id for r in rows])
-            )
-            for fid, eid in conn.execute(link_q).all():
-                links.setdefault(fid, set()).add(eid)
+        rows = conn.execute(_hydrate_stmt(bool(kinds), dialect), params).all()
+        if not rows:
+            return None
+        cols = list(zip(*rows, strict=True))
+        fid = np.array(cols[0], dtype=np.int64)
+        share = np.zeros(len(fid))
+        if entity_ids:
+            pos = {f: j for j, f in enumerate(cols[0])}
+            for f, c in conn.execute(_links_stmt(), {"entities": list(entity_ids), "ids": list(cols[0])}).all():
+                share[pos[f]] = c / len(entity_ids)
+        return (
+            fid,
+            np.array(cols[1], dtype=float),
+            np.array(cols[2], dtype=float),
+            np.array(cols[3], dtype=bool),
+            np.array(cols[4], dtype=object),
+            np.array(cols[5], dtype=object),
+            np.array([x or 0 for x in cols[6]], dtype=np.int64),
+            np.array([x or 0 for x in cols[7]], dtype=np.int64),
+            share,
+        )
 
-        def close(a, b) -> bool:
-            return a is not None and b is not None and abs(_naive(a) - _naive(b)) <= NEIGHBOUR_GAP
 
-        prev_of = {r.id: r.prev_id for r in rows if close(r.at, r.prev_at)}
-        next_of = {r.id: r.next_id for r in rows if close(r.at, r.next_at)}
-        return rows, prev_of, next_of, links
+def _resolve(fut: asyncio.Future, value) -> None:
+    """Set `fut`'s result unless it was cancelled meanwhile (called on the loop's thread)."""
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _lookup(values: dict[int, float], ids: np.ndarray) -> np.ndarray:
+    """values[id] for each of `ids` (0.0 where absent), shape ids.shape."""
+    return np.fromiter((values.get(i, 0.0) for i in ids.tolist()), dtype=float, count=len(ids))
+
+
+def _columns(lexical: list[tuple[int, float, float]], ids: np.ndarray) -> np.ndarray:
+    """The (text, text+context) full-text scores of each of `ids`, shape (len(ids), 2), 0 where
+    the fact was not a full-text candidate."""
+    out = np.zeros((len(ids), 2))
+    if lexical:
+        lex_ids = np.fromiter((r[0] for r in lexical), dtype=np.int64, count=len(lexical))
+        scores = np.array([(r[1], r[2]) for r in lexical], dtype=float)
+        order = np.argsort(lex_ids)
+        at = np.searchsorted(lex_ids[order], ids).clip(max=len(lex_ids) - 1)
+        found = lex_ids[order][at] == ids
+        out[found] = scores[order][at[found]]
+    return out
+
+
+def _minmax_columns(raw: np.ndarray) -> np.ndarray:
+    """Each column of `raw` (n, c) min-max normalised to [0, 1]; constant columns become 0."""
+    lo, hi = raw.min(axis=0), raw.max(axis=0)
+    span = hi - lo
+    return np.where(span > 0, (raw - lo) / np.where(span > 0, span, 1.0), 0.0)
+
+
+def _neighbour_scores(ids: np.ndarray, nb: np.ndarray, fused: np.ndarray) -> np.ndarray:
+    """fused score of each row's neighbour `nb` (ids, 0 = none) when that neighbour is itself a
+    row of `ids`, else -inf; shape (n,)."""
+    order = np.argsort(ids)
+    at = np.searchsorted(ids[order], nb).clip(max=len(ids) - 1)
+    found = (nb > 0) & (ids[order][at] == nb)
+    return np.where(found, fused[order][at], -np.inf)
+
+
+@functools.cache
+def _rows_stmt():
+    """Full rows by id (parameter `ids`), built once."""
+    return select(FactRow).where(FactRow.id.in_(bindparam("ids", expanding=True)))
+
+
+@functools.cache
+def _links_stmt():
+    """(fact id, number of distinct linked entities) for facts `ids` and entities `entities`."""
+    return (
+        select(FactEntityRow.fact_id, func.count(FactEntityRow.entity_id.distinct()))
+        .where(
+            FactEntityRow.entity_id.in_(bindparam("entities", expanding=True)),
+            FactEntityRow.fact_id.in_(bindparam("ids", expanding=True)),
+        )
+        .group_by(FactEntityRow.fact_id)
+    )
+
+
+@functools.cache
+def _pg_lexical_stmt(large: bool):
+    """PostgreSQL full-text statement of `Recaller._lexical_pg`, built once: parameters `q` (the
+    ranking tsquery), `scopes`, `st`, `n` and, `large`, `m` (the matching tsquery)."""
+    if large:
+        where = "tsv @@ to_tsquery('english', :m) AND scope_id || '' IN :scopes AND status || '' IN :st"
+    else:
+        where = "(tsv || ''::tsvector) @@ q AND scope_id IN :scopes AND status IN :st"
+    return text(
+        "SELECT id, ts_rank('{0, 0, 0, 1}', tsv, q, 1) AS s1, ts_rank('{0, 0, 1, 1}', tsv, q, 1) AS s2 "
+        f"FROM facts, to_tsquery('english', :q) q WHERE {where} ORDER BY s2 DESC LIMIT :n"
+    ).bindparams(bindparam("scopes", expanding=True), bindparam("st", expanding=True))
+
+
+@functools.cache
+def _pg_df_stmt():
+    """Rows of the whole index holding tsquery term `t`, counted up to `cap` (GIN index)."""
+    return text("SELECT count(*) FROM (SELECT 1 FROM facts WHERE tsv @@ to_tsquery('english', :t) LIMIT :cap) x")
 
 
 @functools.cache
@@ -407,10 +572,21 @@ def _mentions_stmt():
     )
 
 
+def _close(dialect: str, a, b):
+    """SQL: timestamps `a` and `b` both known and at most NEIGHBOUR_GAP apart."""
+    gap = NEIGHBOUR_GAP.total_seconds()
+    if dialect == "sqlite":
+        seconds = func.abs(func.julianday(a) - func.julianday(b)) * 86400.0
+        return a.is_not(None) & b.is_not(None) & (seconds <= gap + 1e-3)  # (julianday: ~10 us steps)
+    return a.is_not(None) & b.is_not(None) & (func.abs(extract("epoch", a - b)) <= gap)
+
+
 @functools.cache
-def _hydrate_stmt(with_kinds: bool):
-    """The statement of `Recaller._hydrate`, built once (building it costs more than running it):
-    parameters `ids`, `scopes`, `statuses` and, `with_kinds`, `kinds`.
+def _hydrate_stmt(with_kinds: bool, dialect: str = "sqlite"):
+    """The statement of `Recaller._hydrate`, built once per dialect (building it costs more than
+    running it): parameters `ids`, `scopes`, `statuses`, `now` and, `with_kinds`, `kinds`.
+    Columns: id, importance, relevance, holds, kind, attr, prev_id, next_id (neighbour ids only
+    when within NEIGHBOUR_GAP, else NULL) — computed in SQL so no timestamp reaches Python.
 
     Neighbours come from the stored `prev_id` (migration 0004): the previous fact is a primary-key
     seek, the next one (the first fact whose prev_id is this one) an index seek on prev_id — on
@@ -419,29 +595,49 @@ def _hydrate_stmt(with_kinds: bool):
     pv, xv = aliased(FactRow), aliased(FactRow)
     # ORDER BY id + 0: the 1-2 rows of the prev_id seek are sorted, rather than letting a planner
     # without fresh statistics walk the primary key in id order looking for prev_id matches.
-    next_id = (
-        select(xv.id)
-        .where(xv.prev_id == FactRow.id, xv.status.in_(statuses))
-        .order_by(xv.id + 0)
-        .limit(1)
-        .correlate(FactRow)
-        .scalar_subquery()
-    )
     nv = aliased(FactRow)
+    if dialect == "sqlite":
+        # SQLite's prev_id index ends with the rowid: the first next fact is the first entry of
+        # the seek (no sort), for its id and for its timestamp.
+        next_id = (
+            select(func.min(xv.id))
+            .where(xv.prev_id == FactRow.id, xv.status.in_(statuses))
+            .correlate(FactRow)
+            .scalar_subquery()
+        )
+        next_at = (
+            select(nv.valid_from)
+            .where(nv.prev_id == FactRow.id, nv.status.in_(statuses))
+            .order_by(nv.id)
+            .limit(1)
+            .correlate(FactRow)
+            .scalar_subquery()
+        )
+        nx = None
+    else:
+        # One LATERAL seek on prev_id gives the next fact's id and timestamp.
+        nx = (
+            select(xv.id.label("id"), xv.valid_from.label("valid_from"))
+            .where(xv.prev_id == FactRow.id, xv.status.in_(statuses))
+            .order_by(xv.id + 0)
+            .limit(1)
+            .correlate(FactRow)
+            .lateral("nx")
+        )
+        next_id, next_at = nx.c.id, nx.c.valid_from
+    at = func.coalesce(FactRow.valid_from, FactRow.created_at)
+    now = bindparam("now", type_=FactRow.valid_to.type)
+    holds = (FactRow.status == "active") & (FactRow.valid_to.is_(None) | (FactRow.valid_to > now))
     q = (
         select(
             FactRow.id,
             FactRow.importance,
             FactRow.relevance,
-            FactRow.status,
+            case((holds, 1), else_=0).label("holds"),
             FactRow.kind,
             FactRow.attr,
-            raw(FactRow.valid_to).label("valid_to"),
-            raw(func.coalesce(FactRow.valid_from, FactRow.created_at)).label("at"),
-            pv.id.label("prev_id"),
-            raw(pv.valid_from).label("prev_at"),
-            next_id.label("next_id"),
-            raw(select(nv.valid_from).where(nv.id == next_id).scalar_subquery()).label("next_at"),
+            case((_close(dialect, at, pv.valid_from), pv.id)).label("prev_id"),
+            case((_close(dialect, at, next_at), next_id)).label("next_id"),
         )
         .outerjoin(pv, (pv.id == FactRow.prev_id) & pv.status.in_(statuses))
         .where(
@@ -452,15 +648,11 @@ def _hydrate_stmt(with_kinds: bool):
             FactRow.status.concat("").in_(statuses),
         )
     )
+    if nx is not None:
+        q = q.outerjoin(nx, true())
     if with_kinds:
         q = q.where(FactRow.kind.in_(bindparam("kinds", expanding=True)))
     return q
-
-
-def raw(expr):
-    """Skip SQLAlchemy's per-row datetime processing (regex parsing on SQLite) for timestamps
-    only compared here; `_naive` parses the driver's value (ISO text or datetime)."""
-    return type_coerce(expr, String)
 
 
 def _naive(d):

@@ -170,11 +170,25 @@ class EdgeIndex(VectorIndex):
             return []
         return await self._call(self._search, vector, scope_ids, k, statuses)
 
+    def _cosines(self, ids: list[int], query: np.ndarray) -> dict[int, float]:
+        """Scored inside the engine: an exact search restricted to `ids` (no vector crosses into
+        Python; retrieving them cost ~1.5 ms per 100 ids, converting 384 floats each)."""
+        qe = self._qe
+        res = self._shard.query(
+            qe.QueryRequest(
+                limit=len(ids),
+                query=qe.Query.Nearest(query.tolist()),
+                filter=qe.Filter(must=[qe.HasIdCondition(set(ids))]),
+                params=qe.SearchParams(exact=True),
+            )
+        )
+        return {int(p.id): float(p.score) for p in res}
+
     async def cosines(self, ids: list[int], query: np.ndarray) -> dict[int, float]:
-        # Retrieval and the conversion of the vectors happen on the index thread, not the loop.
+        # On the index thread, not the loop.
         if not ids:
             return {}
-        return await self._call(lambda: _dot(self._shard.retrieve(list(ids), False, True), query))
+        return await self._call(self._cosines, list(dict.fromkeys(ids)), query)
 
     async def count(self) -> int:
         return int(await self._call(self._shard.count, self._qe.CountRequest()))

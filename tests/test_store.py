@@ -324,7 +324,8 @@ async def test_neighbours_are_stored_per_scope_on_every_insert_path(store):
         assert prev == {a1: None, b1: None, a2: a1, b2: b1, b3: b2, a3: a2}
         rows = (
             await conn.execute(
-                _hydrate_stmt(False), {"ids": [a1, b2], "scopes": ["user:alice", "user:bob"], "statuses": ["active"]}
+                _hydrate_stmt(False, store.dialect),
+                {"ids": [a1, b2], "scopes": ["user:alice", "user:bob"], "statuses": ["active"], "now": store.clock()},
             )
         ).all()
     got = {r.id: (r.prev_id, r.next_id) for r in rows}
@@ -334,7 +335,9 @@ async def test_neighbours_are_stored_per_scope_on_every_insert_path(store):
         from sqlalchemy import text
 
         async with store.engines.reader.connect() as conn:
-            stmt = _hydrate_stmt(False).params(ids=[a1, b2], scopes=["user:alice", "user:bob"], statuses=["active"])
+            stmt = _hydrate_stmt(False, store.dialect).params(
+                ids=[a1, b2], scopes=["user:alice", "user:bob"], statuses=["active"], now=store.clock()
+            )
             sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
             await conn.execute(text("SET enable_seqscan = off"))  # a tiny table would be seq-scanned
             plan = "\n".join(r[0] for r in (await conn.execute(text("EXPLAIN " + sql))).all())
