@@ -182,10 +182,16 @@ async def test_doctor_and_health_report_a_healthy_store_then_a_lost_index(cli_en
     h = json.loads(res.output)
     assert h["ok"] and h["db"]["ok"] and h["migrations"]["at_head"]
     assert h["queues"]["index_jobs"] == 0 and h["queues"]["facts_indexed"] == 3
-    # Lose the vector index: doctor fails and says what to do.
+    # Lose the local vector index: nothing to do, it is rebuilt from the vectors stored in SQL.
     import shutil
+    import sqlite3
 
-    shutil.rmtree(cli_env / "vectors")
+    shutil.rmtree(cli_env / "index")
+    res = await _acli("doctor", "--json")
+    assert res.exit_code == 0, res.output
+    # Lose the stored vectors: doctor fails and says what to do.
+    with sqlite3.connect(cli_env / "clara.db") as con:
+        con.execute("DELETE FROM fact_vectors")
     res = await _acli("doctor", "--json")
     assert res.exit_code == 1
     vi = {c["name"]: c for c in json.loads(res.output)}["vector index"]
