@@ -158,6 +158,7 @@ class Follower:
         self.applied = 0
         self.failures = 0
         self.rebuilt = 0
+        self.opened: str | None = None
         self._ahead: set[int] = set()
         self._gaps: dict[int, float] = {}
         self._lock = asyncio.Lock()
@@ -182,10 +183,12 @@ class Follower:
         if reason is None:
             self.position = state["position"]
             await self.catch_up()
-            return "caught-up"
-        log.info("building the local vector index from stored vectors (%s)", reason)
-        await self.rebuild()
-        return "rebuilt"
+            self.opened = "caught-up"
+        else:
+            log.info("building the local vector index from stored vectors (%s)", reason)
+            await self.rebuild()
+            self.opened = "rebuilt"
+        return self.opened
 
     def _bounds(self, conn: Connection) -> tuple[int | None, int, bool]:
         lo, hi = conn.execute(select(func.min(ChangeRow.id), func.max(ChangeRow.id))).one()
