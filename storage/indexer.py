@@ -102,6 +102,10 @@ class Indexer:
 
     async def run_once(self) -> int:
         """Lease and process one batch of jobs; returns how many jobs were consumed (0 = none due)."""
+        # A read first: several processes' indexers poll, and a claim is a write transaction
+        # (SQLite: the database's one write lock), so only try to claim when a job is due.
+        if not await self.engines.run_read(self._any_due):
+            return 0
         jobs, rows, stored = await self.engines.run_write(self._claim, self.batch)
         if not jobs:
             return 0
@@ -131,6 +135,11 @@ class Indexer:
         if self.after_commit is not None:
             await self.after_commit()
         return len(jobs)
+
+    def _any_due(self, conn: Connection) -> bool:
+        now = self.clock()
+        q = select(IndexJobRow.id).where(or_(IndexJobRow.lease_until.is_(None), IndexJobRow.lease_until < now))
+        return conn.execute(q.limit(1)).first() is not None
 
     def _claim(self, conn: Connection, limit: int) -> tuple[list, list, dict[int, str]]:
         """Lease the oldest `limit` due jobs (no lease, or an expired one; none for a fact another
