@@ -746,6 +746,33 @@ def bench_ablation(
     _write_json(res, json_out)
 
 
+@bench_app.command("nodes")
+def bench_nodes(
+    nodes: Annotated[int, typer.Option(min=1, max=16, help="How many Clara processes share the store.")] = 3,
+    writes: Annotated[int, typer.Option(min=1, max=100_000, help="Paced writes, spread over the nodes.")] = 200,
+    rate: Annotated[float, typer.Option(min=0.1, max=10_000, help="Paced writes per second (all nodes).")] = 20.0,
+    catchup: Annotated[int, typer.Option(min=0, max=10_000_000, help="Stored vectors a late joiner loads.")] = 20_000,
+    json_out: Annotated[Path | None, typer.Option("--json")] = None,
+    database_url: Annotated[str | None, typer.Option(help="PostgreSQL URL (default: one SQLite data dir).")] = None,
+) -> None:
+    """Several processes on one store: sync lag, recall latency per node, write throughput vs
+    one node, a late joiner's catch-up rate from stored vectors, RSS per node."""
+    from clara.bench import nodes as bench
+
+    with _progress() as prog:
+        progress = _named_tasks(prog)
+        res = bench.run(nodes, writes=writes, rate=rate, catchup=catchup, database_url=database_url, progress=progress)
+    table = Table(title=f"{nodes} Clara processes on one store (ms, MB, per second)")
+    table.add_column("metric")
+    for name in res:
+        table.add_column(name, justify="right")
+    metrics = list(dict.fromkeys(k for vals in res.values() for k in vals))
+    for metric in metrics:
+        table.add_row(metric, *[_fmt(res[name].get(metric)) for name in res])
+    console.print(table)
+    _write_json(res, json_out)
+
+
 @bench_app.command("chat")
 def bench_chat(
     users: Annotated[int, typer.Option(min=1, max=10_000)] = 20,

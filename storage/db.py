@@ -21,9 +21,19 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 T = TypeVar("T")
+
+WRITE_ATTEMPTS = 4
+
+
+def _locked(exc: BaseException) -> bool:
+    """SQLite's busy/locked error (another process holds the write lock past busy_timeout)."""
+    return isinstance(exc, OperationalError) and any(w in str(exc).lower() for w in ("locked", "busy"))
+
 
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -155,8 +165,19 @@ class Engines:
             with self.sync_writer.begin() as conn:
                 return fn(conn, *args)
 
-        async with self.write_gate:
-            return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self.write_pool, call))
+        # Another process may hold SQLite's write lock longer than busy_timeout (a VACUUM, a
+        # bulk import): the whole transaction is retried a few times (it was rolled back), so
+        # "database is locked" does not reach a user unless the lock is held for ~20 s.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_locked),
+            stop=stop_after_attempt(WRITE_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            reraise=True,
+        ):
+            with attempt:
+                async with self.write_gate:
+                    return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self.write_pool, call))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def run_read(self, fn, *args):
         """Run `fn(connection, *args)` on a pooled synchronous read connection, off the event loop."""

@@ -1,10 +1,14 @@
-"""The background indexer: drains the durable `index_jobs` queue into the vector index.
+"""The background indexer: drains the durable `index_jobs` queue into SQL-stored vectors.
 
 Jobs are written in the same transaction as the fact they concern, so an acknowledged fact always
-has either its vector or a pending job, also after a crash. The indexer reads a batch of jobs,
-embeds the facts' text off the event loop, writes/removes the vectors, then deletes exactly the jobs
-it processed (a newer job for the same fact, written meanwhile, stays and is processed next).
-A failing batch is retried with exponential backoff (capped at 60 s); nothing is dropped.
+has either its vector or a pending job, also after a crash. Any process may run an indexer: a
+worker leases a batch of jobs (`lease_until`; an expired lease — its worker died or hangs — is
+claimable again), embeds the facts' current text off the event loop (unless the stored vector
+was computed from the same text: a status change re-uses it), then in ONE transaction stores the
+vectors in `fact_vectors`, appends a `vector` change to the feed and deletes exactly the jobs it
+leased. The local vector index is then updated by the change feed's follower (`storage.feed`),
+like every other process's. A failing batch is retried with exponential backoff (capped at 60 s);
+nothing is dropped.
 """
 
 from __future__ import annotations
@@ -12,17 +16,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, delete, func, or_, select, update
 
+from storage import feed
 from storage.clock import Clock, system_clock
 from storage.cpu import run_background
 from storage.db import Engines
 from storage.embeddings import Embedder
-from storage.models import FactRow, IndexJobRow
-from storage.vectors import VectorIndex, VectorPoint
+from storage.models import FactRow, FactVectorRow, IndexJobRow
+from storage.sqlutil import dialect_insert
+from storage.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
+
+_VECTOR_COLUMNS = ("model", "dim", "encoding", "content_hash", "vector", "created_at")
 
 
 class Indexer:
@@ -34,6 +44,9 @@ class Indexer:
         batch: int = 256,
         debounce: float = 0.05,
         clock: Clock = system_clock,
+        lease: float = 60.0,
+        poll: float = 1.0,
+        after_commit: Callable[[], Awaitable[object]] | None = None,
     ):
         self.engines = engines
         self.clock = clock
@@ -44,11 +57,16 @@ class Indexer:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._stopping = False
+        self.lease = lease
+        self.poll = poll
+        self.after_commit = after_commit
         self.processed = 0
+        self.embedded = 0
         self.failures = 0
 
     def notify(self) -> None:
-        """Tell the indexer new jobs exist (it also polls every few seconds)."""
+        """Tell the indexer new jobs exist (it also polls every `poll` seconds: jobs written by
+        other processes)."""
         self._idle.clear()
         self._wake.set()
 
@@ -74,7 +92,7 @@ class Indexer:
                 self._idle.set()
                 self._wake.clear()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=5.0)
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
                     # Let a burst of writes accumulate: one embedding batch and one write
                     # transaction for many facts instead of one per fact, which would compete
                     # with the writes being acknowledged.
@@ -83,73 +101,122 @@ class Indexer:
                     pass
 
     async def run_once(self) -> int:
-        """Process one batch of jobs; returns how many jobs were consumed (0 = queue empty)."""
-        jobs, last_op, rows = await self.engines.run_read(self._pending, self.batch)
+        """Lease and process one batch of jobs; returns how many jobs were consumed (0 = none due)."""
+        # A read first: several processes' indexers poll, and a claim is a write transaction
+        # (SQLite: the database's one write lock), so only try to claim when a job is due.
+        if not await self.engines.run_read(self._any_due):
+            return 0
+        jobs, rows, stored = await self.engines.run_write(self._claim, self.batch)
         if not jobs:
             return 0
-        found = {r.id for r in rows}
-        live = [r for r in rows if r.status != "deleted"]
-        delete_ids = [fid for fid, op in last_op.items() if op == "delete" or fid not in found] + [
-            r.id for r in rows if r.status == "deleted"
-        ]
+        job_ids = [j.id for j in jobs]
         try:
-            await self._apply(live, delete_ids)
-        except Exception as exc:
-            error = str(exc)[:2000]
+            todo = [r for r in rows if r.status != "deleted" and stored.get(r.id) != feed.content_hash(r.content)]
+            vectors = await run_background(self.embedder.embed_documents, [r.content for r in todo]) if todo else []
+        except BaseException as exc:
+            error = str(exc)[:2000] or type(exc).__name__
+            # Hand the jobs back at once (a retry need not wait for the lease to run out).
             await self.engines.run_write(
                 lambda conn: conn.execute(
                     update(IndexJobRow)
-                    .where(IndexJobRow.id.in_([j.id for j in jobs]))
-                    .values(attempts=IndexJobRow.attempts + 1, last_error=error)
+                    .where(IndexJobRow.id.in_(job_ids))
+                    .values(attempts=IndexJobRow.attempts + 1, last_error=error, lease_until=None)
                 )
             )
             raise
+        embedded = {r.id: (feed.content_hash(r.content), v) for r, v in zip(todo, vectors, strict=True)}
+        live = [r.id for r in rows if r.status != "deleted"]
         now = self.clock()
-
-        def done(conn: Connection) -> None:
-            if live:
-                conn.execute(update(FactRow).where(FactRow.id.in_([r.id for r in live])).values(indexed_at=now))
-            conn.execute(delete(IndexJobRow).where(IndexJobRow.id.in_([j.id for j in jobs])))
-
         # One short transaction in the write thread: an acknowledgement waiting behind it waits
         # for ~1 ms, not for a chain of event-loop round trips.
-        await self.engines.run_write(done)
+        await self.engines.run_write(self._done, job_ids, live, embedded, now)
         self.processed += len(jobs)
+        self.embedded += len(todo)
+        if self.after_commit is not None:
+            await self.after_commit()
         return len(jobs)
 
-    @staticmethod
-    def _pending(conn: Connection, limit: int) -> tuple[list, dict[int, str], list]:
-        """The oldest `limit` jobs, the op that decides each fact's fate, and the facts to upsert
-        (id, scope, status, content)."""
-        jobs = conn.execute(
-            select(IndexJobRow.id, IndexJobRow.fact_id, IndexJobRow.op).order_by(IndexJobRow.id).limit(limit)
-        ).all()
-        # The last job for a fact decides what happens to it.
-        last_op: dict[int, str] = {}
-        for j in jobs:
-            last_op[j.fact_id] = j.op
-        upsert_ids = [fid for fid, op in last_op.items() if op == "upsert"]
-        rows = (
-            conn.execute(
-                select(FactRow.id, FactRow.scope_id, FactRow.status, FactRow.content).where(FactRow.id.in_(upsert_ids))
-            ).all()
-            if upsert_ids
-            else []
-        )
-        return jobs, last_op, rows
+    def _any_due(self, conn: Connection) -> bool:
+        now = self.clock()
+        q = select(IndexJobRow.id).where(or_(IndexJobRow.lease_until.is_(None), IndexJobRow.lease_until < now))
+        return conn.execute(q.limit(1)).first() is not None
 
-    async def _apply(self, live, delete_ids) -> None:
+    def _claim(self, conn: Connection, limit: int) -> tuple[list, list, dict[int, str]]:
+        """Lease the oldest `limit` due jobs (no lease, or an expired one; none for a fact another
+        worker is embedding), and read their facts (id, scope, status, content) and the hash of
+        each fact's stored vector (this model)."""
+        now = self.clock()
+        busy = select(IndexJobRow.fact_id).where(IndexJobRow.lease_until >= now)
+        q = (
+            select(IndexJobRow.id, IndexJobRow.fact_id)
+            .where(or_(IndexJobRow.lease_until.is_(None), IndexJobRow.lease_until < now))
+            .where(IndexJobRow.fact_id.not_in(busy))
+            .order_by(IndexJobRow.id)
+            .limit(limit)
+        )
+        if self.engines.dialect == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        jobs = conn.execute(q).all()
+        if not jobs:
+            return [], [], {}
+        conn.execute(
+            update(IndexJobRow)
+            .where(IndexJobRow.id.in_([j.id for j in jobs]))
+            .values(lease_until=now + timedelta(seconds=self.lease))
+        )
+        ids = sorted({j.fact_id for j in jobs})
+        rows = conn.execute(
+            select(FactRow.id, FactRow.scope_id, FactRow.status, FactRow.content).where(FactRow.id.in_(ids))
+        ).all()
+        stored = dict(
+            conn.execute(
+                select(FactVectorRow.fact_id, FactVectorRow.content_hash).where(
+                    FactVectorRow.fact_id.in_(ids),
+                    FactVectorRow.model == self.embedder.name,
+                    FactVectorRow.dim == self.embedder.dim,
+                )
+            ).all()
+        )
+        return jobs, rows, stored
+
+    def _done(self, conn: Connection, job_ids: list[int], live: list[int], embedded: dict, now) -> None:
+        """Store the new vectors of facts whose text is still the embedded one and that are not
+        deleted meanwhile (re-read under a row lock on PostgreSQL), mark them indexed, record the
+        `vector` changes and delete the leased jobs."""
+        if embedded:
+            q = select(FactRow.id, FactRow.status, FactRow.content).where(FactRow.id.in_(list(embedded)))
+            if self.engines.dialect == "postgresql":
+                q = q.with_for_update()
+            keep = [
+                r.id
+                for r in conn.execute(q).all()
+                if r.status != "deleted" and feed.content_hash(r.content) == embedded[r.id][0]
+            ]
+            if keep:
+                ins = dialect_insert(self.engines.dialect, FactVectorRow)
+                rows = [
+                    {
+                        "fact_id": i,
+                        "model": self.embedder.name,
+                        "dim": self.embedder.dim,
+                        "encoding": feed.ENCODING,
+                        "content_hash": embedded[i][0],
+                        "vector": feed.encode(embedded[i][1]),
+                        "created_at": now,
+                    }
+                    for i in keep
+                ]
+                conn.execute(
+                    ins.on_conflict_do_update(
+                        index_elements=["fact_id"],
+                        set_={c: ins.excluded[c] for c in _VECTOR_COLUMNS},
+                    ),
+                    rows,
+                )
+                feed.record(conn, keep, "vector", now)
         if live:
-            # A fact's vector is its content alone: its context is matched lexically, and the
-            # dense-in-context signal is computed at query time from the previous turn's vector
-            # (storage/recall.py), which ranks as well as embedding "context + content" at half the cost.
-            texts = [r.content for r in live]
-            vectors = await run_background(self.embedder.embed_documents, texts)
-            await self.index.upsert(
-                [VectorPoint(r.id, v, r.scope_id, r.status) for r, v in zip(live, vectors, strict=True)]
-            )
-        if delete_ids:
-            await self.index.delete(delete_ids)
+            conn.execute(update(FactRow).where(FactRow.id.in_(live)).values(indexed_at=now))
+        conn.execute(delete(IndexJobRow).where(IndexJobRow.id.in_(job_ids)))
 
     async def drain(self, timeout: float = 300.0, progress=None) -> None:
         """Wait until the queue is empty. `progress(done, total)` is called as it shrinks.

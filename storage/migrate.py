@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -39,11 +43,31 @@ def upgrade(url: str, revision: str = "head") -> None:
             with engine.connect() as conn:
                 if MigrationContext.configure(conn).get_current_revision() == head_revision():
                     return
-        with engine.begin() as conn:
+        # Several processes may start at once on one database (bot, MCP server, CLI): one
+        # migrates, the others wait for it and then find the schema at head.
+        with _migration_lock(engine), engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7424917)")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
     finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def _migration_lock(engine) -> Iterator[None]:
+    """An exclusive file lock next to a SQLite database file, held while migrating (no-op for
+    other databases, which lock inside the migration transaction)."""
+    db = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not db or db == ":memory:":
+        yield
+        return
+    fd = os.open(f"{db}.migrate.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def downgrade(url: str, revision: str) -> None:

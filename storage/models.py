@@ -168,6 +168,40 @@ class IndexJobRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     enqueued_at: Mapped[datetime] = mapped_column(TS)
+    # Set while one worker (of any process) embeds the job; an expired lease is claimable again.
+    lease_until: Mapped[datetime | None] = mapped_column(TS)
+
+
+class FactVectorRow(Base):
+    """The embedding of a fact's current text, computed once by whichever worker leased its index
+    job: `model` and `dim` name the embedder, `vector` holds `dim` little-endian float16 values
+    (unit length before rounding), `content_hash` the hash of the text it was computed from (a
+    status change re-uses it instead of re-embedding). Every process's local vector index is a
+    cache rebuilt from these rows."""
+
+    __tablename__ = "fact_vectors"
+    fact_id: Mapped[int] = mapped_column(ForeignKey("facts.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    dim: Mapped[int] = mapped_column(Integer)
+    encoding: Mapped[str] = mapped_column(String(10))
+    content_hash: Mapped[str] = mapped_column(String(40))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(TS)
+
+
+class ChangeRow(Base):
+    """The change feed: one row per change of a fact's indexed state (op: upsert, supersede,
+    forget, purge, vector = its vector was stored), written in the transaction of the change.
+    `id` is monotonic; every process tails it from its last applied id to keep its own vector
+    index in step (`storage.feed`). Holds no text."""
+
+    __tablename__ = "changes"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    fact_id: Mapped[int] = mapped_column(PK)
+    op: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    # AUTOINCREMENT on SQLite: an id is never reused, even after the newest rows are pruned.
+    __table_args__ = {"sqlite_autoincrement": True}
 
 
 class SessionRow(Base):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,14 +18,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, or_, select, text, update
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from storage import migrate
+from storage import feed, migrate
 from storage.clock import Clock, system_clock
 from storage.db import Engines, async_url, ephemeral_dir, is_in_memory, make_engines
 from storage.embeddings import Embedder, make_embedder
 from storage.errors import FactNotFound, InvalidInput, ScopeDenied
+from storage.feed import Follower, NodeSlot
 from storage.graph import Graph, upsert_entity
 from storage.indexer import Indexer
 from storage.jobs import JobQueue
@@ -34,6 +36,7 @@ from storage.models import (
     FactEntityRow,
     FactHistoryRow,
     FactRow,
+    FactVectorRow,
     IndexJobRow,
     MemoryJobRow,
     MessageRow,
@@ -180,14 +183,42 @@ class FactStore:
     principal and raise `ScopeDenied`; `actor=None` means trusted internal code. Recall and listing
     always filter by the given scopes inside the SQL and vector queries."""
 
-    def __init__(self, config: StoreConfig, engines: Engines, embedder: Embedder, index: VectorIndex):
+    def __init__(
+        self,
+        config: StoreConfig,
+        engines: Engines,
+        embedder: Embedder,
+        index: VectorIndex,
+        slot: NodeSlot | None = None,
+    ):
         self.config = config
         self.engines = engines
         self.embedder = embedder
         self.index = index
+        self.slot = slot
         self.dialect = engines.dialect
         self.clock: Clock = config.clock
-        self.indexer = Indexer(engines, embedder, index, batch=config.index_batch, clock=self.clock)
+        # The follower applies the change feed (every process's writes, and this process's
+        # indexer's vectors) to the local index; the indexer embeds and stores vectors in SQL.
+        self.feed = Follower(
+            engines,
+            index,
+            model=embedder.name,
+            dim=embedder.dim,
+            slot=slot,
+            poll=float(config.extra.get("feed_poll", 0.2)),
+            clock=self.clock,
+        )
+        self.indexer = Indexer(
+            engines,
+            embedder,
+            index,
+            batch=config.index_batch,
+            clock=self.clock,
+            lease=float(config.extra.get("index_lease", 60.0)),
+            after_commit=self.feed.catch_up,
+        )
+        self.feed.on_missing = self.indexer.notify
         self.recaller = Recaller(self)
         self.jobs = JobQueue(engines, clock=self.clock)
         self.sessions = SessionStore(engines, self.jobs)
@@ -234,16 +265,29 @@ class FactStore:
                 cohere_base_url=config.cohere_base_url,
                 threads=config.embed_threads,
             )
-        if config.qdrant_url:
-            index: VectorIndex = QdrantServerIndex(
-                config.qdrant_url, f"{config.qdrant_collection}_{embedder.name}", embedder.dim, config.qdrant_api_key
-            )
-        else:
-            path = data_dir / "vectors" / f"{embedder.name}-{embedder.dim}"
-            index = await asyncio.to_thread(EdgeIndex, path, embedder.dim)
-        store = cls(config, engines, embedder, index)
+        collection = f"{config.qdrant_collection}_{embedder.name}"
+        # Each process gets an index folder (and feed position) of its own, the lowest free one:
+        # a restarted process finds its predecessor's index and only catches up.
+        root = data_dir / "index" / (f"qdrant-{collection}" if config.qdrant_url else f"{embedder.name}-{embedder.dim}")
+        slot = await asyncio.to_thread(NodeSlot.acquire, root)
+        try:
+            if config.qdrant_url:
+                index: VectorIndex = QdrantServerIndex(
+                    config.qdrant_url, collection, embedder.dim, config.qdrant_api_key
+                )
+            else:
+                index = await asyncio.to_thread(EdgeIndex, slot.path, embedder.dim)
+        except BaseException:
+            slot.release()
+            await engines.dispose()
+            raise
+        store = cls(config, engines, embedder, index, slot=slot)
         store._ephemeral = ephemeral
-        await store._check_index_consistency()
+        try:
+            await store.feed.open()
+        except BaseException:
+            await store.aclose()
+            raise
         if start_indexer:
             store.start()
         return store
@@ -253,6 +297,7 @@ class FactStore:
         if not self._tasks:
             self._tasks = [
                 asyncio.create_task(self.indexer.run(), name="clara-indexer"),
+                asyncio.create_task(self.feed.run(), name="clara-feed"),
                 asyncio.create_task(self._access_flusher(), name="clara-access-flush"),
             ]
 
@@ -262,6 +307,7 @@ class FactStore:
             return
         self._closed = True
         self.indexer.stop()
+        self.feed.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -269,13 +315,17 @@ class FactStore:
                 await t
             except (asyncio.CancelledError, Exception):
                 pass
-        await self._flush_access()
-        await self.index.close()
-        await self.engines.dispose()
-        if self._ephemeral is not None:
-            import shutil
+        try:
+            await self._flush_access()
+            await self.index.close()
+            await self.engines.dispose()
+        finally:
+            if self.slot is not None:
+                self.slot.release()
+            if self._ephemeral is not None:
+                import shutil
 
-            await asyncio.to_thread(shutil.rmtree, self._ephemeral, True)
+                await asyncio.to_thread(shutil.rmtree, self._ephemeral, True)
 
     async def __aenter__(self) -> FactStore:
         return self
@@ -284,18 +334,24 @@ class FactStore:
         await self.aclose()
 
     async def drain(self, timeout: float = 300.0) -> None:
-        """Wait until every queued indexing job is done. Raises TimeoutError after `timeout` s."""
+        """Wait until every queued indexing job is done (by any process) and this process's index
+        has applied every change committed so far. Raises TimeoutError after `timeout` s."""
+        deadline = time.monotonic() + timeout
         await self.indexer.drain(timeout)
+        while True:
+            try:
+                await self.feed.catch_up()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("applying the change feed failed; retrying", exc_info=True)
+                await asyncio.sleep(0.1)
 
-    async def _check_index_consistency(self) -> None:
-        """If the vector index was lost or is new while SQL has indexed facts, queue a rebuild."""
-        # Any one indexed fact proves the index once held vectors (a LIMIT 1 probe, not a count:
-        # this runs at every start).
-        async with self.engines.reader.connect() as conn:
-            indexed = (await conn.execute(select(FactRow.id).where(FactRow.indexed_at.is_not(None)).limit(1))).first()
-        if indexed and await self.index.count() == 0:
-            log.warning("vector index empty but SQL says facts were indexed: rebuilding")
-            await self.reindex(wait=False)
+    def _changed(self) -> None:
+        """This process committed a fact change: wake the indexer and the feed follower."""
+        self.indexer.notify()
+        self.feed.wake()
 
     # ------------------------------------------------------------------ scopes
     async def ensure_scope(
@@ -561,7 +617,7 @@ class FactStore:
                     return existing
             raise InvalidInput(f"unknown scope {shown(scope_id)}") from exc
         if added:
-            self.indexer.notify()
+            self._changed()
         return fact_id
 
     @staticmethod
@@ -692,7 +748,7 @@ class FactStore:
                 result.ids[i] = fid
                 result.outcomes[i] = outcome
             result.saved = len(ids) + len(done)
-            self.indexer.notify()
+            self._changed()
         return result
 
     def _upsert_tx(
@@ -786,7 +842,7 @@ class FactStore:
             try:
                 fid, outcome = await self.engines.run_write(write)
                 if outcome != "unchanged":
-                    self.indexer.notify()
+                    self._changed()
                 return fid, outcome
             except IntegrityError:
                 # A concurrent writer inserted the same slug first (PostgreSQL): retry as an update.
@@ -848,7 +904,7 @@ class FactStore:
             conn.execute(update(FactRow).where(FactRow.id == fid).values(superseded_by_id=new_id))
             self._after_insert(conn, [new_id], [values], actor, now)
             self._history(conn, fid, "supersede", actor, now, old.content, values["content"], "active", "superseded")
-            self._enqueue(conn, [fid], "upsert", now)
+            self._enqueue(conn, [fid], "upsert", now, change="supersede")
             links = conn.execute(select(FactEntityRow).where(FactEntityRow.fact_id == fid)).all()
             if links:
                 conn.execute(
@@ -857,7 +913,7 @@ class FactStore:
             return new_id
 
         new_id = await self.engines.run_write(write)
-        self.indexer.notify()
+        self._changed()
         return new_id
 
     async def outdate(self, fact_ids: Sequence[int], *, until: datetime, by_fact_id: int | None = None) -> int:
@@ -914,11 +970,11 @@ class FactStore:
                 .values(status="deleted", valid_to=now, updated_at=now, slug=None)
             )
             self._history(conn, fid, "forget", actor, now, row.content, None, row.status, "deleted")
-            self._enqueue(conn, [fid], "delete", now)
+            self._enqueue(conn, [fid], "delete", now, change="forget")
             return row
 
         row = await self.engines.run_write(write)
-        self.indexer.notify()
+        self._changed()
         return _fact(row)
 
     async def purge_user(self, principal: str, *, extra_texts: Sequence[str] = (), compact: bool = True) -> PurgeReport:
@@ -945,7 +1001,7 @@ class FactStore:
         self.embedder.clear_cache()  # query texts (their messages were recall queries)
         if compact:
             await self.compact()
-        self.indexer.notify()
+        self._changed()
         return report
 
     def _purge_in_tx(self, conn: Connection, principal: str, extra_texts: list[str]) -> tuple[PurgeReport, list[int]]:
@@ -1011,7 +1067,7 @@ class FactStore:
         changed = _redact_copies(conn, report, principal, Quotes(texts), theirs, names)
         now = self.clock()
         for chunk in _chunks(fact_ids, 500):
-            self._enqueue(conn, chunk, "delete", now)
+            self._enqueue(conn, chunk, "delete", now, change="purge")
         for chunk in _chunks(changed, 500):
             self._enqueue(conn, chunk, "upsert", now)  # re-embedded from the redacted text
         return report, fact_ids + changed
@@ -1025,8 +1081,8 @@ class FactStore:
         async with self.engines.writer.begin() as conn:
             await conn.execute(delete(FactHistoryRow).where(FactHistoryRow.fact_id.in_(ids)))
             n = (await conn.execute(delete(FactRow).where(FactRow.id.in_(ids)))).rowcount
-            await conn.run_sync(self._enqueue, ids, "delete", self.clock())
-        self.indexer.notify()
+            await conn.run_sync(self._enqueue, ids, "delete", self.clock(), "purge")
+        self._changed()
         return n
 
     async def erase_user_in(self, principal: str, scope_ids: Sequence[str]) -> PurgeReport:
@@ -1112,9 +1168,16 @@ class FactStore:
         )
 
     @staticmethod
-    def _enqueue(conn: Connection, ids: Sequence[int], op: str, now: datetime) -> None:
-        if ids:
-            conn.execute(_INSERT_INDEX_JOB, [{"fact_id": i, "op": op, "attempts": 0, "enqueued_at": now} for i in ids])
+    def _enqueue(conn: Connection, ids: Sequence[int], op: str, now: datetime, change: str | None = None) -> None:
+        """Queue index jobs (`op` upsert | delete) and append the change (`change`, default
+        upsert | forget) to the feed, in the caller's transaction. A delete also drops the
+        stored vectors at once (a forgotten fact's vector is not kept anywhere)."""
+        if not ids:
+            return
+        conn.execute(_INSERT_INDEX_JOB, [{"fact_id": i, "op": op, "attempts": 0, "enqueued_at": now} for i in ids])
+        if op == "delete":
+            conn.execute(delete(FactVectorRow).where(FactVectorRow.fact_id.in_(list(ids))))
+        feed.record(conn, ids, change or ("forget" if op == "delete" else "upsert"), now)
 
     @staticmethod
     def _link_entities(
@@ -1344,27 +1407,25 @@ class FactStore:
                 )
 
     # ------------------------------------------------------------------ maintenance
-    async def reindex(self, *, wait: bool = True, progress=None) -> int:
-        """Rebuild the vector index from SQL: clear it and queue every non-deleted fact.
-        Returns the number of facts queued; with `wait`, returns after they are indexed."""
-        await self.index.clear()
-        async with self.engines.writer.begin() as conn:
-            await conn.execute(delete(IndexJobRow))
-            await conn.execute(update(FactRow).values(indexed_at=None))
-            n = (
-                await conn.execute(
-                    text(
-                        "INSERT INTO index_jobs (fact_id, op, attempts, enqueued_at) "
-                        "SELECT id, 'upsert', 0, :now FROM facts WHERE status != 'deleted'"
-                    ),
-                    {"now": self.clock()},
-                )
-            ).rowcount
-        self.indexer.notify()
+    async def reindex(self, *, wait: bool = True, progress=None, embed: bool = False) -> int:
+        """Rebuild this process's vector index from the vectors stored in SQL (no embedding) and
+        queue an index job for every live fact without a stored vector of this model. With
+        `embed`, every stored vector of this model is dropped first, so all facts are embedded
+        again. Returns the number of live facts indexed or queued; with `wait`, returns after the
+        queued ones are embedded (`progress(done, total)` is called meanwhile)."""
+        if embed:
+
+            def drop(conn: Connection) -> None:
+                conn.execute(delete(FactVectorRow).where(FactVectorRow.model == self.embedder.name))
+
+            await self.engines.run_write(drop)
+        loaded, queued = await self.feed.rebuild()
+        self._changed()
         if wait:
             await self.indexer.drain(timeout=24 * 3600, progress=progress)
+            await self.drain(timeout=3600)
             await self.index.optimize()
-        return n
+        return loaded + queued
 
     async def decay(self, now: datetime | None = None, half_life_days: float = 30.0) -> int:
         """Recompute every active fact's relevance in [0, 1] (Ebbinghaus forgetting curve with

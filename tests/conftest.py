@@ -25,8 +25,8 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 TABLES = (
-    "handoffs, scheduler_jobs, memory_jobs, sessions, settings, index_jobs, fact_history, relations, fact_entities, "
-    "entities, facts, messages, scope_members, scopes"
+    "handoffs, changes, fact_vectors, scheduler_jobs, memory_jobs, sessions, settings, index_jobs, fact_history, "
+    "relations, fact_entities, entities, facts, messages, scope_members, scopes"
 )
 
 

@@ -29,20 +29,22 @@ pytestmark = pytest.mark.timeout(120)
 
 
 # ------------------------------------------------------------------------------ docker-compose
-def test_docker_compose_has_the_three_profiles_and_wiring():
+def test_docker_compose_runs_bot_mcp_and_dashboard_on_one_postgres():
     doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = doc["services"]
-    assert set(services) == {"bot", "postgres", "qdrant"}
-    for name, svc in services.items():
-        assert svc["profiles"] == [name]
-        assert "image" in svc or "build" in svc
-    bot = services["bot"]
-    env = bot["environment"]
-    assert {"DATABASE_URL", "QDRANT_URL", "CLARA_DATA_DIR"} <= set(env)
-    assert env["DATABASE_URL"].startswith("postgresql://") and "@postgres:5432/" in env["DATABASE_URL"]
-    assert env["QDRANT_URL"] == "http://qdrant:6333"
-    assert any(v.endswith(":" + env["CLARA_DATA_DIR"]) for v in bot["volumes"])
-    assert bot["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert set(services) == {"bot", "mcp", "dashboard", "postgres", "qdrant"}
+    assert services["qdrant"]["profiles"] == ["qdrant"]  # optional: each process has a local index
+    for name in ("bot", "mcp", "dashboard"):
+        svc = services[name]
+        assert svc["build"] == "." and "profiles" not in svc
+        env = svc["environment"]
+        assert env["DATABASE_URL"].startswith("postgresql://") and "@postgres:5432/" in env["DATABASE_URL"]
+        assert {"QDRANT_URL", "CLARA_DATA_DIR"} <= set(env)
+        assert any(v.endswith(":" + env["CLARA_DATA_DIR"]) for v in svc["volumes"])
+        assert svc["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["bot"]["command"] == ["clara", "bot"]
+    assert services["mcp"]["command"][:4] == ["clara", "mcp", "serve", "--http"]
+    assert services["dashboard"]["command"][:2] == ["clara", "dashboard"]
     pg = services["postgres"]
     assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= set(pg["environment"])
     assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
@@ -50,7 +52,7 @@ def test_docker_compose_has_the_three_profiles_and_wiring():
     used = {v.split(":")[0] for s in services.values() for v in s.get("volumes", [])}
     assert used <= set(doc["volumes"])
     assert "${POSTGRES_PASSWORD" in pg["environment"]["POSTGRES_PASSWORD"]
-    assert (ROOT / "Dockerfile").is_file() and bot["build"] == "."
+    assert (ROOT / "Dockerfile").is_file()
 
 
 # ------------------------------------------------------------------------------ logs
@@ -182,10 +184,16 @@ async def test_doctor_and_health_report_a_healthy_store_then_a_lost_index(cli_en
     h = json.loads(res.output)
     assert h["ok"] and h["db"]["ok"] and h["migrations"]["at_head"]
     assert h["queues"]["index_jobs"] == 0 and h["queues"]["facts_indexed"] == 3
-    # Lose the vector index: doctor fails and says what to do.
+    # Lose the local vector index: nothing to do, it is rebuilt from the vectors stored in SQL.
     import shutil
+    import sqlite3
 
-    shutil.rmtree(cli_env / "vectors")
+    shutil.rmtree(cli_env / "index")
+    res = await _acli("doctor", "--json")
+    assert res.exit_code == 0, res.output
+    # Lose the stored vectors: doctor fails and says what to do.
+    with sqlite3.connect(cli_env / "clara.db") as con:
+        con.execute("DELETE FROM fact_vectors")
     res = await _acli("doctor", "--json")
     assert res.exit_code == 1
     vi = {c["name"]: c for c in json.loads(res.output)}["vector index"]

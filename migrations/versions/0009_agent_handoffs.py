@@ -1,16 +1,16 @@
 """Conversation handoffs between MCP agents (`handoffs`): from/to agent, session, summary, the
 handoff it continues (context chain), the facts passed along, pending/picked up.
 
-Revision ID: 0010
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-03
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

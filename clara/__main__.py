@@ -1,0 +1,5 @@
+"""`python -m clara`: the `clara` command."""
+
+from clara.cli import main
+
+main()

@@ -1,0 +1,388 @@
+"""One memory, many processes: vectors stored in SQL, and the change feed every process follows.
+
+SQL is the source of truth for the vectors too. An embedding is computed once, by whichever worker
+leased the fact's index job (`storage.indexer`), and stored in `fact_vectors` (float16, see
+`encode`). Every change of a fact's indexed state appends a row to `changes` in the transaction
+of the change (`record`). Each process keeps its own local vector index (a `NodeSlot` folder of
+its own, reused across restarts) and a `Follower` that applies the feed to it: at open it catches
+up from the last applied change id (stored next to the index), or rebuilds the index from the
+stored vectors (no embedding) when the index is new, lost or for another model; while running it
+tails the feed (polling every `poll` seconds, and at once after a local write).
+
+Applying a change is state based: the follower reads the fact's current scope, status and vector
+from SQL and makes the local point match (upsert, or delete when the fact is gone or forgotten).
+So changes may be applied twice or out of order without harm, and a lagging node never resurrects
+a forgotten fact (recall also re-checks status in SQL when it hydrates hits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, exists, func, select
+
+from storage.clock import system_clock
+from storage.db import Engines
+from storage.models import ChangeRow, FactRow, FactVectorRow
+from storage.vectors import VectorIndex, VectorPoint
+
+log = logging.getLogger(__name__)
+
+ENCODING = "f16"
+_CHANGES = ChangeRow.__table__
+_INSERT_CHANGE = _CHANGES.insert()
+
+
+def encode(vector: np.ndarray) -> bytes:
+    """A unit vector (dim floats) as `dim` little-endian float16 values (2 bytes each)."""
+    return np.asarray(vector, dtype="<f2").tobytes()
+
+
+def decode(blob: bytes) -> np.ndarray:
+    """The float32 unit vector stored by `encode` (renormalised after the float16 rounding)."""
+    v = np.frombuffer(blob, dtype="<f2").astype(np.float32)
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
+
+
+def content_hash(content: str) -> str:
+    """The hash a stored vector is keyed on: 40 hex chars of SHA-1 of the UTF-8 text."""
+    return hashlib.sha1(content.encode("utf-8")).hexdigest()
+
+
+def record(conn: Connection, fact_ids: Iterable[int], op: str, now: datetime) -> None:
+    """Append one change per fact to the feed, inside the caller's transaction `conn`.
+    `op`: upsert | supersede | forget | purge | vector."""
+    rows = [{"fact_id": int(i), "op": op, "created_at": now} for i in fact_ids]
+    if rows:
+        conn.execute(_INSERT_CHANGE, rows)
+
+
+class NodeSlot:
+    """A process's own folder for its local vector index: `<root>/node-<n>`, held with an
+    exclusive lock on `<root>/node-<n>.lock` for the life of the process. The lowest free `n` is
+    taken, so a restarted process reuses its predecessor's folder (and its index) and processes
+    running side by side get one each. `<root>/node-<n>.json` holds the last applied change id.
+    Raises RuntimeError when `max_slots` processes already hold one."""
+
+    def __init__(self, root: Path, n: int, fd: int):
+        self.root = root
+        self.n = n
+        self._fd: int | None = fd
+        self.path = root / f"node-{n}"
+        self.state_path = root / f"node-{n}.json"
+
+    @classmethod
+    def acquire(cls, root: Path, max_slots: int = 256) -> NodeSlot:
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        for n in range(max_slots):
+            fd = os.open(root / f"node-{n}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            return cls(root, n, fd)
+        raise RuntimeError(f"{max_slots} Clara processes already hold a vector index under {root}")
+
+    def read_state(self) -> dict[str, Any] | None:
+        """The saved state ({"position": int, "model": str, "dim": int}) or None."""
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return state if isinstance(state, dict) and isinstance(state.get("position"), int) else None
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        """Save `state` atomically (write a temporary file, then rename)."""
+        tmp = self.state_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.state_path)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                os.close(self._fd)
+            self._fd = None
+
+
+class Follower:
+    """Keeps one local vector index in step with SQL by following the change feed.
+
+    `model`/`dim` name the embedder whose stored vectors are used. `slot` stores the position
+    (None: kept in memory only, e.g. a shared Qdrant server). `poll`: seconds between feed polls
+    while idle (bounded tail latency). `gap_timeout`: how long a hole in the id sequence is
+    waited for (PostgreSQL assigns ids before commit, so a lower id may commit later; an aborted
+    transaction leaves a hole for good). `on_missing()` is called when a change names a live fact
+    that has no stored vector yet (wake the local indexer: another process wrote it)."""
+
+    def __init__(
+        self,
+        engines: Engines,
+        index: VectorIndex,
+        *,
+        model: str,
+        dim: int,
+        slot: NodeSlot | None = None,
+        poll: float = 0.2,
+        gap_timeout: float | None = None,
+        on_missing: Callable[[], None] | None = None,
+        batch: int = 2000,
+        clock: Callable[[], datetime] = system_clock,
+    ):
+        self.engines = engines
+        self.clock = clock
+        self.index = index
+        self.model = model
+        self.dim = dim
+        self.slot = slot
+        self.poll = poll
+        self.gap_timeout = (0.0 if engines.dialect == "sqlite" else 10.0) if gap_timeout is None else gap_timeout
+        self.on_missing = on_missing
+        self.batch = batch
+        self.position = 0
+        self.applied = 0
+        self.failures = 0
+        self.rebuilt = 0
+        self.opened: str | None = None
+        self.rebuild_seconds = 0.0  # the last rebuild: wall seconds and vectors loaded
+        self.rebuild_loaded = 0
+        self._ahead: set[int] = set()
+        self._gaps: dict[int, float] = {}
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    # ------------------------------------------------------------------ open / rebuild
+    async def open(self) -> str:
+        """Bring the local index up to date at start: returns "caught-up" or "rebuilt".
+        Rebuilds from stored vectors when there is no saved position, it is for another model,
+        it lies outside the feed (a restored or pruned database), or the index is empty while SQL
+        holds vectors; otherwise applies the changes after the saved position."""
+        state = self.slot.read_state() if self.slot else None
+        lo, hi, has_vectors = await self.engines.run_read(self._bounds)
+        reason = None
+        if state is None or state.get("model") != self.model or state.get("dim") != self.dim:
+            reason = "no saved position for this model"
+        elif state["position"] > hi or (lo is not None and state["position"] < lo - 1):
+            reason = "saved position outside the change feed"
+        elif has_vectors and await self.index.count() == 0:
+            reason = "local index empty"
+        if reason is None:
+            self.position = state["position"]
+            await self.catch_up()
+            self.opened = "caught-up"
+        else:
+            log.info("building the local vector index from stored vectors (%s)", reason)
+            await self.rebuild()
+            self.opened = "rebuilt"
+        return self.opened
+
+    def _bounds(self, conn: Connection) -> tuple[int | None, int, bool]:
+        lo, hi = conn.execute(select(func.min(ChangeRow.id), func.max(ChangeRow.id))).one()
+        has = conn.execute(select(FactVectorRow.fact_id).where(FactVectorRow.model == self.model).limit(1)).first()
+        return lo, hi or 0, has is not None
+
+    async def rebuild(self, progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+        """Clear the local index and load every live fact's stored vector (for this model/dim);
+        queue an index job for each live fact without one. Returns (vectors loaded, facts queued).
+        Cost: no embedding; a decode and a local upsert per vector (~10K vectors/s here)."""
+        started = time.monotonic()
+        async with self._lock:
+            _, hi, _ = await self.engines.run_read(self._bounds)
+            if await self.index.count():
+                await self.index.clear()
+            loaded, last = 0, 0
+            while True:
+                rows = await self.engines.run_read(self._stored_after, last)
+                if not rows:
+                    break
+                last = rows[-1][0]
+                points = await asyncio.to_thread(self._points, rows)
+                await self.index.upsert(points)
+                loaded += len(points)
+                if progress:
+                    progress(loaded)
+            queued = await self.engines.run_write(self._queue_missing)
+            self.position = hi
+            self._ahead.clear()
+            self._gaps.clear()
+            self._save()
+            self.rebuilt += 1
+        # No `index.optimize()` here: building the HNSW graph costs ~2 s per 1K vectors on a busy
+        # 2-core machine and would hold up the node; the loaded points are searchable at once
+        # (exact scan). `FactStore.reindex(wait=True)` optimizes.
+        self.rebuild_seconds = time.monotonic() - started
+        self.rebuild_loaded = loaded
+        await self.catch_up()
+        if queued and self.on_missing:
+            self.on_missing()
+        return loaded, queued
+
+    def _stored_after(self, conn: Connection, last: int) -> list:
+        q = (
+            select(FactRow.id, FactRow.scope_id, FactRow.status, FactVectorRow.vector)
+            .join(FactVectorRow, FactVectorRow.fact_id == FactRow.id)
+            .where(
+                FactRow.id > last,
+                FactRow.status != "deleted",
+                FactVectorRow.model == self.model,
+                FactVectorRow.dim == self.dim,
+            )
+            .order_by(FactRow.id)
+            .limit(self.batch)
+        )
+        return conn.execute(q).all()
+
+    @staticmethod
+    def _points(rows: Sequence) -> list[VectorPoint]:
+        return [VectorPoint(r[0], decode(r[3]), r[1], r[2]) for r in rows]
+
+    def _queue_missing(self, conn: Connection) -> int:
+        """Index jobs for live facts without a stored vector of this model (none already queued)."""
+        from storage.models import IndexJobRow
+
+        has_vector = exists().where(
+            FactVectorRow.fact_id == FactRow.id, FactVectorRow.model == self.model, FactVectorRow.dim == self.dim
+        )
+        queued = exists().where(IndexJobRow.fact_id == FactRow.id)
+        ids = conn.execute(select(FactRow.id).where(FactRow.status != "deleted", ~has_vector, ~queued)).scalars().all()
+        now = self.clock()
+        for i in range(0, len(ids), 1000):
+            conn.execute(
+                IndexJobRow.__table__.insert(),
+                [{"fact_id": f, "op": "upsert", "attempts": 0, "enqueued_at": now} for f in ids[i : i + 1000]],
+            )
+        return len(ids)
+
+    # ------------------------------------------------------------------ tailing
+    def wake(self) -> None:
+        """A change was just written by this process: apply it without waiting for the poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def catch_up(self) -> int:
+        """Apply every change committed so far; returns how many changes were applied."""
+        total = 0
+        while True:
+            n, more = await self.step()
+            total += n
+            if not more:
+                return total
+
+    async def step(self) -> tuple[int, bool]:
+        """Apply up to `batch` changes after the position. Returns (applied, more may be waiting)."""
+        async with self._lock:
+            rows = await self.engines.run_read(self._after, self.position, self.batch)
+            fresh = [r for r in rows if r.id not in self._ahead]
+            if fresh:
+                missing = await self._apply(sorted({r.fact_id for r in fresh}))
+                if missing and self.on_missing:
+                    self.on_missing()
+            self._advance([r.id for r in rows])
+            self.applied += len(fresh)
+            if rows:
+                self._save()
+            return len(fresh), bool(fresh) and len(rows) >= self.batch
+
+    @staticmethod
+    def _after(conn: Connection, position: int, limit: int) -> list:
+        return conn.execute(
+            select(ChangeRow.id, ChangeRow.fact_id).where(ChangeRow.id > position).order_by(ChangeRow.id).limit(limit)
+        ).all()
+
+    def _advance(self, ids: list[int]) -> None:
+        """Move the position over the fetched ids; a hole is waited for up to `gap_timeout` s
+        (ids fetched beyond it are applied already and remembered in `_ahead`)."""
+        pos = self.position
+        now = time.monotonic()
+        for i in sorted(ids):
+            if i <= pos:
+                continue
+            if i == pos + 1:
+                pos = i
+                continue
+            first = self._gaps.setdefault(pos + 1, now)
+            if now - first >= self.gap_timeout:
+                pos = i  # the hole is an aborted transaction's id: skip it
+            else:
+                self._ahead.add(i)
+        while pos + 1 in self._ahead:
+            pos += 1
+        self._ahead = {i for i in self._ahead if i > pos}
+        self._gaps = {k: v for k, v in self._gaps.items() if k > pos}
+        self.position = pos
+
+    async def _apply(self, fact_ids: list[int]) -> int:
+        """Make the local points of `fact_ids` match SQL; returns how many live facts lack a vector."""
+        rows = await self.engines.run_read(self._state, fact_ids)
+        found = {r.id: r for r in rows}
+        upserts = [r for r in rows if r.status != "deleted" and r.vector is not None]
+        deletes = [i for i in fact_ids if i not in found or found[i].status == "deleted"]
+        missing = sum(1 for r in rows if r.status != "deleted" and r.vector is None)
+        if upserts:
+            await self.index.upsert(
+                await asyncio.to_thread(self._points, [(r.id, r.scope_id, r.status, r.vector) for r in upserts])
+            )
+        if deletes:
+            await self.index.delete(deletes)
+        return missing
+
+    def _state(self, conn: Connection, fact_ids: list[int]) -> list:
+        v = FactVectorRow.__table__.alias("v")
+        on = (v.c.fact_id == FactRow.id) & (v.c.model == self.model) & (v.c.dim == self.dim)
+        out = []
+        for i in range(0, len(fact_ids), 500):
+            out += conn.execute(
+                select(FactRow.id, FactRow.scope_id, FactRow.status, v.c.vector)
+                .outerjoin(v, on)
+                .where(FactRow.id.in_(fact_ids[i : i + 500]))
+            ).all()
+        return out
+
+    def _save(self) -> None:
+        if self.slot is not None:
+            self.slot.write_state({"position": self.position, "model": self.model, "dim": self.dim})
+
+    async def lag(self) -> int:
+        """How many changes are committed but not yet applied here."""
+        _, hi, _ = await self.engines.run_read(self._bounds)
+        return max(0, hi - self.position)
+
+    async def run(self) -> None:
+        """Tail the feed until `stop()`: apply new changes, then wait up to `poll` s (or a wake)."""
+        backoff = 0.5
+        while not self._stopping:
+            try:
+                n, more = await self.step()
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.failures += 1
+                log.exception("applying the change feed failed; retrying in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            if more:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
