@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import T_BASE, run_then_kill
 
 from storage import FactStore, StoreConfig, feed
+from tests.conftest import T_BASE, run_then_kill
 
 HERE = Path(__file__).parent
 FACT = "My grandmother bakes wonderful sourdough bread every Sunday"
