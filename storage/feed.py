@@ -290,7 +290,9 @@ class Follower:
     async def step(self) -> tuple[int, bool]:
         """Apply up to `batch` changes after the position. Returns (applied, more may be waiting)."""
         async with self._lock:
-            rows = await self.engines.run_read(self._after, self.position, self.batch)
+            rows, tail = await self.engines.run_read(
+                self._after, self.position, max(self._ahead, default=self.position), self.batch
+            )
             fresh = [r for r in rows if r.id not in self._ahead]
             if fresh:
                 missing = await self._apply(sorted({r.fact_id for r in fresh}))
@@ -300,13 +302,21 @@ class Follower:
             self.applied += len(fresh)
             if rows:
                 self._save()
-            return len(fresh), bool(fresh) and len(rows) >= self.batch
+            return len(fresh), bool(fresh) and tail >= self.batch
 
     @staticmethod
-    def _after(conn: Connection, position: int, limit: int) -> list:
-        return conn.execute(
-            select(ChangeRow.id, ChangeRow.fact_id).where(ChangeRow.id > position).order_by(ChangeRow.id).limit(limit)
-        ).all()
+    def _after(conn: Connection, position: int, ahead: int, limit: int) -> tuple[list, int]:
+        """The changes after `position`: every id up to `ahead` (the highest already applied past
+        a hole — so a hole that fills is seen) and up to `limit` new ones beyond it. Returns
+        (rows, how many rows lie beyond `ahead`)."""
+        cols = select(ChangeRow.id, ChangeRow.fact_id)
+        known = (
+            conn.execute(cols.where(ChangeRow.id > position, ChangeRow.id <= ahead).order_by(ChangeRow.id)).all()
+            if ahead > position
+            else []
+        )
+        tail = conn.execute(cols.where(ChangeRow.id > ahead).order_by(ChangeRow.id).limit(limit)).all()
+        return [*known, *tail], len(tail)
 
     def _advance(self, ids: list[int]) -> None:
         """Move the position over the fetched ids; a hole is waited for up to `gap_timeout` s

@@ -70,10 +70,9 @@ class Node:
 def place(backend, tmp_path, request):
     """`place(i)` → (data dir, database url) of node i: one SQLite data dir shared by all nodes,
     or on PostgreSQL a data dir per node on one (emptied) database."""
-    from conftest import _truncate
-
     from storage import migrate
     from storage.db import async_url
+    from tests.conftest import _truncate
 
     if backend == "postgresql":
         url = request.getfixturevalue("pg_database")
@@ -263,3 +262,29 @@ async def test_a_lost_local_index_is_rebuilt_from_sql_without_embedding(store_co
         assert await store.pending_jobs() == 0 and store.indexer.embedded == 0
         assert await store.reindex() == 5 and store.indexer.embedded == 0  # reindex = from stored vectors
         assert await store.reindex(embed=True) == 5 and store.indexer.embedded == 5
+
+
+async def test_a_hole_in_the_feed_does_not_stall_the_changes_after_it(store_config, embedder, clock):
+    """PostgreSQL hands out ids before commit: a hole (a transaction not committed yet, or never)
+    is waited for, but every change past it is applied at once, however many there are."""
+    from sqlalchemy import func, insert, select
+
+    from storage.models import ChangeRow
+
+    async with await FactStore.open(store_config, embedder=embedder) as store:
+        await store.ensure_scope("user:h", "user", owner="h")
+        ids = [await store.add(f"note {i} about the garden", "user:h") for i in range(6)]
+        await store.drain()
+        store.feed.gap_timeout, store.feed.batch = 3600.0, 2  # a hole that stays open; small batches
+        async with store.engines.reader.connect() as conn:
+            top = (await conn.execute(select(func.max(ChangeRow.id)))).scalar_one()
+        rows = [{"id": top + 2 + i, "fact_id": f, "op": "upsert", "created_at": clock()} for i, f in enumerate(ids)]
+        await store.engines.run_write(lambda c: c.execute(insert(ChangeRow), rows))  # top + 1 is missing
+        before = store.feed.applied
+        await store.feed.catch_up()
+        assert store.feed.applied - before == len(ids)  # all six past the hole, in batches of two
+        assert store.feed.position == top  # the position waits at the hole
+        hole = {"id": top + 1, "fact_id": ids[0], "op": "upsert", "created_at": clock()}
+        await store.engines.run_write(lambda c: c.execute(insert(ChangeRow), [hole]))
+        await store.feed.catch_up()
+        assert store.feed.position == top + 1 + len(ids)  # the hole filled: the position moves past it all
