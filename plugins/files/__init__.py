@@ -170,18 +170,25 @@ async def setup(ctx) -> None:
             return "No saved files."
         return "\n".join(f"- {f['name']} ({_human(f['size'])}, modified {f['modified']})" for f in files)
 
+    def saved(inv: Invocation, args: dict, hint: str = "") -> Path | str:
+        """The user's saved file named in `args`, or the one-line error to return instead."""
+        try:
+            path = resolve(root, inv.user_id, args["filename"])
+        except PluginError as exc:
+            return f"error: {exc}"
+        if not path.is_file():
+            return f"error: there is no saved file called {path.name!r}{hint}"
+        return path
+
     @ctx.tool(
         "read_local_file",
         description=f"Read a text file from the user's own file storage (the first {READ_CHARS:,} characters).",
         parameters=name_only,
     )
     async def read_local_file(inv: Invocation, args: dict) -> str:
-        try:
-            path = resolve(root, inv.user_id, args["filename"])
-        except PluginError as exc:
-            return f"error: {exc}"
-        if not path.is_file():
-            return f"error: there is no saved file called {path.name!r} (list_local_files shows what there is)"
+        path = saved(inv, args, hint=" (list_local_files shows what there is)")
+        if isinstance(path, str):
+            return path
         with path.open("rb") as fh:
             head = fh.read(READ_CHARS * 4 + 1)
         size = path.stat().st_size
@@ -198,12 +205,9 @@ async def setup(ctx) -> None:
 
     @ctx.tool("delete_local_file", description="Delete a file from the user's own file storage.", parameters=name_only)
     async def delete_local_file(inv: Invocation, args: dict) -> str:
-        try:
-            path = resolve(root, inv.user_id, args["filename"])
-        except PluginError as exc:
-            return f"error: {exc}"
-        if not path.is_file():
-            return f"error: there is no saved file called {path.name!r}"
+        path = saved(inv, args)
+        if isinstance(path, str):
+            return path
         path.unlink()
         return f"Deleted {path.name}."
 
@@ -213,12 +217,9 @@ async def setup(ctx) -> None:
         parameters=name_only,
     )
     async def send_local_file(inv: Invocation, args: dict) -> str:
-        try:
-            path = resolve(root, inv.user_id, args["filename"])
-        except PluginError as exc:
-            return f"error: {exc}"
-        if not path.is_file():
-            return f"error: there is no saved file called {path.name!r}"
+        path = saved(inv, args)
+        if isinstance(path, str):
+            return path
         size = path.stat().st_size
         if size > max_file_size():
             return f"error: {path.name} is {_human(size)}, over CLARA_MAX_FILE_SIZE"
