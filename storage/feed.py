@@ -166,6 +166,7 @@ class Follower:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._holds_points = False  # whether any point was ever put in this index (saved with the position)
 
     # ------------------------------------------------------------------ open / rebuild
     async def open(self) -> str:
@@ -180,10 +181,13 @@ class Follower:
             reason = "no saved position for this model"
         elif state["position"] > hi or (lo is not None and state["position"] < lo - 1):
             reason = "saved position outside the change feed"
-        elif has_vectors and await self.index.count() == 0:
+        elif has_vectors and state.get("points", True) and await self.index.count() == 0:
+            # Only a sign of a lost index if points were applied before the saved position: a node
+            # killed before its first vector arrived has an empty index and a valid position.
             reason = "local index empty"
         if reason is None:
             self.position = state["position"]
+            self._holds_points = bool(state.get("points", True))
             await self.catch_up()
             self.opened = "caught-up"
         else:
@@ -219,6 +223,7 @@ class Follower:
                     progress(loaded)
             queued = await self.engines.run_write(self._queue_missing)
             self.position = hi
+            self._holds_points = loaded > 0
             self._ahead.clear()
             self._gaps.clear()
             self._save()
@@ -348,6 +353,7 @@ class Follower:
         deletes = [i for i in fact_ids if i not in found or found[i].status == "deleted"]
         missing = sum(1 for r in rows if r.status != "deleted" and r.vector is None)
         if upserts:
+            self._holds_points = True
             await self.index.upsert(
                 await asyncio.to_thread(self._points, [(r.id, r.scope_id, r.status, r.vector) for r in upserts])
             )
@@ -369,7 +375,9 @@ class Follower:
 
     def _save(self) -> None:
         if self.slot is not None:
-            self.slot.write_state({"position": self.position, "model": self.model, "dim": self.dim})
+            self.slot.write_state(
+                {"position": self.position, "model": self.model, "dim": self.dim, "points": self._holds_points}
+            )
 
     async def lag(self) -> int:
         """How many changes are committed but not yet applied here."""

@@ -64,6 +64,7 @@ def driver():
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # one backend keeps the run short; HTTP tests cover both
 async def test_login_search_edit_recall_forget_in_chromium(driver, store, backend):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -102,8 +103,17 @@ async def test_login_search_edit_recall_forget_in_chromium(driver, store, backen
             wait.until(ec.text_to_be_present_in_element((By.ID, "results"), "Porto"))
             assert "Anna" in text_of("#results")
             shot("03-memories-search")
-            link = next(a for a in driver.find_elements(By.CSS_SELECTOR, "a.fact-text") if "Porto" in a.text)
-            link.click()
+
+            def open_porto(d) -> bool:
+                # htmx may swap the results again (a request per keystroke): retry on a stale element
+                try:
+                    link = next(a for a in d.find_elements(By.CSS_SELECTOR, "a.fact-text") if "Porto" in a.text)
+                    link.click()
+                    return True
+                except (StaleElementReferenceException, StopIteration):
+                    return False
+
+            wait.until(open_porto)
             wait.until(ec.presence_of_element_located((By.ID, "edit-text")))
             shot("04-fact")
             box = driver.find_element(By.ID, "edit-text")

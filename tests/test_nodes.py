@@ -288,3 +288,39 @@ async def test_a_hole_in_the_feed_does_not_stall_the_changes_after_it(store_conf
         await store.engines.run_write(lambda c: c.execute(insert(ChangeRow), [hole]))
         await store.feed.catch_up()
         assert store.feed.position == top + 1 + len(ids)  # the hole filled: the position moves past it all
+
+
+async def test_a_node_stopped_before_its_first_vector_catches_up_instead_of_rebuilding(store_config, embedder):
+    """A node that wrote facts but never held a vector (another worker embedded them) has an empty
+    index and a valid position: it catches up from the feed, it does not rebuild; a node whose
+    index held points and lost them still rebuilds."""
+    import shutil
+
+    other_dir = store_config.data_dir / "other"
+    other_config = StoreConfig(
+        database_url=store_config.database_url,
+        data_dir=store_config.data_dir if store_config.database_url is None else other_dir,
+        auto_migrate=False,
+        clock=store_config.clock,
+    )
+    async with await FactStore.open(store_config, embedder=embedder, start_indexer=False) as writer:
+        await writer.ensure_scope("user:e", "user", owner="e")
+        await writer.ensure_scope("user:x", "user", owner="x")
+        fid = await writer.add(FACT, "user:e")
+        await writer.add("My secret is that I keep bees on the roof", "user:x")
+        await writer.feed.catch_up()
+        assert await writer.index.count() == 0
+        writer_slot = writer.slot.path
+        async with await FactStore.open(other_config, embedder=embedder) as worker:
+            await worker.drain()  # the other node embeds and stores both vectors
+            assert await worker.index.count() == 2
+    async with await FactStore.open(store_config, embedder=embedder, start_indexer=False) as back:
+        assert back.slot.path == writer_slot
+        assert back.feed.opened == "caught-up" and await back.index.count() == 2
+        hits = await back.recall(PARAPHRASE, ["user:e"], k=3)
+        assert [h.fact.id for h in hits][:1] == [fid]
+        assert all(h.fact.scope_id == "user:e" for h in hits)  # never the other user's private fact
+    shutil.rmtree(writer_slot)  # the index folder is lost; its saved position says it held points
+    async with await FactStore.open(store_config, embedder=embedder, start_indexer=False) as again:
+        assert again.slot.path == writer_slot
+        assert again.feed.opened == "rebuilt" and await again.index.count() == 2
