@@ -327,3 +327,46 @@ async def test_bot_mcp_server_and_cli_share_one_store(backend, tmp_path, request
 async def _reply_with(d: Discord, question: str, needle: str) -> str | None:
     reply = await d.ask(ALICE, question)
     return reply if needle in reply else None
+
+
+# ---------------------------------------------------------------------- bad configuration
+@pytest.mark.parametrize(
+    ("args", "extra", "expected"),
+    [
+        (["bot"], {"CLARA_MCP_HTTP": "127.0.0.1:99999", "CLARA_MCP_TOKENS": f"{TOKEN}=coder"}, "port"),
+        (["bot", "--mcp-http", "localhost:nope"], {"CLARA_MCP_TOKENS": f"{TOKEN}=coder"}, "port"),
+        (["bot", "--mcp-http", "{free}"], {}, "CLARA_MCP_TOKENS"),
+        (["bot", "--mcp-http", "{free}"], {"CLARA_MCP_TOKENS": "short=coder"}, "at least 16"),
+        (
+            ["bot", "--mcp-http", "{free}"],
+            {"CLARA_MCP_TOKENS": f"{TOKEN}=coder", "CLARA_MCP_GRANTS": "coder=user:9"},
+            "cannot grant",
+        ),
+        (["bot", "--mcp-http", "{taken}"], {"CLARA_MCP_TOKENS": f"{TOKEN}=coder"}, "in use"),
+        (["mcp", "serve", "--http", "--port", "{taken}"], {"CLARA_MCP_TOKENS": f"{TOKEN}=coder"}, "in use"),
+    ],
+)
+async def test_bad_mcp_http_configuration_is_one_line(args, extra, expected, tmp_path):
+    """A bad address, no or weak tokens, a forbidden grant or a taken port: one error line, exit
+    2, no traceback — and the token itself is never echoed."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        values = {"{free}": str(_free_port()), "{taken}": str(taken.getsockname()[1])}
+        argv = [values.get(a, a) for a in args]
+        env = _env(tmp_path, None, DISCORD_BOT_TOKEN="proc-token", DISCORD_API_BASE="http://127.0.0.1:1/api", **extra)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "clara.cli",
+            *argv,
+            env=env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = (out + err).decode()
+    assert proc.returncode == 2, text
+    assert expected in " ".join(text.split()) and "Traceback" not in text, text
+    assert text.strip().startswith("error:") and TOKEN not in text
