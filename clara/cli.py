@@ -24,7 +24,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(bench_app, name="bench")
 
 console = Console(soft_wrap=not sys.stdout.isatty())
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, never wrapped at 80 columns
 MAX_INT64 = 2**63 - 1  # storage.text.MAX_INT64 (not imported: `clara --help` stays fast)
 
 

@@ -368,5 +368,5 @@ async def test_bad_mcp_http_configuration_is_one_line(args, extra, expected, tmp
         out, err = await asyncio.wait_for(proc.communicate(), 60)
     text = (out + err).decode()
     assert proc.returncode == 2, text
-    assert expected in " ".join(text.split()) and "Traceback" not in text, text
-    assert text.strip().startswith("error:") and TOKEN not in text
+    assert expected in text and "Traceback" not in text, text
+    assert text.strip().startswith("error:") and len(text.strip().splitlines()) == 1 and TOKEN not in text
