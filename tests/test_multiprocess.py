@@ -257,6 +257,10 @@ async def test_bot_serves_the_memory_mcp_server_over_http(tmp_path):
                 assert "cellist Marco" in reply, reply
                 assert stored["fact_id"]
                 await _no_secret(agent)
+                # SIGTERM with an agent's session still open: the bot and its MCP server stop cleanly.
+                started = time.monotonic()
+                code = await bot.stop()
+                assert time.monotonic() - started < 15
         finally:
             code = await bot.stop()
         assert code == 0, bot.err.decode()[-2000:]
