@@ -24,7 +24,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(bench_app, name="bench")
 
 console = Console(soft_wrap=not sys.stdout.isatty())
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, never wrapped at 80 columns
 MAX_INT64 = 2**63 - 1  # storage.text.MAX_INT64 (not imported: `clara --help` stays fast)
 
 
@@ -112,8 +112,18 @@ def bot(
         bool,
         typer.Option("--invite", help="Print the link that adds the bot to a server (DISCORD_CLIENT_ID), then exit."),
     ] = False,
+    mcp_http: Annotated[
+        str | None,
+        typer.Option(
+            "--mcp-http",
+            metavar="[HOST:]PORT",
+            help="Also serve the memory MCP server over HTTP there (default CLARA_MCP_HTTP; tokens: CLARA_MCP_TOKENS).",
+        ),
+    ] = None,
 ) -> None:
-    """Run Clara on Discord (needs DISCORD_BOT_TOKEN; LLM_PROVIDER optional). Stops on SIGTERM."""
+    """Run Clara on Discord (needs DISCORD_BOT_TOKEN; LLM_PROVIDER optional). Stops on SIGTERM.
+    With --mcp-http / CLARA_MCP_HTTP the same process serves the memory MCP server at /mcp
+    (bearer tokens CLARA_MCP_TOKENS="token=agent,…", grants CLARA_MCP_GRANTS="agent=scope,…")."""
     from pydantic import ValidationError
 
     from clara.discord_adapter.logmirror import invite_url
@@ -129,11 +139,15 @@ def bot(
             _fail("DISCORD_CLIENT_ID is not set (the application id, in the Discord developer portal)")
         console.print(invite_url(dsettings.discord_client_id))
         return
-    if dsettings.discord_client_id and dsettings.discord_bot_token:
+    if not dsettings.discord_bot_token:  # before anything else is checked or opened
+        console.print(f"[red]error:[/red] {MissingToken.MESSAGE}")
+        raise typer.Exit(2)
+    mcp = _mcp_http_config(listen=mcp_http)
+    if dsettings.discord_client_id:
         console.print(f"invite link: {invite_url(dsettings.discord_client_id)}")
 
     try:
-        _run(run_bot())
+        _run(run_bot(mcp_http=mcp))
     except MissingToken as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -173,9 +187,16 @@ def mcp_serve(
     grant: Annotated[list[str] | None, typer.Option(help="http: AGENT=SCOPE (repeatable).")] = None,
 ) -> None:
     """The memory MCP server (tools memory_store_fact, memory_recall, …). stdio: one agent per
-    process; HTTP: one agent per bearer token from CLARA_MCP_TOKENS="token=agent,…"."""
+    process; HTTP: one agent per bearer token from CLARA_MCP_TOKENS="token=agent,…", shared scopes
+    from --grant and CLARA_MCP_GRANTS="agent=scope,…" (`clara bot --mcp-http` serves the same)."""
     from clara.mcp_server.__main__ import main as mcp_main
 
+    if http:
+        from clara.mcp_server.server import serve_http
+
+        config = _mcp_http_config(listen=(host, port), grants=grant or [])
+        _run(serve_http(config))
+        return
     argv = ["--host", host, "--port", str(port)]
     if http:
         argv.append("--http")
@@ -186,6 +207,23 @@ def mcp_serve(
     for g in grant or []:
         argv += ["--grant", g]
     mcp_main(argv)
+
+
+def _mcp_http_config(listen, grants=()):
+    """The HTTP memory server's configuration from the settings and options, or a one-line error
+    (exit 2) for a bad address, no or weak tokens, a bad agent name or grant."""
+    from pydantic import ValidationError
+
+    from clara.mcp_server.server import http_config_from_settings
+    from clara.settings import get_settings
+
+    try:
+        return http_config_from_settings(get_settings(), listen=listen, grants=grants)
+    except ValidationError as exc:
+        _fail(settings_error(exc))
+    except ValueError as exc:
+        where = "--mcp-http / CLARA_MCP_HTTP" if not isinstance(listen, tuple) else "clara mcp serve --http"
+        _fail(f"{where}: {exc}")
 
 
 def _check_identity(**names: str | None) -> None:

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from storage import StoreConfig
@@ -62,6 +62,29 @@ class Settings(BaseSettings):
     backup_dir: Path | None = Field(default=None, description="folder for scheduled backups (unset = none)")
     backup_schedule: str = Field(default="30 1 * * *", description="when the scheduled backup runs")
     backup_retention_days: int = Field(default=7, ge=1, description="backups older than this are deleted")
+
+    # The memory MCP server over HTTP (`clara mcp serve --http`, and inside `clara bot` with CLARA_MCP_HTTP).
+    mcp_http: str | None = Field(
+        default=None,
+        validation_alias="CLARA_MCP_HTTP",
+        description="[host:]port: `clara bot` also serves the memory MCP server there (host default 127.0.0.1)",
+    )
+    mcp_tokens: SecretStr = Field(
+        default=SecretStr(""), validation_alias="CLARA_MCP_TOKENS", description="token=agent,… (bearer tokens)"
+    )
+    mcp_grants: str = Field(
+        default="", validation_alias="CLARA_MCP_GRANTS", description="agent=scope,…: shared scopes agents join"
+    )
+
+    @field_validator("mcp_http")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        from clara.http_serve import parse_listen
+
+        host, port = parse_listen(v)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @field_validator("maintenance_decay", "maintenance_rerank", "maintenance_cleanup", "backup_schedule")
     @classmethod

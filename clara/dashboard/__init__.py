@@ -22,60 +22,14 @@ import logging
 from clara.dashboard.app import create_app
 from clara.dashboard.config import DashboardSettings
 from clara.dashboard.service import DashboardService, DashboardState
+from clara.http_serve import LoopServer, start_in_loop
 
 __all__ = ["DashboardServer", "DashboardService", "DashboardSettings", "DashboardState", "create_app", "serve", "start"]
 
 log = logging.getLogger(__name__)
 
 
-class DashboardServer:
-    """A running dashboard: uvicorn's `Server.serve()` in a task on the current loop."""
-
-    def __init__(self, server, task: asyncio.Task):
-        self.server = server
-        self.task = task
-
-    @property
-    def port(self) -> int | None:
-        for s in getattr(self.server, "servers", []) or []:
-            for sock in s.sockets:
-                return sock.getsockname()[1]
-        return None
-
-    async def stop(self, timeout: float = 5.0) -> None:
-        self.server.should_exit = True
-        try:
-            await asyncio.wait_for(asyncio.shield(self.task), timeout)
-        except (TimeoutError, asyncio.CancelledError):
-            self.server.force_exit = True
-            self.task.cancel()
-            with contextlib.suppress(BaseException):
-                await self.task
-
-
-def _uvicorn_server(app, host: str, port: int):
-    import uvicorn
-
-    class _Server(uvicorn.Server):
-        # The host process (the bot) owns SIGINT/SIGTERM: uvicorn must not take them over.
-        @contextlib.contextmanager
-        def capture_signals(self):
-            yield
-
-    # proxy_headers=False: uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1 by default, letting
-    # anything on this host pick its client address (the login throttle's key); the app honours it only
-    # from CLARA_DASHBOARD_TRUSTED_PROXIES.
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="off", access_log=False, proxy_headers=False
-    )
-    return _Server(config)
-
-
-async def _run_uvicorn(server, where: str) -> None:
-    try:
-        await server.serve()
-    except SystemExit:  # uvicorn exits (status 3) when it cannot bind: for its host, an error, not an exit
-        raise OSError(f"cannot listen on {where} (address in use or not allowed)") from None
+DashboardServer = LoopServer  # a running dashboard (clara.http_serve.LoopServer)
 
 
 async def start(state: DashboardState, *, host: str | None = None, port: int | None = None) -> DashboardServer:
@@ -83,15 +37,9 @@ async def start(state: DashboardState, *, host: str | None = None, port: int | N
     settings = state.settings or DashboardSettings()
     state.settings = settings
     app = create_app(state)
-    server = _uvicorn_server(app, host or settings.host, settings.port if port is None else port)
-    where = f"{host or settings.host}:{settings.port if port is None else port}"
-    task = asyncio.create_task(_run_uvicorn(server, where), name="clara-dashboard")
-    while not server.started:
-        if task.done():
-            task.result()  # re-raise the bind error
-            raise RuntimeError("dashboard server stopped during start-up")
-        await asyncio.sleep(0.02)
-    handle = DashboardServer(server, task)
+    handle = await start_in_loop(
+        app, host or settings.host, settings.port if port is None else port, name="clara-dashboard"
+    )
     log.info("dashboard listening on http://%s:%s/", host or settings.host, handle.port)
     return handle
 
@@ -99,8 +47,8 @@ async def start(state: DashboardState, *, host: str | None = None, port: int | N
 def serve(host: str | None = None, port: int | None = None, settings=None) -> None:
     """`clara dashboard`: open the store (and plugins, without their scheduler, and the LLM for
     health checks) from `settings` (clara.settings.Settings; env by default) and serve until
-    SIGINT/SIGTERM. Note: the embedded vector index allows one process per data dir — with the bot
-    running, use the dashboard it serves (or QDRANT_URL)."""
+    SIGINT/SIGTERM. It can run beside the bot on the same data dir (each process has its own local
+    vector index folder following the change feed); the bot also serves a dashboard itself."""
     asyncio.run(_serve(host, port, settings))
 
 

@@ -15,23 +15,47 @@ log = logging.getLogger(__name__)
 
 
 class MissingToken(RuntimeError):
-    pass
+    MESSAGE = "DISCORD_BOT_TOKEN is not set (for the local terminal chat run `make run`)."
 
 
-async def run_bot() -> None:
-    """Raises MissingToken when DISCORD_BOT_TOKEN is not set; discord.LoginFailure for a bad one."""
+async def run_bot(mcp_http=None) -> None:
+    """Raises MissingToken when DISCORD_BOT_TOKEN is not set; discord.LoginFailure for a bad one.
+
+    `mcp_http` (clara.mcp_server.server.HttpConfig, from CLARA_MCP_HTTP / `--mcp-http`): also serve
+    the memory MCP server over HTTP in this event loop, on the bot's store; it starts before the
+    gateway connects, and a taken address raises OSError (one sentence) after closing what was
+    opened."""
     from clara.app import open_store
-    from clara.chat import ChatEngine
-    from clara.discord_adapter.bot import ClaraBot
     from clara.discord_adapter.settings import DiscordSettings
-    from clara.llm import LLMSettings, make_llm
 
     dsettings = DiscordSettings()
     if not dsettings.discord_bot_token:
-        raise MissingToken("DISCORD_BOT_TOKEN is not set (for the local terminal chat run `make run`).")
+        raise MissingToken(MissingToken.MESSAGE)
     if dsettings.discord_api_base:
         _point_at(dsettings.discord_api_base, dsettings.discord_gateway_url)
     store = await open_store()
+    mcp = None
+    if mcp_http is not None:
+        from clara.mcp_server.server import start_http
+
+        try:
+            mcp = await start_http(mcp_http, store)
+        except BaseException:
+            await store.aclose()
+            raise
+    try:
+        await _run(dsettings, store, mcp)
+    finally:
+        if mcp is not None:
+            await mcp.stop()
+        await store.aclose()
+
+
+async def _run(dsettings, store, mcp) -> None:
+    from clara.chat import ChatEngine
+    from clara.discord_adapter.bot import ClaraBot
+    from clara.llm import LLMSettings, make_llm
+
     llm_settings = LLMSettings()
     llm = make_llm(llm_settings)
     from clara.maintenance import core_jobs
@@ -58,12 +82,15 @@ async def run_bot() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     runner = asyncio.create_task(bot.start(dsettings.discord_bot_token, reconnect=True))
+    watched = {runner} | ({mcp.task} if mcp is not None else set())
     try:
         waiter = asyncio.create_task(stopping.wait())
-        done, _ = await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(watched | {waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         if runner in done:
             runner.result()  # re-raise a login failure
+        elif mcp is not None and mcp.task in done:
+            log.error("the memory MCP server stopped; stopping the bot")
         log.info("stopping: closing the gateway")
     finally:
         await bot.close()
@@ -75,7 +102,6 @@ async def run_bot() -> None:
         await engine.aclose()
         if llm is not None:
             await llm.aclose()
-        await store.aclose()
 
 
 def _point_at(api_base: str, gateway: str | None) -> None:

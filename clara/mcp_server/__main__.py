@@ -1,6 +1,8 @@
 """`python -m clara.mcp_server --agent NAME [--scope S ...]` (stdio) or
 `python -m clara.mcp_server --http [--host H] [--port P] [--grant AGENT=SCOPE ...]` with
-CLARA_MCP_TOKENS="token1=agent1,token2=agent2" (tokens are never taken from the command line)."""
+CLARA_MCP_TOKENS="token1=agent1,token2=agent2" (tokens are never taken from the command line) and
+CLARA_MCP_GRANTS="agent1=channel:42,…" added to the --grant options. `clara mcp serve` is the same
+with one-line errors for every bad setting."""
 
 from __future__ import annotations
 
@@ -8,17 +10,7 @@ import argparse
 import os
 import sys
 
-from clara.mcp_server.server import http_app, main_stdio
-
-
-def parse_pairs(text: str) -> dict[str, str]:
-    out = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"expected KEY=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
+from clara.mcp_server.server import http_config_from_settings, main_stdio, serve_http
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,15 +33,18 @@ def _serve(args) -> None:
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be from 1 to 65535, got {args.port}")
     if args.http:
-        import uvicorn
+        import asyncio
 
-        tokens = {t: a for t, a in parse_pairs(os.environ.get("CLARA_MCP_TOKENS", "")).items()}
-        grants: dict[str, list[str]] = {}
-        for g in args.grant:
-            agent, _, scope = g.partition("=")
-            grants.setdefault(agent, []).append(scope)
-        app = http_app(tokens, grants=grants, host=args.host)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        from clara.settings import Settings
+
+        settings = Settings()
+        config = http_config_from_settings(settings, listen=(args.host, args.port), grants=args.grant)
+        try:
+            asyncio.run(serve_http(config, settings))
+        except KeyboardInterrupt:
+            pass
+        except OSError as exc:  # the address is taken or not allowed, the store unreachable
+            raise ValueError(str(exc)) from None
         return
     if not args.agent:
         print("error: --agent NAME (or CLARA_MCP_AGENT) is required for stdio", file=sys.stderr)

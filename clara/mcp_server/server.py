@@ -14,7 +14,8 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
@@ -35,6 +36,9 @@ from clara.mcp_server.service import (
 )
 from storage.errors import ScopeDenied
 from storage.text import MAX_FACT_CHARS, MAX_INT64, MAX_NAME_CHARS, MAX_SCOPE_ID
+
+if TYPE_CHECKING:
+    from clara.http_serve import LoopServer
 
 log = logging.getLogger(__name__)
 MIN_TOKEN_CHARS = 16
@@ -585,3 +589,108 @@ def http_app(
                 await s.aclose()
 
     return Starlette(routes=[Mount("/", app=_BearerGuard(inner, tokens))], lifespan=lifespan)
+
+
+# ---------------------------------------------------------------------- HTTP: configuration and serving
+def parse_pairs(text: str, what: str = "KEY=VALUE") -> list[tuple[str, str]]:
+    """`"a=b, c=d"` → [("a", "b"), ("c", "d")]. Raises ValueError (without echoing the item, which
+    may be a token) when an item has no `=` or an empty side."""
+    out = []
+    for n, item in enumerate(filter(None, (p.strip() for p in (text or "").split(","))), 1):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"item {n} of the {what} list is not {what}")
+        out.append((key.strip(), value.strip()))
+    return out
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """Where and for whom the HTTP memory server listens: `tokens` maps bearer token → agent,
+    `grants` agent → shared scope ids. Build it with `http_config` (which validates)."""
+
+    host: str
+    port: int
+    tokens: dict[str, str] = field(repr=False)
+    grants: dict[str, list[str]] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never the tokens
+        return f"HttpConfig(host={self.host!r}, port={self.port}, agents={sorted(set(self.tokens.values()))})"
+
+
+def http_config(
+    listen: str | tuple[str, int],
+    tokens: str | Mapping[str, str],
+    grants: str | Mapping[str, Sequence[str]] | Sequence[str] = "",
+) -> HttpConfig:
+    """Validate the HTTP server's configuration. `listen` is `[host:]port` (or (host, port));
+    `tokens` is `token=agent,…` (CLARA_MCP_TOKENS) or a mapping; `grants` is `agent=scope,…`
+    (CLARA_MCP_GRANTS), a list of `agent=scope` items (`--grant`) or a mapping. Raises ValueError
+    with one line naming the problem (no tokens, a short token, a bad agent name, scope or port)."""
+    from clara.http_serve import parse_listen
+
+    host, port = parse_listen(listen) if isinstance(listen, str) else listen
+    if isinstance(tokens, str):
+        pairs = parse_pairs(tokens, "token=agent")
+        if not pairs:
+            raise ValueError("the HTTP memory server needs CLARA_MCP_TOKENS=token=agent,… (no token is set)")
+        tokens = dict(pairs)
+    if isinstance(grants, str):
+        grants = parse_pairs(grants, "agent=scope")
+    elif not isinstance(grants, Mapping):
+        grants = [p for g in grants for p in parse_pairs(g, "agent=scope")]
+    if not isinstance(grants, Mapping):
+        merged: dict[str, list[str]] = {}
+        for agent, scope in grants:
+            merged.setdefault(agent, []).append(scope)
+        grants = merged
+    return HttpConfig(host, port, check_tokens(tokens), check_grants(grants))
+
+
+def http_config_from_settings(
+    settings, *, listen: str | tuple[str, int] | None = None, grants: Sequence[str] = ()
+) -> HttpConfig | None:
+    """The HTTP server configuration from clara.settings.Settings (CLARA_MCP_HTTP, CLARA_MCP_TOKENS,
+    CLARA_MCP_GRANTS) with `listen` (`--mcp-http`) and extra `grants` taking precedence / adding;
+    None when no address is set. Raises ValueError like `http_config`."""
+    where = listen or settings.mcp_http
+    if not where:
+        return None
+    pairs = parse_pairs(settings.mcp_grants, "agent=scope") + [p for g in grants for p in parse_pairs(g, "agent=scope")]
+    return http_config(where, settings.mcp_tokens.get_secret_value(), [f"{a}={s}" for a, s in pairs])
+
+
+async def start_http(config: HttpConfig, store) -> LoopServer:
+    """Serve the memory MCP server at http://host:port/mcp from the running loop on an open
+    FactStore (the caller keeps owning it). Returns once it accepts connections; raises OSError
+    (one sentence) when the address cannot be used."""
+    from clara.http_serve import start_in_loop
+
+    app = http_app(config.tokens, grants=config.grants, store=store, host=config.host)
+    server = await start_in_loop(app, config.host, config.port, name="clara-mcp-http", lifespan="on")
+    log.info("memory MCP server listening on http://%s:%s/mcp", config.host, server.port)
+    return server
+
+
+async def serve_http(config: HttpConfig, settings=None) -> None:
+    """`clara mcp serve --http`: open the store from `settings`, serve until SIGINT/SIGTERM, then
+    close both. Store errors and a taken port propagate (the CLI prints one line)."""
+    import signal
+
+    from clara.app import open_store
+
+    store = await open_store(settings)
+    server = None
+    try:
+        server = await start_http(config, store)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        waiter = asyncio.create_task(stopping.wait())
+        await asyncio.wait({server.task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+    finally:
+        if server is not None:
+            await server.stop()
+        await store.aclose()
