@@ -199,12 +199,19 @@ class Follower:
 
     async def rebuild(self, progress: Callable[[int], None] | None = None) -> tuple[int, int]:
         """Clear the local index and load every live fact's stored vector (for this model/dim);
-        queue an index job for each live fact without one. Returns (vectors loaded, facts queued).
+        queue an index job for each live fact without one. A shared index is reconciled with SQL
+        instead of cleared (other nodes keep searching it meanwhile). Returns (vectors loaded, facts queued).
         Cost: no embedding; a decode and a local upsert per vector (~10K vectors/s here)."""
         started = time.monotonic()
         async with self._lock:
             _, hi, _ = await self.engines.run_read(self._bounds)
-            if await self.index.count():
+            # A shared index (a Qdrant server other nodes search) is reconciled, never cleared:
+            # its ids are listed first, every stored vector is upserted, then each listed id SQL
+            # did not give is made to match SQL (deleted unless live with a vector). Listing
+            # before reading SQL means a point another node adds meanwhile is never taken for stale.
+            shared = self.index.shared
+            before = await self.index.ids() if shared else set()
+            if not shared and await self.index.count():
                 await self.index.clear()
             loaded, last = 0, 0
             while True:
@@ -215,8 +222,12 @@ class Follower:
                 points = await asyncio.to_thread(self._points, rows)
                 await self.index.upsert(points)
                 loaded += len(points)
+                if shared:
+                    before.difference_update(p.id for p in points)
                 if progress:
                     progress(loaded)
+            if before:
+                await self._apply(sorted(before))
             queued = await self.engines.run_write(self._queue_missing)
             self.position = hi
             self._ahead.clear()
