@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, exists, func, select
+from sqlalchemy import Connection, exists, func, select, text
 
 from storage.clock import system_clock
 from storage.db import Engines
@@ -41,6 +41,10 @@ from storage.vectors import VectorIndex, VectorPoint
 log = logging.getLogger(__name__)
 
 ENCODING = "f16"
+# The PostgreSQL notification channel of the change feed (NOTIFY is per database, so stores on
+# different databases of one server never wake each other). Payload: empty (followers read SQL).
+CHANNEL = "clara_changes"
+_NOTIFY = text("SELECT pg_notify(:channel, '')")
 _CHANGES = ChangeRow.__table__
 _INSERT_CHANGE = _CHANGES.insert()
 
@@ -64,10 +68,14 @@ def content_hash(content: str) -> str:
 
 def record(conn: Connection, fact_ids: Iterable[int], op: str, now: datetime) -> None:
     """Append one change per fact to the feed, inside the caller's transaction `conn`.
-    `op`: upsert | supersede | forget | purge | vector."""
+    `op`: upsert | supersede | forget | purge | vector. On PostgreSQL the same transaction also
+    sends `NOTIFY clara_changes` (delivered at commit, once per transaction; dropped on rollback),
+    so every listening follower wakes at once instead of at its next poll."""
     rows = [{"fact_id": int(i), "op": op, "created_at": now} for i in fact_ids]
     if rows:
         conn.execute(_INSERT_CHANGE, rows)
+        if conn.dialect.name == "postgresql":
+            conn.execute(_NOTIFY, {"channel": CHANNEL})
 
 
 class NodeSlot:
@@ -128,7 +136,12 @@ class Follower:
     while idle (bounded tail latency). `gap_timeout`: how long a hole in the id sequence is
     waited for (PostgreSQL assigns ids before commit, so a lower id may commit later; an aborted
     transaction leaves a hole for good). `on_missing()` is called when a change names a live fact
-    that has no stored vector yet (wake the local indexer: another process wrote it)."""
+    that has no stored vector yet (wake the local indexer: another process wrote it).
+
+    On PostgreSQL `run()` also LISTENs on `CHANNEL` over a dedicated psycopg connection (10 s
+    connect timeout, TCP keepalives; reconnected with exponential backoff 0.2–10 s when it drops)
+    and applies a change as soon as its transaction commits; while that connection is up the poll
+    is only a fallback, every `listen_poll` s (default 2 s)."""
 
     def __init__(
         self,
@@ -139,6 +152,7 @@ class Follower:
         dim: int,
         slot: NodeSlot | None = None,
         poll: float = 0.2,
+        listen_poll: float = 2.0,
         gap_timeout: float | None = None,
         on_missing: Callable[[], None] | None = None,
         batch: int = 2000,
@@ -151,6 +165,11 @@ class Follower:
         self.dim = dim
         self.slot = slot
         self.poll = poll
+        self.listen_poll = max(poll, listen_poll)
+        self.notified = 0  # PostgreSQL notifications received (wakes), LISTEN (re)connections
+        self.listens = 0
+        self.listen_pid: int | None = None  # the server process of the LISTEN connection
+        self._listening = False
         self.gap_timeout = (0.0 if engines.dialect == "sqlite" else 10.0) if gap_timeout is None else gap_timeout
         self.on_missing = on_missing
         self.batch = batch
@@ -388,22 +407,86 @@ class Follower:
         return max(0, hi - self.position)
 
     async def run(self) -> None:
-        """Tail the feed until `stop()`: apply new changes, then wait up to `poll` s (or a wake)."""
+        """Tail the feed until `stop()`: apply new changes, then wait for a wake (a local write,
+        a PostgreSQL notification) or at most `poll` s (`listen_poll` s while LISTENing)."""
+        listener = asyncio.create_task(self._listen(), name="clara-feed-listen") if self._can_listen() else None
         backoff = 0.5
-        while not self._stopping:
-            try:
-                n, more = await self.step()
-                backoff = 0.5
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.failures += 1
-                log.exception("applying the change feed failed; retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-                continue
-            if more:
-                continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
+        try:
+            while not self._stopping:
+                # Cleared before reading, so a wake that arrives during the step is not lost.
+                self._wake.clear()
+                try:
+                    n, more = await self.step()
+                    backoff = 0.5
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.failures += 1
+                    log.exception("applying the change feed failed; retrying in %.1fs", backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                if more:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), timeout=self.listen_poll if self._listening else self.poll
+                    )
+        finally:
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await listener
+
+    def _can_listen(self) -> bool:
+        return self.engines.dialect == "postgresql" and hasattr(self.engines.reader, "url")
+
+    def _listen_dsn(self) -> str:
+        return self.engines.reader.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def _listen(self) -> None:
+        """LISTEN until cancelled or `stop()`; any failure reconnects with backoff (tenacity)."""
+        from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+        def lost(state) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("change-feed LISTEN connection lost (%s); reconnecting", exc)
+
+        retrying = AsyncRetrying(
+            wait=wait_exponential(multiplier=0.2, min=0.2, max=10.0),
+            retry=retry_if_exception_type(Exception),
+            before_sleep=lost,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._listen_once()
+
+    async def _listen_once(self) -> None:
+        import psycopg
+
+        conn = await psycopg.AsyncConnection.connect(
+            self._listen_dsn(),
+            autocommit=True,
+            connect_timeout=10,
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+        )
+        try:
+            await asyncio.wait_for(conn.execute(f"LISTEN {CHANNEL}"), timeout=10)
+            self.listen_pid = conn.info.backend_pid
+            self.listens += 1
+            self._listening = True
+            self._wake.set()  # notifications sent while not listening were missed: read the feed
+            while not self._stopping:
+                # A bounded wait, so a stop is noticed and a dead connection raises here.
+                async for _ in conn.notifies(timeout=5.0):
+                    self.notified += 1
+                    self._wake.set()
+                await asyncio.wait_for(conn.execute("SELECT 1"), timeout=10)
+        finally:
+            self._listening = False
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), timeout=5)

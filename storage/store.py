@@ -207,6 +207,7 @@ class FactStore:
             dim=embedder.dim,
             slot=slot,
             poll=float(config.extra.get("feed_poll", 0.2)),
+            listen_poll=float(config.extra.get("feed_listen_poll", 2.0)),
             clock=self.clock,
         )
         self.indexer = Indexer(
