@@ -36,7 +36,7 @@ from sqlalchemy import Connection, exists, func, select, text
 from storage.clock import system_clock
 from storage.db import Engines
 from storage.models import ChangeRow, FactRow, FactVectorRow
-from storage.vectors import VectorIndex, VectorPoint
+from storage.vectors import VectorBatch, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,22 @@ def decode(blob: bytes) -> np.ndarray:
     v = np.frombuffer(blob, dtype="<f2").astype(np.float32)
     n = float(np.linalg.norm(v))
     return v / n if n > 0 else v
+
+
+def decode_many(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    """`decode` for many blobs at once: an (n, dim) float32 array of unit rows, from one
+    `frombuffer` over the concatenated blobs (~40 ms per 20K vectors of 384 here, vs ~0.3 s
+    one by one). Raises ValueError if a blob is not `dim` float16 values."""
+    if not blobs:
+        return np.empty((0, dim), dtype=np.float32)
+    buf = b"".join(blobs)
+    if len(buf) != 2 * dim * len(blobs):
+        raise ValueError(f"stored vectors are not all {dim} float16 values")
+    m = np.frombuffer(buf, dtype="<f2").reshape(len(blobs), dim).astype(np.float32)
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    m /= norms
+    return m
 
 
 def content_hash(content: str) -> str:
@@ -107,7 +123,8 @@ class NodeSlot:
         raise RuntimeError(f"{max_slots} Clara processes already hold a vector index under {root}")
 
     def read_state(self) -> dict[str, Any] | None:
-        """The saved state ({"position": int, "model": str, "dim": int}) or None."""
+        """The saved state ({"position": int, "model": str, "dim": int, "points": bool}) or None
+        (`points`: the index had been given vectors by then)."""
         try:
             state = json.loads(self.state_path.read_text())
         except (OSError, ValueError):
@@ -156,6 +173,7 @@ class Follower:
         gap_timeout: float | None = None,
         on_missing: Callable[[], None] | None = None,
         batch: int = 2000,
+        rebuild_batch: int = 5000,
         clock: Callable[[], datetime] = system_clock,
     ):
         self.engines = engines
@@ -170,9 +188,11 @@ class Follower:
         self.listens = 0
         self.listen_pid: int | None = None  # the server process of the LISTEN connection
         self._listening = False
+        self._points = True  # whether a vector was ever put in the local index (saved with the position)
         self.gap_timeout = (0.0 if engines.dialect == "sqlite" else 10.0) if gap_timeout is None else gap_timeout
         self.on_missing = on_missing
         self.batch = batch
+        self.rebuild_batch = rebuild_batch
         self.position = 0
         self.applied = 0
         self.failures = 0
@@ -199,10 +219,13 @@ class Follower:
             reason = "no saved position for this model"
         elif state["position"] > hi or (lo is not None and state["position"] < lo - 1):
             reason = "saved position outside the change feed"
-        elif has_vectors and await self.index.count() == 0:
+        elif has_vectors and state.get("points", True) and await self.index.count() == 0:
+            # (An index that was empty when the position was saved — a node killed before any
+            # vector reached it — only needs to catch up.)
             reason = "local index empty"
         if reason is None:
             self.position = state["position"]
+            self._points = bool(state.get("points", True))
             await self.catch_up()
             self.opened = "caught-up"
         else:
@@ -232,23 +255,34 @@ class Follower:
             before = await self.index.ids() if shared else set()
             if not shared and await self.index.count():
                 await self.index.clear()
-            loaded, last = 0, 0
-            while True:
-                rows = await self.engines.run_read(self._stored_after, last)
-                if not rows:
-                    break
-                last = rows[-1][0]
-                points = await asyncio.to_thread(self._points, rows)
-                await self.index.upsert(points)
-                loaded += len(points)
-                if shared:
-                    before.difference_update(p.id for p in points)
-                if progress:
-                    progress(loaded)
+            # Pipelined: the next batch is read from SQL (on the read pool) while this one is
+            # decoded and upserted (on the index thread).
+            loaded = 0
+            batch_size = max(self.batch, self.rebuild_batch)
+            fetch = asyncio.ensure_future(self.engines.run_read(self._stored_after, 0, batch_size))
+            try:
+                while True:
+                    rows = await fetch
+                    if not rows:
+                        break
+                    fetch = asyncio.ensure_future(self.engines.run_read(self._stored_after, rows[-1][0], batch_size))
+                    batch = await asyncio.to_thread(self._batch, rows)
+                    await self.index.upsert_batch(batch)
+                    loaded += len(batch)
+                    if shared:
+                        before.difference_update(batch.ids)
+                    if progress:
+                        progress(loaded)
+            finally:
+                if not fetch.done():
+                    fetch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await fetch
             if before:
                 await self._apply(sorted(before))
             queued = await self.engines.run_write(self._queue_missing)
             self.position = hi
+            self._points = loaded > 0
             self._ahead.clear()
             self._gaps.clear()
             self._save()
@@ -263,7 +297,7 @@ class Follower:
             self.on_missing()
         return loaded, queued
 
-    def _stored_after(self, conn: Connection, last: int) -> list:
+    def _stored_after(self, conn: Connection, last: int, limit: int) -> list:
         q = (
             select(FactRow.id, FactRow.scope_id, FactRow.status, FactVectorRow.vector)
             .join(FactVectorRow, FactVectorRow.fact_id == FactRow.id)
@@ -274,13 +308,14 @@ class Follower:
                 FactVectorRow.dim == self.dim,
             )
             .order_by(FactRow.id)
-            .limit(self.batch)
+            .limit(limit)
         )
         return conn.execute(q).all()
 
-    @staticmethod
-    def _points(rows: Sequence) -> list[VectorPoint]:
-        return [VectorPoint(r[0], decode(r[3]), r[1], r[2]) for r in rows]
+    def _batch(self, rows: Sequence) -> VectorBatch:
+        """Rows (id, scope, status, float16 blob) as a columnar batch (vectors decoded in bulk)."""
+        vectors = decode_many([r[3] for r in rows], self.dim)
+        return VectorBatch([r[0] for r in rows], vectors, [r[1] for r in rows], [r[2] for r in rows])
 
     def _queue_missing(self, conn: Connection) -> int:
         """Index jobs for live facts without a stored vector of this model (none already queued)."""
@@ -378,8 +413,9 @@ class Follower:
         deletes = [i for i in fact_ids if i not in found or found[i].status == "deleted"]
         missing = sum(1 for r in rows if r.status != "deleted" and r.vector is None)
         if upserts:
-            await self.index.upsert(
-                await asyncio.to_thread(self._points, [(r.id, r.scope_id, r.status, r.vector) for r in upserts])
+            self._points = True
+            await self.index.upsert_batch(
+                await asyncio.to_thread(self._batch, [(r.id, r.scope_id, r.status, r.vector) for r in upserts])
             )
         if deletes:
             await self.index.delete(deletes)
@@ -399,7 +435,8 @@ class Follower:
 
     def _save(self) -> None:
         if self.slot is not None:
-            self.slot.write_state({"position": self.position, "model": self.model, "dim": self.dim})
+            state = {"position": self.position, "model": self.model, "dim": self.dim, "points": self._points}
+            self.slot.write_state(state)
 
     async def lag(self) -> int:
         """How many changes are committed but not yet applied here."""

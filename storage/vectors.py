@@ -38,6 +38,25 @@ class VectorPoint:
     status: str
 
 
+@dataclass(slots=True)
+class VectorBatch:
+    """Many points at once, columnar: `ids[i]` has vector `vectors[i]` (an (n, dim) float32
+    array of unit rows), scope `scopes[i]` and status `statuses[i]`. What a rebuild or a feed step
+    hands the index (no per-point Python objects until the index library needs them)."""
+
+    ids: list[int]
+    vectors: np.ndarray
+    scopes: list[str]
+    statuses: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def points(self) -> list[VectorPoint]:
+        cols = zip(self.ids, self.vectors, self.scopes, self.statuses, strict=True)
+        return [VectorPoint(i, v, sc, st) for i, v, sc, st in cols]
+
+
 def _dot(records, query: np.ndarray) -> dict[int, float]:
     """{id: stored vector · query} for retrieved Qdrant records (each with `.id` and `.vector`)."""
     if not records:
@@ -53,6 +72,11 @@ class VectorIndex(ABC):
 
     @abstractmethod
     async def upsert(self, points: list[VectorPoint]) -> None: ...
+
+    async def upsert_batch(self, batch: VectorBatch) -> None:
+        """Upsert a columnar batch (same effect as `upsert(batch.points())`; indexes override it
+        with a cheaper path)."""
+        await self.upsert(batch.points())
 
     @abstractmethod
     async def delete(self, ids: list[int]) -> None: ...
@@ -149,12 +173,38 @@ class EdgeIndex(VectorIndex):
     async def upsert(self, points: list[VectorPoint]) -> None:
         if not points:
             return
+        await self.upsert_batch(
+            VectorBatch(
+                [p.id for p in points],
+                np.stack([p.vector for p in points]).astype(np.float32, copy=False),
+                [p.scope_id for p in points],
+                [p.status for p in points],
+            )
+        )
+
+    def _upsert_batch(self, batch: VectorBatch) -> None:
+        # Each vector goes to qe.Point as a memoryview slice of the batch's float32 buffer: the
+        # binding reads it in ~13-18 µs per 384-dim point, against ~27 µs for a numpy row and
+        # ~32 µs for `.tolist()` + a list (measured). One payload dict per (scope, status) pair.
         qe = self._qe
+        d = self.dim
+        flat = memoryview(np.ascontiguousarray(batch.vectors, dtype=np.float32).reshape(-1))
+        payloads: dict[tuple[str, str], dict[str, str]] = {}
         pts = [
-            qe.Point(id=p.id, vector=p.vector.tolist(), payload={"scope": p.scope_id, "status": p.status})
-            for p in points
+            qe.Point(
+                id=i,
+                vector=flat[n * d : (n + 1) * d],
+                payload=payloads.get((sc, st)) or payloads.setdefault((sc, st), {"scope": sc, "status": st}),
+            )
+            for n, (i, sc, st) in enumerate(zip(batch.ids, batch.scopes, batch.statuses, strict=True))
         ]
-        await self._call(self._shard.update, qe.UpdateOperation.upsert_points(pts))
+        self._shard.update(qe.UpdateOperation.upsert_points(pts))
+
+    async def upsert_batch(self, batch: VectorBatch) -> None:
+        """On the index thread: Point objects are built there too, off the event loop. Cost here
+        (2 cores, busy): ~15 µs per point to build + ~20-30 µs to upsert, both holding the GIL."""
+        if len(batch):
+            await self._call(self._upsert_batch, batch)
 
     async def delete(self, ids: list[int]) -> None:
         if ids:
@@ -396,18 +446,40 @@ class QdrantServerIndex(VectorIndex):
     async def upsert(self, points: list[VectorPoint]) -> None:
         if not points:
             return
+        last = list({p.id: p for p in points}.values())  # one point per id: the last one given wins
+        await self._upsert_unique(
+            [p.id for p in last],
+            np.stack([p.vector for p in last]).astype(np.float32, copy=False),
+            [p.scope_id for p in last],
+            [p.status for p in last],
+        )
+
+    async def upsert_batch(self, batch: VectorBatch) -> None:
+        if not len(batch):
+            return
+        where = {int(i): n for n, i in enumerate(batch.ids)}  # the last row of each id wins
+        rows = sorted(where.values())
+        if len(rows) == len(batch):
+            await self._upsert_unique(batch.ids, batch.vectors, batch.scopes, batch.statuses)
+        else:
+            await self._upsert_unique(
+                [batch.ids[r] for r in rows],
+                batch.vectors[rows],
+                [batch.scopes[r] for r in rows],
+                [batch.statuses[r] for r in rows],
+            )
+
+    async def _upsert_unique(self, ids, vectors: np.ndarray, scopes, statuses) -> None:
         from qdrant_client import models as m
 
         await self._ensure()
-        last = list({p.id: p for p in points}.values())  # one point per id: the last one given wins
-        for i in range(0, len(last), self.chunk):
-            part = last[i : i + self.chunk]
-            vectors = np.stack([p.vector for p in part]).astype(np.float32, copy=False).tolist()
+        for i in range(0, len(ids), self.chunk):
+            j = i + self.chunk
+            cols = zip(ids[i:j], vectors[i:j].tolist(), scopes[i:j], statuses[i:j], strict=True)
             await self._client.upsert(
                 self.collection,
                 points=[
-                    m.PointStruct(id=int(p.id), vector=v, payload={"scope": p.scope_id, "status": p.status})
-                    for p, v in zip(part, vectors, strict=True)
+                    m.PointStruct(id=int(fid), vector=v, payload={"scope": sc, "status": st}) for fid, v, sc, st in cols
                 ],
             )
 
