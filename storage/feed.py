@@ -188,7 +188,7 @@ class Follower:
         self.listens = 0
         self.listen_pid: int | None = None  # the server process of the LISTEN connection
         self._listening = False
-        self._points = True  # whether a vector was ever put in the local index (saved with the position)
+        self._holds_points = True  # whether a vector was ever put in the local index (saved with the position)
         self.gap_timeout = (0.0 if engines.dialect == "sqlite" else 10.0) if gap_timeout is None else gap_timeout
         self.on_missing = on_missing
         self.batch = batch
@@ -225,7 +225,7 @@ class Follower:
             reason = "local index empty"
         if reason is None:
             self.position = state["position"]
-            self._points = bool(state.get("points", True))
+            self._holds_points = bool(state.get("points", True))
             await self.catch_up()
             self.opened = "caught-up"
         else:
@@ -296,7 +296,7 @@ class Follower:
                 await self._apply(sorted(before))
             queued = await self.engines.run_write(self._queue_missing)
             self.position = hi
-            self._points = loaded > 0
+            self._holds_points = loaded > 0
             self._ahead.clear()
             self._gaps.clear()
             self._save()
@@ -427,7 +427,7 @@ class Follower:
         deletes = [i for i in fact_ids if i not in found or found[i].status == "deleted"]
         missing = sum(1 for r in rows if r.status != "deleted" and r.vector is None)
         if upserts:
-            self._points = True
+            self._holds_points = True
             await self.index.upsert_batch(
                 await asyncio.to_thread(self._batch, [(r.id, r.scope_id, r.status, r.vector) for r in upserts])
             )
@@ -449,7 +449,7 @@ class Follower:
 
     def _save(self) -> None:
         if self.slot is not None:
-            state = {"position": self.position, "model": self.model, "dim": self.dim, "points": self._points}
+            state = {"position": self.position, "model": self.model, "dim": self.dim, "points": self._holds_points}
             self.slot.write_state(state)
 
     async def lag(self) -> int:
