@@ -792,6 +792,10 @@ def bench_nodes(
     catchup: Annotated[int, typer.Option(min=0, max=10_000_000, help="Stored vectors a late joiner loads.")] = 20_000,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
     database_url: Annotated[str | None, typer.Option(help="PostgreSQL URL (default: one SQLite data dir).")] = None,
+    catchup_only: Annotated[
+        bool, typer.Option("--catchup-only", help="Only the late joiner's catch-up, --runs times (median).")
+    ] = False,
+    runs: Annotated[int, typer.Option(min=1, max=20, help="Late-joiner runs with --catchup-only.")] = 3,
 ) -> None:
     """Several processes on one store: sync lag, recall latency per node, write throughput vs
     one node, a late joiner's catch-up rate from stored vectors, RSS per node."""
@@ -799,8 +803,14 @@ def bench_nodes(
 
     with _progress() as prog:
         progress = _named_tasks(prog)
-        res = bench.run(nodes, writes=writes, rate=rate, catchup=catchup, database_url=database_url, progress=progress)
-    table = Table(title=f"{nodes} Clara processes on one store (ms, MB, per second)")
+        if catchup_only:
+            res = bench.catchup_runs(catchup or 100_000, runs=runs, database_url=database_url, progress=progress)
+        else:
+            res = bench.run(
+                nodes, writes=writes, rate=rate, catchup=catchup, database_url=database_url, progress=progress
+            )
+    title = "Late joiner catch-up from stored vectors" if catchup_only else f"{nodes} Clara processes on one store"
+    table = Table(title=f"{title} (ms, MB, per second)")
     table.add_column("metric")
     for name in res:
         table.add_column(name, justify="right")

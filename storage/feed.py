@@ -31,16 +31,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, exists, func, select
+from sqlalchemy import Connection, exists, func, select, text
 
 from storage.clock import system_clock
 from storage.db import Engines
 from storage.models import ChangeRow, FactRow, FactVectorRow
-from storage.vectors import VectorIndex, VectorPoint
+from storage.vectors import VectorBatch, VectorIndex
 
 log = logging.getLogger(__name__)
 
 ENCODING = "f16"
+# The PostgreSQL notification channel of the change feed (NOTIFY is per database, so stores on
+# different databases of one server never wake each other). Payload: empty (followers read SQL).
+CHANNEL = "clara_changes"
+_NOTIFY = text("SELECT pg_notify(:channel, '')")
 _CHANGES = ChangeRow.__table__
 _INSERT_CHANGE = _CHANGES.insert()
 
@@ -57,6 +61,22 @@ def decode(blob: bytes) -> np.ndarray:
     return v / n if n > 0 else v
 
 
+def decode_many(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    """`decode` for many blobs at once: an (n, dim) float32 array of unit rows, from one
+    `frombuffer` over the concatenated blobs (~40 ms per 20K vectors of 384 here, vs ~0.3 s
+    one by one). Raises ValueError if a blob is not `dim` float16 values."""
+    if not blobs:
+        return np.empty((0, dim), dtype=np.float32)
+    buf = b"".join(blobs)
+    if len(buf) != 2 * dim * len(blobs):
+        raise ValueError(f"stored vectors are not all {dim} float16 values")
+    m = np.frombuffer(buf, dtype="<f2").reshape(len(blobs), dim).astype(np.float32)
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    m /= norms
+    return m
+
+
 def content_hash(content: str) -> str:
     """The hash a stored vector is keyed on: 40 hex chars of SHA-1 of the UTF-8 text."""
     return hashlib.sha1(content.encode("utf-8")).hexdigest()
@@ -64,10 +84,14 @@ def content_hash(content: str) -> str:
 
 def record(conn: Connection, fact_ids: Iterable[int], op: str, now: datetime) -> None:
     """Append one change per fact to the feed, inside the caller's transaction `conn`.
-    `op`: upsert | supersede | forget | purge | vector."""
+    `op`: upsert | supersede | forget | purge | vector. On PostgreSQL the same transaction also
+    sends `NOTIFY clara_changes` (delivered at commit, once per transaction; dropped on rollback),
+    so every listening follower wakes at once instead of at its next poll."""
     rows = [{"fact_id": int(i), "op": op, "created_at": now} for i in fact_ids]
     if rows:
         conn.execute(_INSERT_CHANGE, rows)
+        if conn.dialect.name == "postgresql":
+            conn.execute(_NOTIFY, {"channel": CHANNEL})
 
 
 class NodeSlot:
@@ -99,7 +123,8 @@ class NodeSlot:
         raise RuntimeError(f"{max_slots} Clara processes already hold a vector index under {root}")
 
     def read_state(self) -> dict[str, Any] | None:
-        """The saved state ({"position": int, "model": str, "dim": int}) or None."""
+        """The saved state ({"position": int, "model": str, "dim": int, "points": bool}) or None
+        (`points`: the index had been given vectors by then)."""
         try:
             state = json.loads(self.state_path.read_text())
         except (OSError, ValueError):
@@ -128,7 +153,12 @@ class Follower:
     while idle (bounded tail latency). `gap_timeout`: how long a hole in the id sequence is
     waited for (PostgreSQL assigns ids before commit, so a lower id may commit later; an aborted
     transaction leaves a hole for good). `on_missing()` is called when a change names a live fact
-    that has no stored vector yet (wake the local indexer: another process wrote it)."""
+    that has no stored vector yet (wake the local indexer: another process wrote it).
+
+    On PostgreSQL `run()` also LISTENs on `CHANNEL` over a dedicated psycopg connection (10 s
+    connect timeout, TCP keepalives; reconnected with exponential backoff 0.2–10 s when it drops)
+    and applies a change as soon as its transaction commits; while that connection is up the poll
+    is only a fallback, every `listen_poll` s (default 2 s)."""
 
     def __init__(
         self,
@@ -139,9 +169,11 @@ class Follower:
         dim: int,
         slot: NodeSlot | None = None,
         poll: float = 0.2,
+        listen_poll: float = 2.0,
         gap_timeout: float | None = None,
         on_missing: Callable[[], None] | None = None,
         batch: int = 2000,
+        rebuild_batch: int = 5000,
         clock: Callable[[], datetime] = system_clock,
     ):
         self.engines = engines
@@ -151,9 +183,16 @@ class Follower:
         self.dim = dim
         self.slot = slot
         self.poll = poll
+        self.listen_poll = max(poll, listen_poll)
+        self.notified = 0  # PostgreSQL notifications received (wakes), LISTEN (re)connections
+        self.listens = 0
+        self.listen_pid: int | None = None  # the server process of the LISTEN connection
+        self._listening = False
+        self._holds_points = True  # whether a vector was ever put in the local index (saved with the position)
         self.gap_timeout = (0.0 if engines.dialect == "sqlite" else 10.0) if gap_timeout is None else gap_timeout
         self.on_missing = on_missing
         self.batch = batch
+        self.rebuild_batch = rebuild_batch
         self.position = 0
         self.applied = 0
         self.failures = 0
@@ -166,7 +205,6 @@ class Follower:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._stopping = False
-        self._holds_points = False  # whether any point was ever put in this index (saved with the position)
 
     # ------------------------------------------------------------------ open / rebuild
     async def open(self) -> str:
@@ -182,8 +220,8 @@ class Follower:
         elif state["position"] > hi or (lo is not None and state["position"] < lo - 1):
             reason = "saved position outside the change feed"
         elif has_vectors and state.get("points", True) and await self.index.count() == 0:
-            # Only a sign of a lost index if points were applied before the saved position: a node
-            # killed before its first vector arrived has an empty index and a valid position.
+            # (An index that was empty when the position was saved — a node killed before any
+            # vector reached it — only needs to catch up.)
             reason = "local index empty"
         if reason is None:
             self.position = state["position"]
@@ -203,27 +241,62 @@ class Follower:
 
     async def rebuild(self, progress: Callable[[int], None] | None = None) -> tuple[int, int]:
         """Clear the local index and load every live fact's stored vector (for this model/dim);
-        queue an index job for each live fact without one. Returns (vectors loaded, facts queued).
+        queue an index job for each live fact without one. A shared index is reconciled with SQL
+        instead of cleared (other nodes keep searching it meanwhile). Returns (vectors loaded, facts queued).
         Cost: no embedding; a decode and a local upsert per vector (~10K vectors/s here)."""
         started = time.monotonic()
         async with self._lock:
             _, hi, _ = await self.engines.run_read(self._bounds)
-            if await self.index.count():
+            # A shared index (a Qdrant server other nodes search) is reconciled, never cleared:
+            # its ids are listed first, every stored vector is upserted, then each listed id SQL
+            # did not give is made to match SQL (deleted unless live with a vector). Listing
+            # before reading SQL means a point another node adds meanwhile is never taken for stale.
+            shared = self.index.shared
+            before = await self.index.ids() if shared else set()
+            if not shared and await self.index.count():
                 await self.index.clear()
-            loaded, last = 0, 0
-            while True:
-                rows = await self.engines.run_read(self._stored_after, last)
-                if not rows:
-                    break
-                last = rows[-1][0]
-                points = await asyncio.to_thread(self._points, rows)
-                await self.index.upsert(points)
-                loaded += len(points)
-                if progress:
-                    progress(loaded)
+            # Read in windows of fact ids, (lo, lo + span]: a bounded id range is an index range
+            # scan whatever the planner's statistics say (with "id > last ORDER BY id LIMIT n",
+            # PostgreSQL on a freshly loaded table chose a seq scan + sort of every row above
+            # `last` per batch: 9 s of SQL per 100K). Pipelined: the next window is read (on the
+            # read pool) while this one is decoded and upserted (on the index thread). Facts
+            # above `top` are newer than `hi`'s changes, so `catch_up` below applies them.
+            loaded = 0
+            span = max(self.batch, self.rebuild_batch)
+            top = await self.engines.run_read(lambda c: c.execute(select(func.max(FactRow.id))).scalar() or 0)
+            lo = 0
+
+            def next_window():
+                nonlocal lo
+                start, lo = lo, lo + span
+                return asyncio.ensure_future(self.engines.run_read(self._stored_between, start, lo))
+
+            fetch = next_window()
+            try:
+                while True:
+                    rows = await fetch
+                    if lo >= top and not rows:
+                        break
+                    fetch = next_window()
+                    if not rows:
+                        continue
+                    batch = await asyncio.to_thread(self._batch, rows)
+                    await self.index.upsert_batch(batch)
+                    loaded += len(batch)
+                    if shared:
+                        before.difference_update(batch.ids)
+                    if progress:
+                        progress(loaded)
+            finally:
+                if not fetch.done():
+                    fetch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await fetch
+            self._holds_points = loaded > 0  # (the reconcile below may add points too)
+            if before:
+                await self._apply(sorted(before))
             queued = await self.engines.run_write(self._queue_missing)
             self.position = hi
-            self._holds_points = loaded > 0
             self._ahead.clear()
             self._gaps.clear()
             self._save()
@@ -238,24 +311,25 @@ class Follower:
             self.on_missing()
         return loaded, queued
 
-    def _stored_after(self, conn: Connection, last: int) -> list:
+    def _stored_between(self, conn: Connection, lo: int, hi: int) -> list:
+        """(id, scope, status, blob) of live facts with lo < id <= hi and a vector of this model."""
         q = (
             select(FactRow.id, FactRow.scope_id, FactRow.status, FactVectorRow.vector)
             .join(FactVectorRow, FactVectorRow.fact_id == FactRow.id)
             .where(
-                FactRow.id > last,
+                FactRow.id > lo,
+                FactRow.id <= hi,
                 FactRow.status != "deleted",
                 FactVectorRow.model == self.model,
                 FactVectorRow.dim == self.dim,
             )
-            .order_by(FactRow.id)
-            .limit(self.batch)
-        )
+        )  # no ORDER BY: a window's rows are distinct facts (PostgreSQL sorted 5,000 bytea rows on disk)
         return conn.execute(q).all()
 
-    @staticmethod
-    def _points(rows: Sequence) -> list[VectorPoint]:
-        return [VectorPoint(r[0], decode(r[3]), r[1], r[2]) for r in rows]
+    def _batch(self, rows: Sequence) -> VectorBatch:
+        """Rows (id, scope, status, float16 blob) as a columnar batch (vectors decoded in bulk)."""
+        vectors = decode_many([r[3] for r in rows], self.dim)
+        return VectorBatch([r[0] for r in rows], vectors, [r[1] for r in rows], [r[2] for r in rows])
 
     def _queue_missing(self, conn: Connection) -> int:
         """Index jobs for live facts without a stored vector of this model (none already queued)."""
@@ -354,8 +428,8 @@ class Follower:
         missing = sum(1 for r in rows if r.status != "deleted" and r.vector is None)
         if upserts:
             self._holds_points = True
-            await self.index.upsert(
-                await asyncio.to_thread(self._points, [(r.id, r.scope_id, r.status, r.vector) for r in upserts])
+            await self.index.upsert_batch(
+                await asyncio.to_thread(self._batch, [(r.id, r.scope_id, r.status, r.vector) for r in upserts])
             )
         if deletes:
             await self.index.delete(deletes)
@@ -375,9 +449,8 @@ class Follower:
 
     def _save(self) -> None:
         if self.slot is not None:
-            self.slot.write_state(
-                {"position": self.position, "model": self.model, "dim": self.dim, "points": self._holds_points}
-            )
+            state = {"position": self.position, "model": self.model, "dim": self.dim, "points": self._holds_points}
+            self.slot.write_state(state)
 
     async def lag(self) -> int:
         """How many changes are committed but not yet applied here."""
@@ -385,22 +458,86 @@ class Follower:
         return max(0, hi - self.position)
 
     async def run(self) -> None:
-        """Tail the feed until `stop()`: apply new changes, then wait up to `poll` s (or a wake)."""
+        """Tail the feed until `stop()`: apply new changes, then wait for a wake (a local write,
+        a PostgreSQL notification) or at most `poll` s (`listen_poll` s while LISTENing)."""
+        listener = asyncio.create_task(self._listen(), name="clara-feed-listen") if self._can_listen() else None
         backoff = 0.5
-        while not self._stopping:
-            try:
-                n, more = await self.step()
-                backoff = 0.5
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.failures += 1
-                log.exception("applying the change feed failed; retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-                continue
-            if more:
-                continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
+        try:
+            while not self._stopping:
+                # Cleared before reading, so a wake that arrives during the step is not lost.
+                self._wake.clear()
+                try:
+                    n, more = await self.step()
+                    backoff = 0.5
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.failures += 1
+                    log.exception("applying the change feed failed; retrying in %.1fs", backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                if more:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), timeout=self.listen_poll if self._listening else self.poll
+                    )
+        finally:
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await listener
+
+    def _can_listen(self) -> bool:
+        return self.engines.dialect == "postgresql" and hasattr(self.engines.reader, "url")
+
+    def _listen_dsn(self) -> str:
+        return self.engines.reader.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def _listen(self) -> None:
+        """LISTEN until cancelled or `stop()`; any failure reconnects with backoff (tenacity)."""
+        from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+        def lost(state) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("change-feed LISTEN connection lost (%s); reconnecting", exc)
+
+        retrying = AsyncRetrying(
+            wait=wait_exponential(multiplier=0.2, min=0.2, max=10.0),
+            retry=retry_if_exception_type(Exception),
+            before_sleep=lost,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._listen_once()
+
+    async def _listen_once(self) -> None:
+        import psycopg
+
+        conn = await psycopg.AsyncConnection.connect(
+            self._listen_dsn(),
+            autocommit=True,
+            connect_timeout=10,
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+        )
+        try:
+            await asyncio.wait_for(conn.execute(f"LISTEN {CHANNEL}"), timeout=10)
+            self.listen_pid = conn.info.backend_pid
+            self.listens += 1
+            self._listening = True
+            self._wake.set()  # notifications sent while not listening were missed: read the feed
+            while not self._stopping:
+                # A bounded wait, so a stop is noticed and a dead connection raises here.
+                async for _ in conn.notifies(timeout=5.0):
+                    self.notified += 1
+                    self._wake.set()
+                await asyncio.wait_for(conn.execute("SELECT 1"), timeout=10)
+        finally:
+            self._listening = False
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), timeout=5)

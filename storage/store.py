@@ -75,7 +75,7 @@ from storage.types import (
     Scope,
     ScopeKind,
 )
-from storage.vectors import EdgeIndex, QdrantServerIndex, VectorIndex
+from storage.vectors import EdgeIndex, QdrantServerIndex, VectorIndex, check_qdrant_url
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,7 @@ class FactStore:
             dim=embedder.dim,
             slot=slot,
             poll=float(config.extra.get("feed_poll", 0.2)),
+            listen_poll=float(config.extra.get("feed_listen_poll", 2.0)),
             clock=self.clock,
         )
         self.indexer = Indexer(
@@ -236,13 +237,19 @@ class FactStore:
         config: StoreConfig | None = None,
         *,
         embedder: Embedder | None = None,
+        index: VectorIndex | None = None,
         start_indexer: bool = True,
     ) -> FactStore:
         """Open (and by default migrate) the store described by `config`.
 
+        `index`: a vector index to use instead of the one `config` names (e.g. one
+        `QdrantServerIndex` client shared by several stores in a process); the store closes it.
+
         Starts the background indexer, which first finishes any jobs left by an earlier process.
         Raises sqlalchemy errors if the database is unreachable; ValueError for a bad config."""
         config = config or StoreConfig()
+        if config.qdrant_url and index is None:
+            check_qdrant_url(config.qdrant_url)  # a bad setting fails before anything is opened
         data_dir = Path(config.data_dir)
         ephemeral = None
         if is_in_memory(config.database_url):  # sqlite:///:memory: — gone when the store closes
@@ -268,13 +275,14 @@ class FactStore:
         collection = f"{config.qdrant_collection}_{embedder.name}"
         # Each process gets an index folder (and feed position) of its own, the lowest free one:
         # a restarted process finds its predecessor's index and only catches up.
-        root = data_dir / "index" / (f"qdrant-{collection}" if config.qdrant_url else f"{embedder.name}-{embedder.dim}")
+        shared = bool(config.qdrant_url) if index is None else index.shared
+        root = data_dir / "index" / (f"qdrant-{collection}" if shared else f"{embedder.name}-{embedder.dim}")
         slot = await asyncio.to_thread(NodeSlot.acquire, root)
         try:
-            if config.qdrant_url:
-                index: VectorIndex = QdrantServerIndex(
-                    config.qdrant_url, collection, embedder.dim, config.qdrant_api_key
-                )
+            if index is not None:
+                pass
+            elif config.qdrant_url:
+                index = QdrantServerIndex(config.qdrant_url, collection, embedder.dim, config.qdrant_api_key)
             else:
                 index = await asyncio.to_thread(EdgeIndex, slot.path, embedder.dim)
         except BaseException:

@@ -80,16 +80,16 @@ async def test_second_process_on_same_data_dir_gets_a_clear_error(store_config, 
 async def test_indexing_failures_are_retried_and_nothing_is_dropped(store):
     """A vector index that fails for a while: jobs stay queued (attempts recorded), then finish."""
     await store.ensure_scope("user:r", "user", owner="r")
-    real_upsert = store.index.upsert
+    real_upsert = store.index.upsert_batch  # what the change-feed follower writes with
     failures = {"left": 2}
 
-    async def flaky(points):
+    async def flaky(batch):
         if failures["left"]:
             failures["left"] -= 1
             raise ConnectionError("index unavailable")
-        await real_upsert(points)
+        await real_upsert(batch)
 
-    store.index.upsert = flaky
+    store.index.upsert_batch = flaky
     store.indexer.debounce = 0
     ids = [await store.add(f"retry me {i}", "user:r") for i in range(5)]
     await store.drain(timeout=60)

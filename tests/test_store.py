@@ -1,14 +1,34 @@
-"""The fact store's write verbs and recall, on SQLite and PostgreSQL."""
+"""The fact store's write verbs and recall, on SQLite and PostgreSQL, each with both vector
+index classes: the embedded Qdrant Edge index and `QdrantServerIndex` (through qdrant-client's
+local mode, `QDRANT_URL=:memory:`, since no Qdrant server can run here)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 from sqlalchemy import text
 
-from storage import FactNotFound, InvalidInput, ScopeDenied
+from storage import FactNotFound, FactStore, InvalidInput, ScopeDenied
+from storage.vectors import EdgeIndex, QdrantServerIndex
 from tests.conftest import assert_private, two_users
+
+
+@pytest.fixture(params=["edge", "qdrant-local"])
+def index_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def store(store_config, embedder, index_kind):
+    """A store on the backend's database with the `index_kind` vector index."""
+    if index_kind == "qdrant-local":
+        store_config = dataclasses.replace(store_config, qdrant_url=":memory:")
+    s = await FactStore.open(store_config, embedder=embedder)
+    assert isinstance(s.index, QdrantServerIndex if index_kind == "qdrant-local" else EdgeIndex)
+    yield s
+    await s.aclose()
 
 
 async def test_add_then_recall_lexically_before_and_densely_after_indexing(store):
@@ -342,3 +362,25 @@ async def test_neighbours_are_stored_per_scope_on_every_insert_path(store):
             await conn.execute(text("SET enable_seqscan = off"))  # a tiny table would be seq-scanned
             plan = "\n".join(r[0] for r in (await conn.execute(text("EXPLAIN " + sql))).all())
         assert "Index Cond: (prev_id = facts.id)" in plan, plan  # the next neighbour: a prev_id seek
+
+
+async def test_reindex_rebuilds_from_stored_vectors_without_embedding(store):
+    """A rebuild loads stored vectors (no embedding), leaves forgotten and superseded facts out of
+    dense recall, and keeps the scope partition."""
+    await two_users(store)
+    keep = await store.add("I adore hiking in the mountains on weekends", "user:alice", actor="alice")
+    gone = await store.add("My locker code is 4512", "user:alice", actor="alice")
+    old = await store.add("Alice lives in Lisbon", "user:alice", actor="alice")
+    await store.add("My favourite hobby is trekking up hills", "user:bob", actor="bob")
+    await store.drain()
+    new = await store.supersede(old, "Alice moved to Porto", actor="alice")
+    await store.forget(gone, actor="alice")
+    await store.drain()
+    embedded = store.indexer.embedded
+    assert await store.reindex() == 4
+    assert store.indexer.embedded == embedded
+    assert await store.index.ids() == {keep, old, new} | {f.id for f in await store.list_facts(["user:bob"])}
+    hits = await store.recall("outdoor walks alpine", ["user:alice"], k=3)
+    assert hits[0].fact.id == keep and "dense" in hits[0].signals
+    assert all(h.fact.id not in (gone, old) for h in await store.recall("locker code Lisbon", ["user:alice"], k=10))
+    await assert_private(store, "hiking hills trekking", "alice", "user:bob")

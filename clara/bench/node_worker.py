@@ -29,15 +29,15 @@ async def main(data_dir: str, url: str | None) -> None:
     store = await FactStore.open(StoreConfig(database_url=url, data_dir=Path(data_dir)))
     open_s = time.monotonic() - t0
     seen: dict[int, float] = {}
-    real_upsert = store.index.upsert
+    real_upsert = store.index.upsert_batch  # what the change-feed follower writes with
 
-    async def upsert(points):
-        await real_upsert(points)
+    async def upsert(batch):
+        await real_upsert(batch)
         now = time.monotonic()
-        for p in points:
-            seen.setdefault(p.id, now)
+        for fid in batch.ids:
+            seen.setdefault(fid, now)
 
-    store.index.upsert = upsert
+    store.index.upsert_batch = upsert
     await store.ensure_scope(SCOPE, "project", members=["bench"])
     out = sys.stdout
     out.write(

@@ -245,3 +245,48 @@ def run(
         finally:
             for p in procs:
                 p.close()
+
+
+def catchup_runs(
+    catchup: int = 100_000,
+    *,
+    runs: int = 3,
+    database_url: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Only the late-joiner part of `run`, `runs` times: seed `catchup` facts with stored vectors
+    once, then start a node process with an empty local index `runs` times (its folder is removed
+    between runs) and read its rebuild rate. Returns one row per run and a "median" row
+    (`catchup_vectors_per_s`: vectors loaded / rebuild seconds, the node's own measurement)."""
+    import shutil
+    import statistics
+
+    report = progress or (lambda name, done, total: None)
+    with tempfile.TemporaryDirectory(prefix="clara-catchup-") as tmp:
+        root = Path(tmp)
+        seed_dir = root / ("seed" if database_url else "data")
+        report("seed", 0, 1)
+        asyncio.run(_seed_vectors(seed_dir, database_url, catchup))
+        report("seed", 1, 1)
+        res: dict[str, dict[str, float]] = {}
+        for r in range(runs):
+            report("late joiner", r, runs)
+            where = root / f"late{r}" if database_url else seed_dir
+            if not database_url:  # one data dir: the joiner reuses node-0, emptied first
+                for folder in (where / "index").glob("*/node-0"):
+                    shutil.rmtree(folder, ignore_errors=True)
+                    folder.with_suffix(".json").unlink(missing_ok=True)
+            node = _Node(where, database_url)
+            try:
+                info = node.info
+            finally:
+                node.close()
+            res[f"run {r + 1}"] = {
+                "open_s": info["open_s"],
+                "vectors_loaded": info["rebuilt"],
+                "rebuild_s": info["rebuild_s"],
+                "catchup_vectors_per_s": info["rebuilt"] / info["rebuild_s"] if info["rebuild_s"] else 0.0,
+            }
+        report("late joiner", runs, runs)
+        res["median"] = {k: statistics.median(v[k] for v in res.values()) for k in next(iter(res.values()))}
+        return res
