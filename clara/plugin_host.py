@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from clara.llm import Tool, ToolSpec, validate_arguments
-from clara.plugin_api import EVENTS, Invocation, Level, Manifest, PluginError, Result
+from clara.plugin_api import EVENTS, Invocation, Level, Manifest, PluginError, Result, version_table
 
 log = logging.getLogger(__name__)
 CORE_NS = "core"
@@ -333,7 +333,7 @@ class PluginHost:
                 from storage import migrate
 
                 url = self.store.engines.writer.url.render_as_string(hide_password=False)
-                await asyncio.to_thread(migrate.upgrade_branch, url, versions, f"alembic_version_{name}")
+                await asyncio.to_thread(migrate.upgrade_branch, url, versions, version_table(name))
             reg = _Loaded(module, manifest, None)  # type: ignore[arg-type]
             reg.ctx = _Context(self, manifest, reg)
             async with asyncio.timeout(SETUP_TIMEOUT):
@@ -563,10 +563,11 @@ class PluginHost:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         from storage.db import sync_url
+        from storage.naming import t as tname
 
         url = sync_url(self.store.engines.writer.url.render_as_string(hide_password=False))
         self._scheduler = AsyncIOScheduler(
-            jobstores={"default": SQLAlchemyJobStore(url=url, tablename="scheduler_jobs")}, timezone="UTC"
+            jobstores={"default": SQLAlchemyJobStore(url=url, tablename=tname("scheduler_jobs"))}, timezone="UTC"
         )
         self._scheduler.start()
         for name, reg in self.loaded.items():

@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     qdrant_url: str | None = Field(default=None, description="Qdrant server; unset = embedded Qdrant Edge")
     qdrant_api_key: str | None = None
     qdrant_collection: str = "clara_facts"
+    table_prefix: str = Field(
+        default="",
+        validation_alias="CLARA_TABLE_PREFIX",
+        description="prefix of every table, index, trigger and version table (storage/naming.py); read once at start",
+    )
 
     embedding_provider: Literal["local", "openai", "cohere"] = "local"
     embedding_model: str | None = None
@@ -62,6 +67,13 @@ class Settings(BaseSettings):
     backup_dir: Path | None = Field(default=None, description="folder for scheduled backups (unset = none)")
     backup_schedule: str = Field(default="30 1 * * *", description="when the scheduled backup runs")
     backup_retention_days: int = Field(default=7, ge=1, description="backups older than this are deleted")
+
+    @field_validator("table_prefix")
+    @classmethod
+    def _table_prefix(cls, v: str) -> str:
+        from storage import naming
+
+        return naming.check_configured(v)
 
     @field_validator("maintenance_decay", "maintenance_rerank", "maintenance_cleanup", "backup_schedule")
     @classmethod

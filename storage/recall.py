@@ -51,6 +51,7 @@ from sqlalchemy import bindparam, case, extract, func, select, text, true
 from sqlalchemy.orm import aliased
 
 from storage.models import EntityRow, FactEntityRow, FactRow
+from storage.naming import t as tname
 from storage.text import (
     MAX_QUERY_CHARS,
     clean_text,
@@ -341,11 +342,7 @@ class Recaller:
         not_q = f" NOT {{status}} : ({_any(others)})" if others else ""
         where = f"{{scope_token}} : ({scope_q}) AND {{content context}} : (@TERMS@){not_q}"
         exprs = self._tiers(conn, terms, scopes, statuses, where)
-        stmt = text(
-            "SELECT rowid AS id, -bm25(facts_fts, 1.0, 0.0, 0.0, 0.0) AS s1, "
-            "-bm25(facts_fts, 1.0, 1.0, 0.0, 0.0) AS s2 "
-            "FROM facts_fts WHERE facts_fts MATCH :m ORDER BY s2 DESC LIMIT :n"
-        )
+        stmt = _fts_stmt()
         out = [
             (r.id, float(r.s1), float(r.s2))
             for e in exprs
@@ -377,7 +374,7 @@ class Recaller:
         large = self._large(conn, scopes, statuses)
         if not large:
             return [_any(terms)]
-        count = text("SELECT count(*) FROM (SELECT 1 FROM facts_fts WHERE facts_fts MATCH :m LIMIT :cap)")
+        count = _fts_count_stmt()
         # Half the rows of the index, at least (it has at most max(id) rows).
         half = stat("half", lambda: (conn.execute(select(func.max(FactRow.id))).scalar() or 0) // 2 + 1)
         df = {}
@@ -546,14 +543,33 @@ def _pg_lexical_stmt(large: bool):
         where = "(tsv || ''::tsvector) @@ q AND scope_id IN :scopes AND status IN :st"
     return text(
         "SELECT id, ts_rank('{0, 0, 0, 1}', tsv, q, 1) AS s1, ts_rank('{0, 0, 1, 1}', tsv, q, 1) AS s2 "
-        f"FROM facts, to_tsquery('english', :q) q WHERE {where} ORDER BY s2 DESC LIMIT :n"
+        f"FROM {tname('facts')}, to_tsquery('english', :q) q WHERE {where} ORDER BY s2 DESC LIMIT :n"
     ).bindparams(bindparam("scopes", expanding=True), bindparam("st", expanding=True))
 
 
 @functools.cache
 def _pg_df_stmt():
     """Rows of the whole index holding tsquery term `t`, counted up to `cap` (GIN index)."""
-    return text("SELECT count(*) FROM (SELECT 1 FROM facts WHERE tsv @@ to_tsquery('english', :t) LIMIT :cap) x")
+    return text(
+        f"SELECT count(*) FROM (SELECT 1 FROM {tname('facts')} WHERE tsv @@ to_tsquery('english', :t) LIMIT :cap) x"
+    )
+
+
+@functools.cache
+def _fts_stmt():
+    """SQLite FTS5 candidates of `Recaller._lexical_sqlite`: parameters `m` (the MATCH) and `n`."""
+    fts = tname("facts_fts")
+    return text(
+        f"SELECT rowid AS id, -bm25({fts}, 1.0, 0.0, 0.0, 0.0) AS s1, -bm25({fts}, 1.0, 1.0, 0.0, 0.0) AS s2 "
+        f"FROM {fts} WHERE {fts} MATCH :m ORDER BY s2 DESC LIMIT :n"
+    )
+
+
+@functools.cache
+def _fts_count_stmt():
+    """Rows of the FTS5 index matching `m`, counted up to `cap`."""
+    fts = tname("facts_fts")
+    return text(f"SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH :m LIMIT :cap)")
 
 
 @functools.cache
