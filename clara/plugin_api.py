@@ -175,6 +175,7 @@ class PluginContext(Protocol):
     async def complete(
         self, system: str, user: str, *, tier: str = "low", json_mode: bool = False, max_tokens: int = 600
     ) -> str | None: ...
+    async def record_system(self, event: str, text: str, **detail: Any) -> int | None: ...  # a `system` record
     def now(self) -> datetime: ...  # the host's clock (injected in tests; use it, not datetime.now)
     @property
     def data_dir(self) -> Path: ...  # the plugin's own folder: <CLARA_DATA_DIR>/plugins/<name> (created)
