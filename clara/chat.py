@@ -238,6 +238,7 @@ class ChatEngine:
             if on_text:
                 await on_text(reply)
             shown = [h.fact.id for h in (hits or [])[:3]]
+            self.store.note_access(shown)
             await self.memory.record_reply(rec, where, reply, msg.timestamp, source_fact_ids=shown)
             if self.plugins is not None:
                 self._emit_later("message", self.invocation(msg, where), text)

@@ -1389,6 +1389,13 @@ class FactStore:
             self._access.update(h.fact.id for h in hits)
         return hits
 
+    def note_access(self, fact_ids: Iterable[int]) -> None:
+        """Count one access for each of `fact_ids` — facts actually shown to a person or an agent
+        (in a prompt, a recall listing, a tool or MCP result). Flushed to `access_count` /
+        `last_accessed_at` in the background (every ~2 s, and at close); feeds recall's access
+        prior and the forgetting curve. Never raises, never waits."""
+        self._access.update(int(i) for i in fact_ids)
+
     async def _access_flusher(self) -> None:
         while True:
             await asyncio.sleep(2.0)
