@@ -170,7 +170,7 @@ async def _run_clara(
                 progress("clara", done, n_questions)
 
 
-ACCESS_SWEEP = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+ACCESS_SWEEP = (0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 
 async def _access_ablation(store: FactStore, convs, progress) -> dict[str, dict[str, float]]:
