@@ -67,6 +67,19 @@ class Settings(BaseSettings):
     backup_dir: Path | None = Field(default=None, description="folder for scheduled backups (unset = none)")
     backup_schedule: str = Field(default="30 1 * * *", description="when the scheduled backup runs")
     backup_retention_days: int = Field(default=7, ge=1, description="backups older than this are deleted")
+    backup_s3_url: str | None = Field(default=None, description="s3://bucket/prefix for scheduled backups (extra s3)")
+    backup_s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, R2, ...)")
+    backup_s3_region: str = Field(default="us-east-1", description="the bucket's region")
+
+    @field_validator("backup_s3_url")
+    @classmethod
+    def _s3_url(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        from clara.ops.s3 import parse_s3_url
+
+        parse_s3_url(v)
+        return v.strip()
 
     @field_validator("table_prefix")
     @classmethod
