@@ -22,6 +22,7 @@ from clara.llm import ChatMessage, LLMError, LLMProvider, LLMTimeout, ToolLoopRe
 from clara.memory import MemoryManager, Where
 from clara.messages import Attachment, IncomingMessage, Reply
 from clara.settings import Settings, get_settings
+from clara.system_events import record_system
 from storage import InvalidInput, RecallHit, StoreError
 from storage.text import join_surrogates, unicode_problem
 
@@ -92,8 +93,8 @@ class ChatEngine:
         self.auto_tier = auto_tier
         self.plugins = plugins  # clara.plugin_host.PluginHost, optional
         self._background: set[asyncio.Task] = set()
+        self.memory.writer.on_session_closed = self._session_closed
         if plugins is not None:
-            self.memory.writer.on_session_closed = self._session_closed
             if plugins.llm is None:
                 plugins.llm = llm
 
@@ -123,7 +124,14 @@ class ChatEngine:
         )
 
     async def _session_closed(self, session) -> None:
-        await self.plugins.emit("session_closed", session.id, session.user_id, session.channel_id)
+        await record_system(
+            self.store, "session.close",
+            f"session {session.id} of {session.user_id} in {session.channel_id} closed "
+            f"({session.message_count} messages)",
+            session=session.id, user=session.user_id, channel=session.channel_id, messages=session.message_count,
+        )  # fmt: skip
+        if self.plugins is not None:
+            await self.plugins.emit("session_closed", session.id, session.user_id, session.channel_id)
 
     def _emit_later(self, event: str, *args) -> None:
         """Plugin event hooks run after the reply, off its path (errors isolated by the host)."""
@@ -218,12 +226,19 @@ class ChatEngine:
                 )
         hits = None if self.llm else await self.memory.recall(text, where, k=self.recall_k)
         rec = await self.memory.acknowledge(msg, text, where)
+        if rec.new_session:
+            s = rec.session
+            await record_system(
+                self.store, "session.open", f"session {s.id} of {msg.user_id} in {msg.channel_id} opened",
+                session=s.id, user=msg.user_id, channel=msg.channel_id, previous=s.previous_id,
+            )  # fmt: skip
         await self._keep_attachments(msg, where, rec, text)
         if self.llm is None:
             reply = await self._recall_reply(msg, where, hits or [])
             if on_text:
                 await on_text(reply)
             shown = [h.fact.id for h in (hits or [])[:3]]
+            self.store.note_access(shown)
             await self.memory.record_reply(rec, where, reply, msg.timestamp, source_fact_ids=shown)
             if self.plugins is not None:
                 self._emit_later("message", self.invocation(msg, where), text)
@@ -232,12 +247,21 @@ class ChatEngine:
         try:
             ctx = await self.memory.context(msg, text, where, rec)
             used |= ctx.fact_ids()
-            if tier is None and self.auto_tier:
+            if tier is not None:  # a !high / !mid / !low prefix
+                await self._tier_record(msg, rec, "tier.prefix", f"the message asked for the {tier} tier", tier=tier)
+            elif self.auto_tier:
                 tier = await self.choose_tier(text, ctx.messages[:-1])
+                if tier is not None:
+                    await self._tier_record(msg, rec, "tier.auto", f"auto tier selection chose {tier}", tier=tier)
             tools = self._tools(msg, where, used)
             result = None
             if tools and self._low_first(tier, text, tools):
                 result = await self._low_tier_answer(ctx.messages, tools, on_text)
+                if result is None:
+                    await self._tier_record(
+                        msg, rec, "tier.switch", "low tier needed a tool: re-run on the base model with tools",
+                        tier="base", previous="low",
+                    )  # fmt: skip
             if result is None:  # not low tier, or the low model asked for a tool: base model with tools
                 result = await run_tool_loop(
                     self.llm,
@@ -275,6 +299,13 @@ class ChatEngine:
                 )  # fmt: skip
             except Exception:
                 log.exception("keeping attachment %r of message %s failed", a.filename[:80], rec.message_id)
+
+    async def _tier_record(self, msg: IncomingMessage, rec, event: str, text: str, **detail) -> None:
+        """A `system` record of a model tier choice or switch for message `rec`."""
+        await record_system(
+            self.store, event, f"{text} (message {rec.message_id} of {msg.user_id})",
+            message=rec.message_id, session=rec.session.id, user=msg.user_id, **detail,
+        )  # fmt: skip
 
     async def _log_tool(self, msg: IncomingMessage, where: Where, call, result: str, seconds: float) -> None:
         """One `tool_execution` record per tool call the model made (seed 003): name, arguments,

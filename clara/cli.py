@@ -323,10 +323,13 @@ def memory_list(
         typer.Option(help="Only these kinds (repeatable); records: tool_execution, system (not listed otherwise)."),
     ] = None,
 ) -> None:
-    """List facts, newest first (importance on the 1–10 scale)."""
+    """List facts, newest first (importance on the 1–10 scale). `--kind system` alone lists
+    Clara's own system records (scope agent:clara)."""
+    from clara.system_events import SYSTEM_SCOPE
     from storage.store import KINDS
 
-    scopes = _scopes_for(user, channel, scope)
+    only_system = bool(kind) and set(kind) == {"system"} and not (user or channel or scope)
+    scopes = [SYSTEM_SCOPE] if only_system else _scopes_for(user, channel, scope)
     if status not in ("active", "superseded", "deleted", "all"):
         _fail(f"--status must be active, superseded, deleted or all, got {status[:40]!r}")
     bad = [k for k in kind or () if k not in KINDS]

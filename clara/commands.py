@@ -193,6 +193,7 @@ class Commands:
         hits = await self.memory.recall(arg, where, k=PAGE, history=history)
         if not hits:
             return Reply("I don't remember anything about that.")
+        self.store.note_access(h.fact.id for h in hits)
         return await self.listing(msg, where, f"What I recall about “{arg}”:", [h.fact for h in hits])
 
     async def cmd_memories(self, msg, arg, where) -> Reply:

@@ -86,6 +86,7 @@ def core_tools(memory: MemoryManager, msg: IncomingMessage, where: Where, used: 
             return "nothing found"
         if used is not None:
             used.update(h.fact.id for h in hits)
+        store.note_access(h.fact.id for h in hits)
         return "\n".join(f"[#{h.fact.id}] {h.fact.content}" for h in hits)
 
     async def forget(args: dict) -> str:

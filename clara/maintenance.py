@@ -142,20 +142,43 @@ def prune_backups(folder: Path, now: datetime, retention_days: int) -> list[str]
 
 
 async def run_backup(store, settings=None) -> dict[str, Any]:
+    """The scheduled backup: `clara-YYYYMMDD.db|.dump` into `BACKUP_DIR` and/or uploaded to
+    `BACKUP_S3_URL` (clara/ops/s3.py), each pruned to `BACKUP_RETENTION_DAYS` by the date in the
+    name. Skipped when neither is set."""
+    import tempfile
+
     from clara.ops.backup import backend_of, backup
 
     folder = getattr(settings, "backup_dir", None) if settings is not None else None
-    if not folder:
-        return {"job": "backup", "skipped": "BACKUP_DIR is not set"}
-    folder = Path(folder)
+    s3_url = getattr(settings, "backup_s3_url", None) if settings is not None else None
+    if not folder and not s3_url:
+        return {"job": "backup", "skipped": "neither BACKUP_DIR nor BACKUP_S3_URL is set"}
     now = store.clock()
     url = store.engines.writer.url.render_as_string(hide_password=False)
     ext = "db" if backend_of(url) == "sqlite" else "dump"
-    dest = folder / f"clara-{now:%Y%m%d}.{ext}"
-    info = await asyncio.to_thread(backup, url, dest)
     retention = getattr(settings, "backup_retention_days", 7)
-    pruned = await asyncio.to_thread(prune_backups, folder, now, retention)
-    return {"job": "backup", "file": info["file"], "bytes": info["bytes"], "pruned": pruned}
+    with tempfile.TemporaryDirectory(prefix="clara-backup-") as tmp:
+        where = Path(folder) if folder else Path(tmp)
+        dest = where / f"clara-{now:%Y%m%d}.{ext}"
+        info = await asyncio.to_thread(backup, url, dest)
+        out: dict[str, Any] = {"job": "backup", "file": info["file"], "bytes": info["bytes"]}
+        if folder:
+            out["pruned"] = await asyncio.to_thread(prune_backups, where, now, retention)
+        else:
+            out["file"] = None  # only uploaded
+        if s3_url:
+            from clara.ops.backup import BackupError
+            from clara.ops.s3 import upload_and_prune
+
+            try:
+                out |= await asyncio.to_thread(
+                    upload_and_prune, dest, s3_url, now, retention,
+                    endpoint_url=settings.backup_s3_endpoint_url, region=settings.backup_s3_region,
+                )  # fmt: skip
+            except Exception as exc:  # boto3 missing, endpoint down, denied, no bucket: one line
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise BackupError(f"S3 upload to {s3_url} failed: {first[:300]}") from exc
+    return out
 
 
 RUNNERS: dict[str, Callable[..., Awaitable[dict]]] = {
@@ -172,7 +195,7 @@ def schedules(settings) -> dict[str, str | None]:
         "decay": settings.maintenance_decay,
         "rerank": settings.maintenance_rerank,
         "cleanup": settings.maintenance_cleanup,
-        "backup": settings.backup_schedule if settings.backup_dir else None,
+        "backup": settings.backup_schedule if settings.backup_dir or settings.backup_s3_url else None,
     }
     return {k: (None if v is None or v.strip().lower() == "off" else v.strip()) for k, v in out.items()}
 

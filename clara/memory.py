@@ -283,7 +283,11 @@ class MemoryManager:
         superseded facts and ranks them first. Raises InvalidInput for a bad query."""
         keys, past = await self.question_keys(query, where)
         hist = past if history is None else history
-        hits = await self.store.recall(query, scopes or where.readable, k=max(3 * k, 15), attributes=keys, history=hist)
+        # Over-fetched and filtered here: no access is counted for what is not shown (callers
+        # count what they show: `FactStore.note_access`).
+        hits = await self.store.recall(
+            query, scopes or where.readable, k=max(3 * k, 15), attributes=keys, history=hist, bump=False
+        )
         hits = _relevant(hits, self.store.embedder.relevance_floor)
         if _asks_one_current_state(query, keys, hist):  # its latest statement first
             hits = newest_statement_first(hits)
@@ -338,7 +342,7 @@ class MemoryManager:
         for a in msg.attachments if msg.text.strip() else ():
             new_text += f"\n[attachment {a.filename}]\n{a.text}"
         persona = self.settings.persona or DEFAULT_PERSONA.format(bot=self.settings.bot_name)
-        return self.builder.build(
+        assembled = self.builder.build(
             persona=persona,
             now=now,
             speaker=msg.display_name,
@@ -353,6 +357,8 @@ class MemoryManager:
             session_summary=session_summary,
             recent=recent,
         )
+        self.store.note_access(assembled.fact_ids())  # what reaches the prompt counts as shown
+        return assembled
 
     async def _carry_over(self, session: Session | None, exclude: int | None):
         """This session's turns plus the last N turns and the summary of the previous one."""

@@ -10,8 +10,10 @@ A plugin is a package under `plugins/` whose `__init__.py` defines:
 
 and optionally `models.py` (SQLAlchemy tables on `PluginBase`) with a `migrations/` folder of
 Alembic revisions (its own version table `alembic_version_<name>`, so each plugin's schema has its
-own history). Through `PluginContext` a plugin registers commands (prefix and slash, with a
-privilege level), LLM tools (JSON schema, validated before the handler runs), event hooks
+own history). Every table, index and constraint name in models and revisions goes through
+`table_name()`, so the plugin follows `CLARA_TABLE_PREFIX` like the core tables do.
+Through `PluginContext` a plugin registers commands (prefix and slash, with a privilege level),
+LLM tools (JSON schema, validated before the handler runs), event hooks
 ("message", "session_closed", "user_forgotten"), scheduled jobs (APScheduler, persisted in SQL),
 reads/writes its own tables, keeps namespaced settings per guild/channel/user, writes facts to
 the shared store (so chat recalls what the plugin knows), and sends proactive messages.
@@ -30,6 +32,8 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import DeclarativeBase
 
+from storage import naming
+
 EVENTS = ("message", "session_closed", "user_forgotten", "attachment")  # attachment: (inv, filename, bytes)
 
 
@@ -44,7 +48,21 @@ class Level(IntEnum):
 
 
 class PluginBase(DeclarativeBase):
-    """Base for plugin tables. Name tables `<plugin>_<thing>` (e.g. `invoices_clients`)."""
+    """Base for plugin tables. Name tables `table_name("<plugin>_<thing>")` (e.g.
+    `table_name("invoices_clients")`)."""
+
+
+def table_name(name: str) -> str:
+    """`name` (a plugin table `<plugin>_<thing>`, or an index `ix_...` / constraint `uq_...`) with
+    the process's table prefix (`CLARA_TABLE_PREFIX`, read once at start) applied: `invoices_clients`
+    stays as it is without a prefix and becomes `acme_invoices_clients` with `acme_`; index names keep
+    their kind first (`ix_acme_invoices_clients_owner`). Use it in models and in migrations."""
+    return naming.t(name)
+
+
+def version_table(plugin: str) -> str:
+    """The Alembic version table of plugin `plugin`: `<prefix>alembic_version_<plugin>`."""
+    return naming.t(f"alembic_version_{plugin}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +175,7 @@ class PluginContext(Protocol):
     async def complete(
         self, system: str, user: str, *, tier: str = "low", json_mode: bool = False, max_tokens: int = 600
     ) -> str | None: ...
+    async def record_system(self, event: str, text: str, **detail: Any) -> int | None: ...  # a `system` record
     def now(self) -> datetime: ...  # the host's clock (injected in tests; use it, not datetime.now)
     @property
     def data_dir(self) -> Path: ...  # the plugin's own folder: <CLARA_DATA_DIR>/plugins/<name> (created)

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from clara.llm import Tool, ToolSpec, validate_arguments
-from clara.plugin_api import EVENTS, Invocation, Level, Manifest, PluginError, Result
+from clara.plugin_api import EVENTS, Invocation, Level, Manifest, PluginError, Result, version_table
+from clara.system_events import record_system
 
 log = logging.getLogger(__name__)
 CORE_NS = "core"
@@ -262,6 +263,11 @@ class _Context:
             return None
         return done.text
 
+    async def record_system(self, event: str, text: str, **detail: Any) -> int | None:
+        """A `system` record from this plugin (event `plugin:<name>.<event>`, see clara.system_events)."""
+        name = self.manifest.name
+        return await record_system(self.host.store, f"plugin:{name}.{event}", text, plugin=name, **detail)
+
     def now(self) -> datetime:
         return self._now or self.host.clock()
 
@@ -333,7 +339,7 @@ class PluginHost:
                 from storage import migrate
 
                 url = self.store.engines.writer.url.render_as_string(hide_password=False)
-                await asyncio.to_thread(migrate.upgrade_branch, url, versions, f"alembic_version_{name}")
+                await asyncio.to_thread(migrate.upgrade_branch, url, versions, version_table(name))
             reg = _Loaded(module, manifest, None)  # type: ignore[arg-type]
             reg.ctx = _Context(self, manifest, reg)
             async with asyncio.timeout(SETUP_TIMEOUT):
@@ -344,6 +350,8 @@ class PluginHost:
         except Exception as exc:
             log.exception("plugin %s failed to load", name)
             res = LoadResult(name, False, f"{type(exc).__name__}: {exc}")
+            await record_system(self.store, "plugin.load_failed", f"plugin {name} failed to load: {res.error}"[:300],
+                                plugin=name, error=res.error[:1000])  # fmt: skip
             if name not in self.loaded:
                 self.failed[name] = res
             return res
@@ -354,6 +362,10 @@ class PluginHost:
             await self._teardown(name, old)
         for job_id, (trigger, args) in reg.triggers.items():
             self._schedule(name, job_id, trigger, args)
+        event, what = ("plugin.reload", "reloaded") if old is not None else ("plugin.load", "loaded")
+        await record_system(
+            self.store, event, f"plugin {name} {manifest.version} {what}", plugin=name, version=manifest.version
+        )
         return LoadResult(name, True)
 
     async def reload(self, name: str) -> LoadResult:
@@ -365,6 +377,7 @@ class PluginHost:
         if reg is None:
             return False
         await self._teardown(name, reg)
+        await record_system(self.store, "plugin.unload", f"plugin {name} unloaded", plugin=name)
         return True
 
     async def _teardown(self, name: str, reg: _Loaded) -> None:
@@ -433,6 +446,13 @@ class PluginHost:
             if reg.failures >= MAX_FAILURES:
                 reg.status, reg.error = "disabled", f"{type(exc).__name__}: {exc}"
                 log.error("plugin %s disabled after %d failures", plugin, reg.failures)
+                await record_system(self.store, "plugin.disabled",
+                                    f"plugin {plugin} disabled after {reg.failures} failures in a row ({what})",
+                                    plugin=plugin, error=reg.error[:1000], during=what)  # fmt: skip
+            else:
+                error = f"{type(exc).__name__}: {exc}"[:1000]
+                await record_system(self.store, "plugin.error", f"plugin {plugin} failed in {what}: {error}"[:300],
+                                    plugin=plugin, error=error, during=what)  # fmt: skip
             return False, f"The {plugin} plugin failed on that (it has been logged)."
         reg.failures = 0
         return True, value
@@ -563,10 +583,11 @@ class PluginHost:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         from storage.db import sync_url
+        from storage.naming import t as tname
 
         url = sync_url(self.store.engines.writer.url.render_as_string(hide_password=False))
         self._scheduler = AsyncIOScheduler(
-            jobstores={"default": SQLAlchemyJobStore(url=url, tablename="scheduler_jobs")}, timezone="UTC"
+            jobstores={"default": SQLAlchemyJobStore(url=url, tablename=tname("scheduler_jobs"))}, timezone="UTC"
         )
         self._scheduler.start()
         for name, reg in self.loaded.items():

@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     qdrant_url: str | None = Field(default=None, description="Qdrant server; unset = embedded Qdrant Edge")
     qdrant_api_key: str | None = None
     qdrant_collection: str = "clara_facts"
+    table_prefix: str = Field(
+        default="",
+        validation_alias="CLARA_TABLE_PREFIX",
+        description="prefix of every table, index, trigger and version table (storage/naming.py); read once at start",
+    )
 
     embedding_provider: Literal["local", "openai", "cohere"] = "local"
     embedding_model: str | None = None
@@ -62,6 +67,26 @@ class Settings(BaseSettings):
     backup_dir: Path | None = Field(default=None, description="folder for scheduled backups (unset = none)")
     backup_schedule: str = Field(default="30 1 * * *", description="when the scheduled backup runs")
     backup_retention_days: int = Field(default=7, ge=1, description="backups older than this are deleted")
+    backup_s3_url: str | None = Field(default=None, description="s3://bucket/prefix for scheduled backups (extra s3)")
+    backup_s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, R2, ...)")
+    backup_s3_region: str = Field(default="us-east-1", description="the bucket's region")
+
+    @field_validator("backup_s3_url")
+    @classmethod
+    def _s3_url(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        from clara.ops.s3 import parse_s3_url
+
+        parse_s3_url(v)
+        return v.strip()
+
+    @field_validator("table_prefix")
+    @classmethod
+    def _table_prefix(cls, v: str) -> str:
+        from storage import naming
+
+        return naming.check_configured(v)
 
     # The memory MCP server over HTTP (`clara mcp serve --http`, and inside `clara bot` with CLARA_MCP_HTTP).
     mcp_http: str | None = Field(

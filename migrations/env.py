@@ -11,13 +11,21 @@ from sqlalchemy import create_engine
 
 from storage.db import sync_url
 from storage.models import Base
+from storage.naming import t
 
 config = context.config
 target_metadata = Base.metadata
+# `alembic_version`, or `<CLARA_TABLE_PREFIX>alembic_version` (storage.naming).
+VERSION_TABLE = t("alembic_version")
 
 
 def _run(connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        version_table=VERSION_TABLE,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -15,8 +15,18 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 from storage.db import install_sqlite_pragmas, sync_url
+from storage.naming import t
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def version_table() -> str:
+    """The core schema's Alembic version table: `alembic_version` with the table prefix."""
+    return t("alembic_version")
+
+
+def _context(conn) -> MigrationContext:
+    return MigrationContext.configure(conn, opts={"version_table": version_table()})
 
 
 def alembic_config() -> Config:
@@ -41,7 +51,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     try:
         if revision == "head":
             with engine.connect() as conn:
-                if MigrationContext.configure(conn).get_current_revision() == head_revision():
+                if _context(conn).get_current_revision() == head_revision():
                     return
         # Several processes may start at once on one database (bot, MCP server, CLI): one
         # migrates, the others wait for it and then find the schema at head.
@@ -85,7 +95,7 @@ def current_revision(url: str) -> str | None:
     engine = _engine(url)
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return _context(conn).get_current_revision()
     finally:
         engine.dispose()
 

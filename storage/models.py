@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from storage.naming import t
+
 # BIGINT on PostgreSQL, INTEGER (rowid alias, autoincrement) on SQLite.
 PK = BigInteger().with_variant(Integer(), "sqlite")
 TS = DateTime(timezone=True)
@@ -32,7 +34,7 @@ class Base(DeclarativeBase):
 
 
 class ScopeRow(Base):
-    __tablename__ = "scopes"
+    __tablename__ = t("scopes")
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))
     name: Mapped[str] = mapped_column(String(200))
@@ -43,16 +45,16 @@ class ScopeRow(Base):
 
 
 class ScopeMemberRow(Base):
-    __tablename__ = "scope_members"
-    scope_id: Mapped[str] = mapped_column(ForeignKey("scopes.id", ondelete="CASCADE"), primary_key=True)
+    __tablename__ = t("scope_members")
+    scope_id: Mapped[str] = mapped_column(ForeignKey(t("scopes") + ".id", ondelete="CASCADE"), primary_key=True)
     principal: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
     can_write: Mapped[int] = mapped_column(Integer, default=1)
 
 
 class MessageRow(Base):
-    __tablename__ = "messages"
+    __tablename__ = t("messages")
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
-    scope_id: Mapped[str] = mapped_column(ForeignKey("scopes.id", ondelete="CASCADE"))
+    scope_id: Mapped[str] = mapped_column(ForeignKey(t("scopes") + ".id", ondelete="CASCADE"))
     channel: Mapped[str | None] = mapped_column(String(200))
     speaker: Mapped[str] = mapped_column(String(200))
     speaker_id: Mapped[str | None] = mapped_column(String(200), index=True)
@@ -65,15 +67,15 @@ class MessageRow(Base):
     # results], "users": [principals a proactive message is about]} (None for people's turns).
     provenance: Mapped[dict | None] = mapped_column(JSON)
     __table_args__ = (
-        Index("ix_messages_scope_created", "scope_id", "created_at"),
-        Index("ix_messages_session", "session_id", "id"),
+        Index(t("ix_messages_scope_created"), "scope_id", "created_at"),
+        Index(t("ix_messages_session"), "session_id", "id"),
     )
 
 
 class FactRow(Base):
-    __tablename__ = "facts"
+    __tablename__ = t("facts")
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
-    scope_id: Mapped[str] = mapped_column(ForeignKey("scopes.id", ondelete="CASCADE"))
+    scope_id: Mapped[str] = mapped_column(ForeignKey(t("scopes") + ".id", ondelete="CASCADE"))
     content: Mapped[str] = mapped_column(Text)
     context: Mapped[str | None] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(String(30))
@@ -102,50 +104,52 @@ class FactRow(Base):
     attr: Mapped[str | None] = mapped_column(String(200))
     superseded_at: Mapped[datetime | None] = mapped_column(TS)
     __table_args__ = (
-        UniqueConstraint("scope_id", "slug", name="uq_facts_scope_slug"),
-        Index("ix_facts_scope_status_created", "scope_id", "status", "created_at"),
-        Index("ix_facts_scope_status_id", "scope_id", "status", "id"),
-        Index("ix_facts_scope_id", "scope_id", "id"),
-        Index("ix_facts_scope_attr", "scope_id", "attr"),
+        UniqueConstraint("scope_id", "slug", name=t("uq_facts_scope_slug")),
+        Index(t("ix_facts_scope_status_created"), "scope_id", "status", "created_at"),
+        Index(t("ix_facts_scope_status_id"), "scope_id", "status", "id"),
+        Index(t("ix_facts_scope_id"), "scope_id", "id"),
+        Index(t("ix_facts_scope_attr"), "scope_id", "attr"),
     )
 
 
 class EntityRow(Base):
-    __tablename__ = "entities"
+    __tablename__ = t("entities")
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
-    scope_id: Mapped[str] = mapped_column(ForeignKey("scopes.id", ondelete="CASCADE"))
+    scope_id: Mapped[str] = mapped_column(ForeignKey(t("scopes") + ".id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
     norm_name: Mapped[str] = mapped_column(String(200))
     type: Mapped[str] = mapped_column(String(30), default="thing")
     aliases: Mapped[list | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(TS)
-    __table_args__ = (UniqueConstraint("scope_id", "norm_name", name="uq_entities_scope_name"),)
+    __table_args__ = (UniqueConstraint("scope_id", "norm_name", name=t("uq_entities_scope_name")),)
 
 
 class FactEntityRow(Base):
-    __tablename__ = "fact_entities"
-    fact_id: Mapped[int] = mapped_column(ForeignKey("facts.id", ondelete="CASCADE"), primary_key=True)
-    entity_id: Mapped[int] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"), primary_key=True, index=True)
+    __tablename__ = t("fact_entities")
+    fact_id: Mapped[int] = mapped_column(ForeignKey(t("facts") + ".id", ondelete="CASCADE"), primary_key=True)
+    entity_id: Mapped[int] = mapped_column(
+        ForeignKey(t("entities") + ".id", ondelete="CASCADE"), primary_key=True, index=True
+    )
     role: Mapped[str] = mapped_column(String(30), default="mention")
 
 
 class RelationRow(Base):
-    __tablename__ = "relations"
+    __tablename__ = t("relations")
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
-    scope_id: Mapped[str] = mapped_column(ForeignKey("scopes.id", ondelete="CASCADE"))
-    source_id: Mapped[int] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"), index=True)
+    scope_id: Mapped[str] = mapped_column(ForeignKey(t("scopes") + ".id", ondelete="CASCADE"))
+    source_id: Mapped[int] = mapped_column(ForeignKey(t("entities") + ".id", ondelete="CASCADE"), index=True)
     relation: Mapped[str] = mapped_column(String(100))
-    target_id: Mapped[int] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"), index=True)
-    fact_id: Mapped[int | None] = mapped_column(ForeignKey("facts.id", ondelete="SET NULL"))
+    target_id: Mapped[int] = mapped_column(ForeignKey(t("entities") + ".id", ondelete="CASCADE"), index=True)
+    fact_id: Mapped[int | None] = mapped_column(ForeignKey(t("facts") + ".id", ondelete="SET NULL"))
     valid_from: Mapped[datetime | None] = mapped_column(TS)
     valid_to: Mapped[datetime | None] = mapped_column(TS)
     created_at: Mapped[datetime] = mapped_column(TS)
 
 
 class FactHistoryRow(Base):
-    __tablename__ = "fact_history"
+    __tablename__ = t("fact_history")
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
-    fact_id: Mapped[int] = mapped_column(ForeignKey("facts.id", ondelete="CASCADE"), index=True)
+    fact_id: Mapped[int] = mapped_column(ForeignKey(t("facts") + ".id", ondelete="CASCADE"), index=True)
     action: Mapped[str] = mapped_column(String(20))
     actor: Mapped[str | None] = mapped_column(String(200))
     at: Mapped[datetime] = mapped_column(TS)
@@ -161,7 +165,7 @@ class IndexJobRow(Base):
     Written in the same transaction as the fact, drained by `storage.indexer.Indexer`; rows left by
     a crash are picked up at the next start."""
 
-    __tablename__ = "index_jobs"
+    __tablename__ = t("index_jobs")
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     fact_id: Mapped[int] = mapped_column(PK, index=True)
     op: Mapped[str] = mapped_column(String(10))
@@ -179,8 +183,8 @@ class FactVectorRow(Base):
     status change re-uses it instead of re-embedding). Every process's local vector index is a
     cache rebuilt from these rows."""
 
-    __tablename__ = "fact_vectors"
-    fact_id: Mapped[int] = mapped_column(ForeignKey("facts.id", ondelete="CASCADE"), primary_key=True)
+    __tablename__ = t("fact_vectors")
+    fact_id: Mapped[int] = mapped_column(ForeignKey(t("facts") + ".id", ondelete="CASCADE"), primary_key=True)
     model: Mapped[str] = mapped_column(String(200))
     dim: Mapped[int] = mapped_column(Integer)
     encoding: Mapped[str] = mapped_column(String(10))
@@ -195,7 +199,7 @@ class ChangeRow(Base):
     `id` is monotonic; every process tails it from its last applied id to keep its own vector
     index in step (`storage.feed`). Holds no text."""
 
-    __tablename__ = "changes"
+    __tablename__ = t("changes")
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     fact_id: Mapped[int] = mapped_column(PK)
     op: Mapped[str] = mapped_column(String(12))
@@ -208,11 +212,11 @@ class SessionRow(Base):
     """A conversation session of one user in one channel (or DM). At most one is open per
     user×channel (partial unique index); activity times live here, not in process memory."""
 
-    __tablename__ = "sessions"
+    __tablename__ = t("sessions")
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(String(200))
     channel_id: Mapped[str] = mapped_column(String(200))
-    scope_id: Mapped[str] = mapped_column(ForeignKey("scopes.id", ondelete="CASCADE"))
+    scope_id: Mapped[str] = mapped_column(ForeignKey(t("scopes") + ".id", ondelete="CASCADE"))
     is_dm: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20))
     started_at: Mapped[datetime] = mapped_column(TS)
@@ -222,10 +226,10 @@ class SessionRow(Base):
     previous_id: Mapped[int | None] = mapped_column(PK)
     summary_fact_id: Mapped[int | None] = mapped_column(PK)
     __table_args__ = (
-        Index("ix_sessions_user_channel", "user_id", "channel_id", "started_at"),
-        Index("ix_sessions_status_activity", "status", "last_activity_at"),
+        Index(t("ix_sessions_user_channel"), "user_id", "channel_id", "started_at"),
+        Index(t("ix_sessions_status_activity"), "status", "last_activity_at"),
         Index(
-            "uq_sessions_open",
+            t("uq_sessions_open"),
             "user_id",
             "channel_id",
             unique=True,
@@ -240,7 +244,7 @@ class MemoryJobRow(Base):
     transaction as the message it is about, leased by a worker, retried with backoff, and picked up
     again after a crash when its lease runs out. `key` (unique) de-duplicates jobs."""
 
-    __tablename__ = "memory_jobs"
+    __tablename__ = t("memory_jobs")
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(30))
     key: Mapped[str | None] = mapped_column(String(200))
@@ -254,8 +258,8 @@ class MemoryJobRow(Base):
     created_at: Mapped[datetime] = mapped_column(TS)
     updated_at: Mapped[datetime] = mapped_column(TS)
     __table_args__ = (
-        UniqueConstraint("key", name="uq_memory_jobs_key"),
-        Index("ix_memory_jobs_status_run", "status", "run_after", "id"),
+        UniqueConstraint("key", name=t("uq_memory_jobs_key")),
+        Index(t("ix_memory_jobs_status_run"), "status", "run_after", "id"),
     )
 
 
@@ -263,7 +267,7 @@ class SettingRow(Base):
     """Namespaced settings (Red-DiscordBot's Config idea): (namespace, target, key) → JSON value,
     e.g. ("core", "channel:42", "project") → "falcon". `expires_at` for short-lived values."""
 
-    __tablename__ = "settings"
+    __tablename__ = t("settings")
     namespace: Mapped[str] = mapped_column(String(100), primary_key=True)
     target: Mapped[str] = mapped_column(String(200), primary_key=True)
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
@@ -275,7 +279,7 @@ class SettingRow(Base):
 class SchedulerJobRow(Base):
     """APScheduler's SQLAlchemyJobStore table (plugins' persisted jobs), owned by Alembic here."""
 
-    __tablename__ = "scheduler_jobs"
+    __tablename__ = t("scheduler_jobs")
     id: Mapped[str] = mapped_column(Unicode(191), primary_key=True)
     next_run_time: Mapped[float | None] = mapped_column(Float(25), index=True)
     job_state: Mapped[bytes] = mapped_column(LargeBinary)
@@ -285,16 +289,16 @@ class HandoffRow(Base):
     """A conversation handed from one agent to another (the Engram seed's `handoffs`): who, which
     session, the summary, and the handoff it continues (`parent_id`: the context chain)."""
 
-    __tablename__ = "handoffs"
+    __tablename__ = t("handoffs")
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     session: Mapped[str] = mapped_column(String(200), index=True)
     from_agent: Mapped[str] = mapped_column(String(200))
     to_agent: Mapped[str] = mapped_column(String(200))
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("handoffs.id", ondelete="SET NULL"))
-    scope_id: Mapped[str | None] = mapped_column(ForeignKey("scopes.id", ondelete="SET NULL"))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey(t("handoffs") + ".id", ondelete="SET NULL"))
+    scope_id: Mapped[str | None] = mapped_column(ForeignKey(t("scopes") + ".id", ondelete="SET NULL"))
     summary: Mapped[str] = mapped_column(Text)
     fact_ids: Mapped[list | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(TS)
     picked_up_at: Mapped[datetime | None] = mapped_column(TS)
-    __table_args__ = (Index("ix_handoffs_to_status", "to_agent", "status", "id"),)
+    __table_args__ = (Index(t("ix_handoffs_to_status"), "to_agent", "status", "id"),)

@@ -24,7 +24,11 @@ The fused score is their sum, then
     within 6 hours of each other)
   + 0.3 * (max - min fused score) * share of the entities named in the query that the fact is
     linked to (a turn's speaker is such an entity; naming both speakers boosts nobody)
-  + tiny priors for importance and decayed relevance (tie-breakers only).
+  + tiny priors for importance and decayed relevance (tie-breakers only)
+  + W_ACCESS * spread * access prior, bounded to [0, 1]: min(1, log2(1 + access_count) / log2(1 +
+    ACCESS_SATURATION)) * 0.5 ** (days since last access / ACCESS_HALF_LIFE_DAYS) — how often, and
+    how lately, the fact was actually shown (chat context, !recall, the recall tool, MCP results:
+    `FactStore.note_access`); 0 for a fact never shown.
 What is true now comes first: + 0.6 * spread for a fact holding an attribute key the question is
 about (`attributes`, from the caller's question classifier; such facts are candidates even without
 a word in common), - 1.0 * spread for a fact that no longer holds (superseded, or its world-time
@@ -51,6 +55,7 @@ from sqlalchemy import bindparam, case, extract, func, select, text, true
 from sqlalchemy.orm import aliased
 
 from storage.models import EntityRow, FactEntityRow, FactRow
+from storage.naming import t as tname
 from storage.text import (
     MAX_QUERY_CHARS,
     clean_text,
@@ -70,6 +75,9 @@ W_PREV_DENSE = 0.5
 W_NEIGHBOUR = 0.3
 W_ENTITY = 0.3
 W_PRIOR = 0.01
+W_ACCESS = 0.03  # x spread: the access prior (chosen on LoCoMo dev: `clara bench locomo --access`, README)
+ACCESS_SATURATION = 8  # accesses at which the prior's count part reaches 1
+ACCESS_HALF_LIFE_DAYS = 30.0  # the prior halves for every 30 days since the last access
 W_ATTRIBUTE = 0.6  # x spread: the fact holds an attribute key the question is about
 W_STALE = 1.0  # x spread, subtracted: no longer true, or a question/small talk (current first)
 W_HISTORY = 0.5  # x spread, added in history mode to what is no longer true
@@ -88,7 +96,7 @@ class Recaller:
     """The recall algorithm of the module docstring, for one `FactStore`.
 
     `off` switches signals off, for `clara bench ablation` only (the bot never sets it): any of
-    SIGNALS (that column's weight becomes 0), "neighbour", "entity", "names" (speaker names stay
+    SIGNALS (that column's weight becomes 0), "neighbour", "entity", "access", "names" (speaker names stay
     in the searched query), "lexical_path" (no full-text candidates) or "dense_path" (no vector
     search; the dense signals of lexical candidates still come from their stored vectors)."""
 
@@ -96,6 +104,7 @@ class Recaller:
         self.store = store
         self._stats: dict = {}  # key -> (value, when computed): see `_tiers`
         self.off: frozenset[str] = frozenset()
+        self.w_access = W_ACCESS  # benchmarks sweep it (`clara bench locomo --access`)
 
     async def recall(
         self,
@@ -162,7 +171,7 @@ class Recaller:
         )
         if rows is None:
             return []
-        ids, importance, relevance, holds, kind, attr, prev, nxt, share = rows
+        ids, importance, relevance, holds, kind, attr, prev, nxt, share, access = rows
         # Cosines: from the search, then one retrieval for candidates and previous neighbours
         # (same scopes) that the search did not return.
         known = dict(dense)
@@ -183,6 +192,8 @@ class Recaller:
             smooth[has] += W_NEIGHBOUR * nb[has]
         spread = float(smooth.max() - smooth.min()) or 1.0
         score = smooth + W_PRIOR * (importance + relevance)
+        if self.w_access and "access" not in off:
+            score += self.w_access * spread * access
         if entity_ids and "entity" not in off:
             score += W_ENTITY * spread * share
         keys = set(attributes)
@@ -341,11 +352,7 @@ class Recaller:
         not_q = f" NOT {{status}} : ({_any(others)})" if others else ""
         where = f"{{scope_token}} : ({scope_q}) AND {{content context}} : (@TERMS@){not_q}"
         exprs = self._tiers(conn, terms, scopes, statuses, where)
-        stmt = text(
-            "SELECT rowid AS id, -bm25(facts_fts, 1.0, 0.0, 0.0, 0.0) AS s1, "
-            "-bm25(facts_fts, 1.0, 1.0, 0.0, 0.0) AS s2 "
-            "FROM facts_fts WHERE facts_fts MATCH :m ORDER BY s2 DESC LIMIT :n"
-        )
+        stmt = _fts_stmt()
         out = [
             (r.id, float(r.s1), float(r.s2))
             for e in exprs
@@ -377,7 +384,7 @@ class Recaller:
         large = self._large(conn, scopes, statuses)
         if not large:
             return [_any(terms)]
-        count = text("SELECT count(*) FROM (SELECT 1 FROM facts_fts WHERE facts_fts MATCH :m LIMIT :cap)")
+        count = _fts_count_stmt()
         # Half the rows of the index, at least (it has at most max(id) rows).
         half = stat("half", lambda: (conn.execute(select(func.max(FactRow.id))).scalar() or 0) // 2 + 1)
         df = {}
@@ -446,7 +453,8 @@ class Recaller:
         """The candidates' light columns as arrays of shape (n,), candidates re-checked against
         scopes/status/kinds, in database order; None if none is left:
         (ids int64, importance float, relevance float, holds bool (active and world-time valid
-        at `now`), kind object, attr object, prev int64, next int64, share float).
+        at `now`), kind object, attr object, prev int64, next int64, share float, access float
+        (the access prior of the module docstring, in [0, 1]).
         `prev`/`next` are the ids of the previous/next neighbour (same scope, same statuses,
         within NEIGHBOUR_GAP; 0 if none), `share` the share of `entity_ids` the fact is linked
         to. One statement for rows and neighbours, one for links."""
@@ -473,7 +481,15 @@ class Recaller:
             np.array([x or 0 for x in cols[6]], dtype=np.int64),
             np.array([x or 0 for x in cols[7]], dtype=np.int64),
             share,
+            _access_prior(np.array(cols[8], dtype=float), np.array([x if x is not None else np.inf for x in cols[9]])),
         )
+
+
+def _access_prior(count: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """min(1, log2(1 + count) / log2(1 + ACCESS_SATURATION)) * 0.5 ** (days / half-life), shape
+    (n,); `days` since the last access (inf = never: 0)."""
+    strength = np.minimum(1.0, np.log2(1.0 + np.maximum(count, 0.0)) / np.log2(1.0 + ACCESS_SATURATION))
+    return strength * np.exp2(-np.maximum(days, 0.0) / ACCESS_HALF_LIFE_DAYS)
 
 
 def _resolve(fut: asyncio.Future, value) -> None:
@@ -546,14 +562,33 @@ def _pg_lexical_stmt(large: bool):
         where = "(tsv || ''::tsvector) @@ q AND scope_id IN :scopes AND status IN :st"
     return text(
         "SELECT id, ts_rank('{0, 0, 0, 1}', tsv, q, 1) AS s1, ts_rank('{0, 0, 1, 1}', tsv, q, 1) AS s2 "
-        f"FROM facts, to_tsquery('english', :q) q WHERE {where} ORDER BY s2 DESC LIMIT :n"
+        f"FROM {tname('facts')}, to_tsquery('english', :q) q WHERE {where} ORDER BY s2 DESC LIMIT :n"
     ).bindparams(bindparam("scopes", expanding=True), bindparam("st", expanding=True))
 
 
 @functools.cache
 def _pg_df_stmt():
     """Rows of the whole index holding tsquery term `t`, counted up to `cap` (GIN index)."""
-    return text("SELECT count(*) FROM (SELECT 1 FROM facts WHERE tsv @@ to_tsquery('english', :t) LIMIT :cap) x")
+    return text(
+        f"SELECT count(*) FROM (SELECT 1 FROM {tname('facts')} WHERE tsv @@ to_tsquery('english', :t) LIMIT :cap) x"
+    )
+
+
+@functools.cache
+def _fts_stmt():
+    """SQLite FTS5 candidates of `Recaller._lexical_sqlite`: parameters `m` (the MATCH) and `n`."""
+    fts = tname("facts_fts")
+    return text(
+        f"SELECT rowid AS id, -bm25({fts}, 1.0, 0.0, 0.0, 0.0) AS s1, -bm25({fts}, 1.0, 1.0, 0.0, 0.0) AS s2 "
+        f"FROM {fts} WHERE {fts} MATCH :m ORDER BY s2 DESC LIMIT :n"
+    )
+
+
+@functools.cache
+def _fts_count_stmt():
+    """Rows of the FTS5 index matching `m`, counted up to `cap`."""
+    fts = tname("facts_fts")
+    return text(f"SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH :m LIMIT :cap)")
 
 
 @functools.cache
@@ -581,12 +616,20 @@ def _close(dialect: str, a, b):
     return a.is_not(None) & b.is_not(None) & (func.abs(extract("epoch", a - b)) <= gap)
 
 
+def _days_since(dialect: str, then, now):
+    """Days from `then` to `now` in SQL (NULL when `then` is NULL)."""
+    if dialect == "sqlite":
+        return func.julianday(now) - func.julianday(then)
+    return extract("epoch", now - then) / 86400.0
+
+
 @functools.cache
 def _hydrate_stmt(with_kinds: bool, dialect: str = "sqlite"):
     """The statement of `Recaller._hydrate`, built once per dialect (building it costs more than
     running it): parameters `ids`, `scopes`, `statuses`, `now` and, `with_kinds`, `kinds`.
     Columns: id, importance, relevance, holds, kind, attr, prev_id, next_id (neighbour ids only
-    when within NEIGHBOUR_GAP, else NULL) — computed in SQL so no timestamp reaches Python.
+    when within NEIGHBOUR_GAP, else NULL), access_count, access_days (days since the last access)
+    — computed in SQL so no timestamp reaches Python.
 
     Neighbours come from the stored `prev_id` (migration 0004): the previous fact is a primary-key
     seek, the next one (the first fact whose prev_id is this one) an index seek on prev_id — on
@@ -638,6 +681,8 @@ def _hydrate_stmt(with_kinds: bool, dialect: str = "sqlite"):
             FactRow.attr,
             case((_close(dialect, at, pv.valid_from), pv.id)).label("prev_id"),
             case((_close(dialect, at, next_at), next_id)).label("next_id"),
+            FactRow.access_count,
+            _days_since(dialect, FactRow.last_accessed_at, now).label("access_days"),
         )
         .outerjoin(pv, (pv.id == FactRow.prev_id) & pv.status.in_(statuses))
         .where(

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from storage import feed, migrate
+from storage import feed, migrate, naming
 from storage.clock import Clock, system_clock
 from storage.db import Engines, async_url, ephemeral_dir, is_in_memory, make_engines
 from storage.embeddings import Embedder, make_embedder
@@ -46,6 +46,7 @@ from storage.models import (
     SessionRow,
     SettingRow,
 )
+from storage.naming import t as tname
 from storage.purge import redact_copies as _redact_copies
 from storage.recall import Recaller
 from storage.redact import Quotes
@@ -246,10 +247,12 @@ class FactStore:
         `QdrantServerIndex` client shared by several stores in a process); the store closes it.
 
         Starts the background indexer, which first finishes any jobs left by an earlier process.
-        Raises sqlalchemy errors if the database is unreachable; ValueError for a bad config."""
+        Raises sqlalchemy errors if the database is unreachable; ValueError for a bad config
+        (including an invalid `CLARA_TABLE_PREFIX`, see storage/naming.py)."""
         config = config or StoreConfig()
         if config.qdrant_url and index is None:
             check_qdrant_url(config.qdrant_url)  # a bad setting fails before anything is opened
+        naming.check_configured()
         data_dir = Path(config.data_dir)
         ephemeral = None
         if is_in_memory(config.database_url):  # sqlite:///:memory: — gone when the store closes
@@ -272,11 +275,14 @@ class FactStore:
                 cohere_base_url=config.cohere_base_url,
                 threads=config.embed_threads,
             )
-        collection = f"{config.qdrant_collection}_{embedder.name}"
+        # With a table prefix the collection and the local index folder carry it too, so stores
+        # sharing one database (and data dir) under different prefixes never share an index.
+        collection = tname(f"{config.qdrant_collection}_{embedder.name}")
         # Each process gets an index folder (and feed position) of its own, the lowest free one:
         # a restarted process finds its predecessor's index and only catches up.
         shared = bool(config.qdrant_url) if index is None else index.shared
-        root = data_dir / "index" / (f"qdrant-{collection}" if shared else f"{embedder.name}-{embedder.dim}")
+        local = tname(f"{embedder.name}-{embedder.dim}")
+        root = data_dir / "index" / (f"qdrant-{collection}" if shared else local)
         slot = await asyncio.to_thread(NodeSlot.acquire, root)
         try:
             if index is not None:
@@ -1139,7 +1145,8 @@ class FactStore:
                 log.warning("index queue not drained before compaction; some deleted vectors stay until the next")
         if self.dialect == "sqlite":
             async with self.engines.writer.begin() as conn:
-                await conn.exec_driver_sql("INSERT INTO facts_fts(facts_fts) VALUES ('optimize')")
+                fts = tname("facts_fts")
+                await conn.exec_driver_sql(f"INSERT INTO {fts}({fts}) VALUES ('optimize')")
             db_path = self.engines.writer.url.database
             gate = self.engines.write_gate or asyncio.Lock()
             async with gate:  # this process's writers wait instead of failing on a busy database
@@ -1148,7 +1155,7 @@ class FactStore:
             async with self.engines.writer.connect() as conn:
                 ac = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 for table in ("facts", "messages", "fact_history", "entities", "relations", "settings"):
-                    await ac.exec_driver_sql(f"VACUUM {table}")
+                    await ac.exec_driver_sql(f"VACUUM {tname(table)}")
         await self.index.compact()
 
     def _check_in_tx(self, conn: Connection, scope_id: str, actor: str | None, write: bool = False) -> None:
@@ -1389,6 +1396,13 @@ class FactStore:
         if bump:
             self._access.update(h.fact.id for h in hits)
         return hits
+
+    def note_access(self, fact_ids: Iterable[int]) -> None:
+        """Count one access for each of `fact_ids` — facts actually shown to a person or an agent
+        (in a prompt, a recall listing, a tool or MCP result). Flushed to `access_count` /
+        `last_accessed_at` in the background (every ~2 s, and at close); feeds recall's access
+        prior and the forgetting curve. Never raises, never waits."""
+        self._access.update(int(i) for i in fact_ids)
 
     async def _access_flusher(self) -> None:
         while True:

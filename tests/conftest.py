@@ -91,7 +91,7 @@ def _truncate(url: str) -> None:
         extra = [
             r[0]
             for r in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE 'alembic_version%'"
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE '%alembic_version%'"
             ).fetchall()
         ]
         names = sorted({t.strip() for t in TABLES.split(",")} | set(extra))

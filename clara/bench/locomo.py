@@ -170,6 +170,9 @@ async def _run_clara(
                 progress("clara", done, n_questions)
 
 
+ACCESS_SWEEP = (0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
 async def _access_ablation(store: FactStore, convs, progress) -> dict[str, dict[str, float]]:
     """Do access counts feed ranking measurably? Each conversation's scored questions are split
     (even positions: "usage", odd: held out). Arm off: the nightly jobs (decay, rerank) run with no
@@ -211,6 +214,15 @@ async def _access_ablation(store: FactStore, convs, progress) -> dict[str, dict[
     out = {"access:off": off.summary(), "access:on": on.summary()}
     out["access:on"]["usage_questions"] = used
     out["access:on"]["importance_raised"] = raised
+    # The access prior's weight (storage.recall.W_ACCESS) swept on the same used store: w=0 keeps
+    # every other effect of the usage (decay, rerank) and removes only the prior.
+    default = store.recaller.w_access
+    try:
+        for w in ACCESS_SWEEP:
+            store.recaller.w_access = w
+            out[f"access:on w={w:g}"] = (await score(f"access:on w={w:g}")).summary()
+    finally:
+        store.recaller.w_access = default
     return out
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from clara.bench.stats import pct, rss_mb
 from storage import FactStore, StoreConfig
 from storage.embeddings import Embedder, make_embedder
+from storage.naming import t as tname
 from storage.text import words
 
 NAMES = (
@@ -214,7 +215,7 @@ def _vacuum_analyze(url: str) -> None:
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         for table in ("facts", "fact_entities", "entities"):
-            conn.execute(f"VACUUM ANALYZE {table}")
+            conn.execute(f"VACUUM ANALYZE {tname(table)}")
 
 
 async def explain_recall(store: FactStore, query: str, scopes: list[str]) -> str:

@@ -25,6 +25,7 @@ from storage.models import (
     ScopeRow,
     SessionRow,
 )
+from storage.naming import t as tname
 from storage.sqlutil import aware
 from storage.store import _fact
 from storage.types import Fact, FactKind, FactStatus
@@ -579,7 +580,9 @@ class DashboardService:
             try:
                 async with self.store.engines.reader.connect() as conn:
                     rows = (
-                        await conn.execute(text(f"SELECT {cols} FROM {table} ORDER BY id DESC LIMIT :n"), {"n": limit})
+                        await conn.execute(
+                            text(f"SELECT {cols} FROM {tname(table)} ORDER BY id DESC LIMIT :n"), {"n": limit}
+                        )
                     ).all()
                 out.append({"title": title, "columns": columns, "rows": [tuple(r) for r in rows], "error": None})
             except Exception as exc:  # table missing (plugin never migrated here)

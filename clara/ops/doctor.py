@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import func, select, text
 
 from storage.clock import Clock, system_clock
+from storage.naming import t as tname
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 PLUGINS_DIR = Path(__file__).resolve().parent.parent.parent / "plugins"
@@ -97,7 +98,7 @@ def migration_state(url: str) -> dict:
             tables = set(inspect(conn).get_table_names())
             out["core"]["clara_tables"] = sorted(tables & set(Base.metadata.tables))
             for name, versions in plugin_branches().items():
-                table = f"alembic_version_{name}"
+                table = tname(f"alembic_version_{name}")
                 current = None
                 if table in tables:
                     current = conn.execute(text(f"SELECT version_num FROM {table}")).scalar()
@@ -216,7 +217,8 @@ def _migration_checks(state: dict) -> list[Check]:
             Check(
                 "migrations",
                 FAIL,
-                f"Clara tables ({', '.join(core['clara_tables'][:5])}) but no schema version (alembic_version): "
+                f"Clara tables ({', '.join(core['clara_tables'][:5])}) "
+                f"but no schema version ({tname('alembic_version')}): "
                 "not made by Clara's migrations, so they cannot be upgraded safely",
             )
         )
@@ -370,7 +372,7 @@ async def _index_check(settings, embedder, queues: dict) -> Check:
     expected = queues["facts_indexed"]
     nodes = []
     if not settings.qdrant_url:
-        root = settings.data_dir / "index" / f"{embedder.name}-{embedder.dim}"
+        root = settings.data_dir / "index" / tname(f"{embedder.name}-{embedder.dim}")
         for state_path in sorted(root.glob("node-*.json")) if root.exists() else []:
             state = NodeSlot(root, int(state_path.stem.split("-")[1]), -1).read_state() or {}
             behind = max(0, queues.get("changes", 0) - int(state.get("position", 0)))

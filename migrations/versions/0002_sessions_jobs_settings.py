@@ -8,6 +8,8 @@ Create Date: 2026-11-21
 import sqlalchemy as sa
 from alembic import op
 
+from storage.naming import t
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -19,11 +21,11 @@ TS = sa.DateTime(timezone=True)
 
 def upgrade() -> None:
     op.create_table(
-        "sessions",
+        t("sessions"),
         sa.Column("id", PK, primary_key=True, autoincrement=True),
         sa.Column("user_id", sa.String(200), nullable=False),
         sa.Column("channel_id", sa.String(200), nullable=False),
-        sa.Column("scope_id", sa.String(200), sa.ForeignKey("scopes.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("scope_id", sa.String(200), sa.ForeignKey(t("scopes") + ".id", ondelete="CASCADE"), nullable=False),
         sa.Column("is_dm", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("started_at", TS, nullable=False),
@@ -33,21 +35,21 @@ def upgrade() -> None:
         sa.Column("previous_id", PK, nullable=True),
         sa.Column("summary_fact_id", PK, nullable=True),
     )
-    op.create_index("ix_sessions_user_channel", "sessions", ["user_id", "channel_id", "started_at"])
-    op.create_index("ix_sessions_status_activity", "sessions", ["status", "last_activity_at"])
+    op.create_index(t("ix_sessions_user_channel"), t("sessions"), ["user_id", "channel_id", "started_at"])
+    op.create_index(t("ix_sessions_status_activity"), t("sessions"), ["status", "last_activity_at"])
     # At most one open session per user×channel, enforced by the database (no double sessions).
     op.create_index(
-        "uq_sessions_open",
-        "sessions",
+        t("uq_sessions_open"),
+        t("sessions"),
         ["user_id", "channel_id"],
         unique=True,
         sqlite_where=sa.text("status = 'open'"),
         postgresql_where=sa.text("status = 'open'"),
     )
-    op.add_column("messages", sa.Column("session_id", PK, nullable=True))
-    op.create_index("ix_messages_session", "messages", ["session_id", "id"])
+    op.add_column(t("messages"), sa.Column("session_id", PK, nullable=True))
+    op.create_index(t("ix_messages_session"), t("messages"), ["session_id", "id"])
     op.create_table(
-        "memory_jobs",
+        t("memory_jobs"),
         sa.Column("id", PK, primary_key=True, autoincrement=True),
         sa.Column("kind", sa.String(30), nullable=False),
         sa.Column("key", sa.String(200), nullable=True),
@@ -60,12 +62,12 @@ def upgrade() -> None:
         sa.Column("lease_until", TS, nullable=True),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("updated_at", TS, nullable=False),
-        sa.UniqueConstraint("key", name="uq_memory_jobs_key"),
+        sa.UniqueConstraint("key", name=t("uq_memory_jobs_key")),
     )
-    op.create_index("ix_memory_jobs_status_run", "memory_jobs", ["status", "run_after", "id"])
-    op.create_index("ix_memory_jobs_principal", "memory_jobs", ["principal"])
+    op.create_index(t("ix_memory_jobs_status_run"), t("memory_jobs"), ["status", "run_after", "id"])
+    op.create_index(t("ix_memory_jobs_principal"), t("memory_jobs"), ["principal"])
     op.create_table(
-        "settings",
+        t("settings"),
         sa.Column("namespace", sa.String(100), primary_key=True),
         sa.Column("target", sa.String(200), primary_key=True),
         sa.Column("key", sa.String(100), primary_key=True),
@@ -76,10 +78,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_table("settings")
-    op.drop_table("memory_jobs")
-    op.drop_index("ix_messages_session", table_name="messages")
-    with op.batch_alter_table("messages") as batch:
+    op.drop_table(t("settings"))
+    op.drop_table(t("memory_jobs"))
+    op.drop_index(t("ix_messages_session"), table_name=t("messages"))
+    with op.batch_alter_table(t("messages")) as batch:
         batch.drop_column("session_id")
-    op.drop_index("uq_sessions_open", table_name="sessions")
-    op.drop_table("sessions")
+    op.drop_index(t("uq_sessions_open"), table_name=t("sessions"))
+    op.drop_table(t("sessions"))

@@ -9,6 +9,8 @@ Create Date: 2026-11-21
 import sqlalchemy as sa
 from alembic import op
 
+from storage.naming import t
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -17,14 +19,14 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
-        "scheduler_jobs",
+        t("scheduler_jobs"),
         sa.Column("id", sa.Unicode(191), primary_key=True),
         sa.Column("next_run_time", sa.Float(25), nullable=True),
         sa.Column("job_state", sa.LargeBinary(), nullable=False),
     )
-    op.create_index("ix_scheduler_jobs_next_run_time", "scheduler_jobs", ["next_run_time"])
+    op.create_index(t("ix_scheduler_jobs_next_run_time"), t("scheduler_jobs"), ["next_run_time"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_scheduler_jobs_next_run_time", table_name="scheduler_jobs")
-    op.drop_table("scheduler_jobs")
+    op.drop_index(t("ix_scheduler_jobs_next_run_time"), table_name=t("scheduler_jobs"))
+    op.drop_table(t("scheduler_jobs"))

@@ -15,6 +15,8 @@ Create Date: 2026-12-03
 import sqlalchemy as sa
 from alembic import op
 
+from storage.naming import t
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
@@ -24,36 +26,38 @@ PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
-    op.add_column("facts", sa.Column("prev_id", PK, nullable=True))
-    op.create_index("ix_facts_scope_id", "facts", ["scope_id", "id"])
+    op.add_column(t("facts"), sa.Column("prev_id", PK, nullable=True))
+    op.create_index(t("ix_facts_scope_id"), t("facts"), ["scope_id", "id"])
+    facts = t("facts")
     op.execute(
-        "UPDATE facts SET prev_id = "
-        "(SELECT max(p.id) FROM facts p WHERE p.scope_id = facts.scope_id AND p.id < facts.id)"
+        f"UPDATE {facts} SET prev_id = "
+        f"(SELECT max(p.id) FROM {facts} p WHERE p.scope_id = {facts}.scope_id AND p.id < {facts}.id)"
     )
-    op.create_index("ix_facts_prev_id", "facts", ["prev_id"])
+    op.create_index(t("ix_facts_prev_id"), t("facts"), ["prev_id"])
     if op.get_bind().dialect.name == "sqlite":
         op.execute(
-            "CREATE TRIGGER facts_prev_ai AFTER INSERT ON facts WHEN new.prev_id IS NULL BEGIN "
-            "UPDATE facts SET prev_id = (SELECT max(p.id) FROM facts p WHERE p.scope_id = new.scope_id "
+            f"CREATE TRIGGER {t('facts_prev_ai')} AFTER INSERT ON {facts} WHEN new.prev_id IS NULL BEGIN "
+            f"UPDATE {facts} SET prev_id = (SELECT max(p.id) FROM {facts} p WHERE p.scope_id = new.scope_id "
             "AND p.id < new.id) WHERE id = new.id; END"
         )
     else:
         op.execute(
-            "CREATE FUNCTION facts_set_prev_id() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF NEW.prev_id IS NULL THEN NEW.prev_id := (SELECT max(p.id) FROM facts p "
+            f"CREATE FUNCTION {t('facts_set_prev_id')}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.prev_id IS NULL THEN NEW.prev_id := (SELECT max(p.id) FROM {facts} p "
             "WHERE p.scope_id = NEW.scope_id AND p.id < NEW.id); END IF; RETURN NEW; END $$"
         )
         op.execute(
-            "CREATE TRIGGER facts_prev_bi BEFORE INSERT ON facts FOR EACH ROW EXECUTE FUNCTION facts_set_prev_id()"
+            f"CREATE TRIGGER {t('facts_prev_bi')} BEFORE INSERT ON {facts} FOR EACH ROW "
+            f"EXECUTE FUNCTION {t('facts_set_prev_id')}()"
         )
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
-        op.execute("DROP TRIGGER IF EXISTS facts_prev_ai")
+        op.execute(f"DROP TRIGGER IF EXISTS {t('facts_prev_ai')}")
     else:
-        op.execute("DROP TRIGGER IF EXISTS facts_prev_bi ON facts")
-        op.execute("DROP FUNCTION IF EXISTS facts_set_prev_id()")
-    op.drop_index("ix_facts_prev_id", table_name="facts")
-    op.drop_index("ix_facts_scope_id", table_name="facts")
-    op.execute("ALTER TABLE facts DROP COLUMN prev_id")  # SQLite >= 3.35 too (no table rebuild)
+        op.execute(f"DROP TRIGGER IF EXISTS {t('facts_prev_bi')} ON {t('facts')}")
+        op.execute(f"DROP FUNCTION IF EXISTS {t('facts_set_prev_id')}()")
+    op.drop_index(t("ix_facts_prev_id"), table_name=t("facts"))
+    op.drop_index(t("ix_facts_scope_id"), table_name=t("facts"))
+    op.execute(f"ALTER TABLE {t('facts')} DROP COLUMN prev_id")  # SQLite >= 3.35 too (no table rebuild)

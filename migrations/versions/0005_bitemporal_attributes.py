@@ -14,6 +14,8 @@ Create Date: 2026-12-03
 import sqlalchemy as sa
 from alembic import op
 
+from storage.naming import t
+
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
@@ -23,14 +25,14 @@ TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
-    op.add_column("facts", sa.Column("attr", sa.String(200), nullable=True))
-    op.add_column("facts", sa.Column("superseded_at", TS, nullable=True))
-    op.create_index("ix_facts_scope_attr", "facts", ["scope_id", "attr"])
+    op.add_column(t("facts"), sa.Column("attr", sa.String(200), nullable=True))
+    op.add_column(t("facts"), sa.Column("superseded_at", TS, nullable=True))
+    op.create_index(t("ix_facts_scope_attr"), t("facts"), ["scope_id", "attr"])
     # Facts superseded before this revision: their system end is when they were last updated.
-    op.execute("UPDATE facts SET superseded_at = updated_at WHERE status = 'superseded'")
+    op.execute(f"UPDATE {t('facts')} SET superseded_at = updated_at WHERE status = 'superseded'")
 
 
 def downgrade() -> None:
-    op.drop_index("ix_facts_scope_attr", table_name="facts")
+    op.drop_index(t("ix_facts_scope_attr"), table_name=t("facts"))
     for col in ("superseded_at", "attr"):
-        op.execute(f"ALTER TABLE facts DROP COLUMN {col}")
+        op.execute(f"ALTER TABLE {t('facts')} DROP COLUMN {col}")

@@ -11,6 +11,8 @@ Create Date: 2026-12-03
 
 from alembic import op
 
+from storage.naming import t
+
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
@@ -27,7 +29,7 @@ def _tsv(fold: bool) -> str:
         return f"translate(lower({text}), '{FROM}', '{TO}')" if fold else text
 
     return (
-        "ALTER TABLE facts ADD COLUMN tsv tsvector GENERATED ALWAYS AS ("
+        f"ALTER TABLE {t('facts')} ADD COLUMN tsv tsvector GENERATED ALWAYS AS ("
         f"setweight(to_tsvector('english', {col('content')}), 'A') || "
         f"setweight(to_tsvector('english', {col('context')}), 'B')) STORED"
     )
@@ -36,10 +38,11 @@ def _tsv(fold: bool) -> str:
 def _rebuild(fold: bool) -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute("DROP INDEX IF EXISTS ix_facts_tsv")
-    op.execute("ALTER TABLE facts DROP COLUMN IF EXISTS tsv")
+    facts, ix = t("facts"), t("ix_facts_tsv")
+    op.execute(f"DROP INDEX IF EXISTS {ix}")
+    op.execute(f"ALTER TABLE {facts} DROP COLUMN IF EXISTS tsv")
     op.execute(_tsv(fold))
-    op.execute("CREATE INDEX ix_facts_tsv ON facts USING gin (tsv)")
+    op.execute(f"CREATE INDEX {ix} ON {facts} USING gin (tsv)")
 
 
 def upgrade() -> None:

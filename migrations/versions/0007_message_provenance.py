@@ -10,6 +10,8 @@ Create Date: 2026-12-03
 import sqlalchemy as sa
 from alembic import op
 
+from storage.naming import t
+
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
@@ -17,8 +19,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("messages", sa.Column("provenance", sa.JSON(), nullable=True))
+    op.add_column(t("messages"), sa.Column("provenance", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE messages DROP COLUMN provenance")  # SQLite >= 3.35 too
+    op.execute(f"ALTER TABLE {t('messages')} DROP COLUMN provenance")  # SQLite >= 3.35 too

@@ -10,6 +10,8 @@ Create Date: 2026-12-03
 import sqlalchemy as sa
 from alembic import op
 
+from storage.naming import t
+
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
@@ -20,10 +22,10 @@ TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
-    op.add_column("index_jobs", sa.Column("lease_until", TS, nullable=True))
+    op.add_column(t("index_jobs"), sa.Column("lease_until", TS, nullable=True))
     op.create_table(
-        "fact_vectors",
-        sa.Column("fact_id", PK, sa.ForeignKey("facts.id", ondelete="CASCADE"), primary_key=True),
+        t("fact_vectors"),
+        sa.Column("fact_id", PK, sa.ForeignKey(t("facts") + ".id", ondelete="CASCADE"), primary_key=True),
         sa.Column("model", sa.String(200), nullable=False),
         sa.Column("dim", sa.Integer(), nullable=False),
         sa.Column("encoding", sa.String(10), nullable=False),
@@ -32,7 +34,7 @@ def upgrade() -> None:
         sa.Column("created_at", TS, nullable=False),
     )
     op.create_table(
-        "changes",
+        t("changes"),
         sa.Column("id", PK, primary_key=True, autoincrement=True),
         sa.Column("fact_id", PK, nullable=False),
         sa.Column("op", sa.String(12), nullable=False),
@@ -42,6 +44,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_table("changes")
-    op.drop_table("fact_vectors")
-    op.execute("ALTER TABLE index_jobs DROP COLUMN lease_until")  # SQLite >= 3.35 too
+    op.drop_table(t("changes"))
+    op.drop_table(t("fact_vectors"))
+    op.execute(f"ALTER TABLE {t('index_jobs')} DROP COLUMN lease_until")  # SQLite >= 3.35 too

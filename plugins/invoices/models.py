@@ -35,13 +35,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from clara.plugin_api import PluginBase
+from clara.plugin_api import PluginBase, table_name
 
 from .ledger import to_decimal
 
 # A reload (`PluginHost.reload`) re-executes this module: forget the previous definitions of our
 # tables on the shared PluginBase metadata first, or SQLAlchemy refuses to define them again.
-for _stale in [t for name, t in PluginBase.metadata.tables.items() if name.startswith("invoices_")]:
+for _stale in [t for name, t in PluginBase.metadata.tables.items() if name.startswith(table_name("invoices_"))]:
     PluginBase.metadata.remove(_stale)
 
 PK = BigInteger().with_variant(Integer(), "sqlite")
@@ -70,10 +70,10 @@ class Money(TypeDecorator):
 
 
 class Client(PluginBase):
-    __tablename__ = "invoices_clients"
+    __tablename__ = table_name("invoices_clients")
     __table_args__ = (
-        UniqueConstraint("owner_id", "norm_name", name="uq_invoices_clients_owner_name"),
-        Index("ix_invoices_clients_owner", "owner_id"),
+        UniqueConstraint("owner_id", "norm_name", name=table_name("uq_invoices_clients_owner_name")),
+        Index(table_name("ix_invoices_clients_owner"), "owner_id"),
     )
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
@@ -89,16 +89,18 @@ class Client(PluginBase):
 
 
 class Invoice(PluginBase):
-    __tablename__ = "invoices_invoices"
+    __tablename__ = table_name("invoices_invoices")
     __table_args__ = (
-        UniqueConstraint("owner_id", "number", name="uq_invoices_invoices_owner_number"),
-        Index("ix_invoices_invoices_owner_due", "owner_id", "due"),
-        Index("ix_invoices_invoices_client", "client_id"),
+        UniqueConstraint("owner_id", "number", name=table_name("uq_invoices_invoices_owner_number")),
+        Index(table_name("ix_invoices_invoices_owner_due"), "owner_id", "due"),
+        Index(table_name("ix_invoices_invoices_client"), "client_id"),
     )
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     owner_id: Mapped[str] = mapped_column(String(200), nullable=False)
-    client_id: Mapped[int] = mapped_column(PK, ForeignKey("invoices_clients.id", ondelete="CASCADE"), nullable=False)
+    client_id: Mapped[int] = mapped_column(
+        PK, ForeignKey(table_name("invoices_clients") + ".id", ondelete="CASCADE"), nullable=False
+    )
     number: Mapped[str] = mapped_column(String(64), nullable=False)
     amount: Mapped[Decimal] = mapped_column(Money, nullable=False)
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
@@ -110,15 +112,17 @@ class Invoice(PluginBase):
 
 
 class Payment(PluginBase):
-    __tablename__ = "invoices_payments"
+    __tablename__ = table_name("invoices_payments")
     __table_args__ = (
-        Index("ix_invoices_payments_invoice", "invoice_id"),
-        Index("ix_invoices_payments_owner_paid", "owner_id", "paid_on"),
+        Index(table_name("ix_invoices_payments_invoice"), "invoice_id"),
+        Index(table_name("ix_invoices_payments_owner_paid"), "owner_id", "paid_on"),
     )
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     owner_id: Mapped[str] = mapped_column(String(200), nullable=False)
-    invoice_id: Mapped[int] = mapped_column(PK, ForeignKey("invoices_invoices.id", ondelete="CASCADE"), nullable=False)
+    invoice_id: Mapped[int] = mapped_column(
+        PK, ForeignKey(table_name("invoices_invoices") + ".id", ondelete="CASCADE"), nullable=False
+    )
     amount: Mapped[Decimal] = mapped_column(Money, nullable=False)
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
     paid_on: Mapped[date] = mapped_column(Date, nullable=False)
@@ -127,8 +131,8 @@ class Payment(PluginBase):
 
 
 class Task(PluginBase):
-    __tablename__ = "invoices_tasks"
-    __table_args__ = (Index("ix_invoices_tasks_owner_done", "owner_id", "done"),)
+    __tablename__ = table_name("invoices_tasks")
+    __table_args__ = (Index(table_name("ix_invoices_tasks_owner_done"), "owner_id", "done"),)
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     owner_id: Mapped[str] = mapped_column(String(200), nullable=False)
@@ -137,10 +141,10 @@ class Task(PluginBase):
     done: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     priority: Mapped[str] = mapped_column(String(10), nullable=False, default="normal", server_default="normal")
     client_id: Mapped[int | None] = mapped_column(
-        PK, ForeignKey("invoices_clients.id", ondelete="SET NULL"), nullable=True
+        PK, ForeignKey(table_name("invoices_clients") + ".id", ondelete="SET NULL"), nullable=True
     )
     invoice_id: Mapped[int | None] = mapped_column(
-        PK, ForeignKey("invoices_invoices.id", ondelete="SET NULL"), nullable=True
+        PK, ForeignKey(table_name("invoices_invoices") + ".id", ondelete="SET NULL"), nullable=True
     )
     created_at: Mapped[datetime] = mapped_column(TS, nullable=False)
     done_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
@@ -151,15 +155,17 @@ class Event(PluginBase):
     it was recorded; `effective_on` the business date it takes effect (issue date, paid_on, the
     day after the due date, the void date) — what past states are reconstructed from."""
 
-    __tablename__ = "invoices_events"
+    __tablename__ = table_name("invoices_events")
     __table_args__ = (
-        Index("ix_invoices_events_invoice", "invoice_id", "id"),
-        Index("ix_invoices_events_owner_kind", "owner_id", "kind"),
+        Index(table_name("ix_invoices_events_invoice"), "invoice_id", "id"),
+        Index(table_name("ix_invoices_events_owner_kind"), "owner_id", "kind"),
     )
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     owner_id: Mapped[str] = mapped_column(String(200), nullable=False)
-    invoice_id: Mapped[int] = mapped_column(PK, ForeignKey("invoices_invoices.id", ondelete="CASCADE"), nullable=False)
+    invoice_id: Mapped[int] = mapped_column(
+        PK, ForeignKey(table_name("invoices_invoices") + ".id", ondelete="CASCADE"), nullable=False
+    )
     client_id: Mapped[int] = mapped_column(PK, nullable=False)
     kind: Mapped[str] = mapped_column(String(20), nullable=False)  # created|payment|overdue|void
     old_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
@@ -175,8 +181,10 @@ class Event(PluginBase):
 class DailySummary(PluginBase):
     """One row per owner, day and currency, written by the daily job."""
 
-    __tablename__ = "invoices_daily_summaries"
-    __table_args__ = (UniqueConstraint("owner_id", "day", "currency", name="uq_invoices_daily_owner_day_cur"),)
+    __tablename__ = table_name("invoices_daily_summaries")
+    __table_args__ = (
+        UniqueConstraint("owner_id", "day", "currency", name=table_name("uq_invoices_daily_owner_day_cur")),
+    )
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     owner_id: Mapped[str] = mapped_column(String(200), nullable=False)

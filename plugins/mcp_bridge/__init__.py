@@ -153,6 +153,15 @@ class Bridge:
         if await conn.start():
             self._register(name, conn.tools)
             await self._cache_tools(name, conn)
+            await self.ctx.record_system(
+                "server_start", f"MCP server {name} started ({len(conn.tools)} tools)",
+                server=name, transport=spec.transport, tools=len(conn.tools),
+            )  # fmt: skip
+        else:
+            await self.ctx.record_system(
+                "server_failed", f"MCP server {name} failed to start: {conn.error}"[:300],
+                server=name, transport=spec.transport, error=(conn.error or "")[:1000],
+            )  # fmt: skip
         return conn
 
     def _register(self, server: str, tools: list) -> None:
@@ -200,6 +209,7 @@ class Bridge:
         conn = self.conns.pop(name, None)
         if conn is not None:
             await conn.stop()
+            await self.ctx.record_system("server_stop", f"MCP server {name} stopped", server=name)
 
     async def aclose(self) -> None:
         if self.started is not None:

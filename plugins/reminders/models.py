@@ -12,10 +12,10 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from clara.plugin_api import PluginBase
+from clara.plugin_api import PluginBase, table_name
 
 # A reload re-executes this module: forget our previous table definitions first.
-for _stale in [t for name, t in PluginBase.metadata.tables.items() if name.startswith("reminders_")]:
+for _stale in [t for name, t in PluginBase.metadata.tables.items() if name.startswith(table_name("reminders_"))]:
     PluginBase.metadata.remove(_stale)
 
 PK = BigInteger().with_variant(Integer(), "sqlite")
@@ -25,10 +25,10 @@ TS = DateTime(timezone=True)
 class Reminder(PluginBase):
     """One reminder. `next_at` is the next occurrence due (UTC); NULL once a one-off is done."""
 
-    __tablename__ = "reminders_reminders"
+    __tablename__ = table_name("reminders_reminders")
     __table_args__ = (
-        Index("ix_reminders_due", "status", "next_at"),
-        Index("ix_reminders_owner", "owner_id"),
+        Index(table_name("ix_reminders_due"), "status", "next_at"),
+        Index(table_name("ix_reminders_owner"), "owner_id"),
     )
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
@@ -49,10 +49,10 @@ class Delivery(PluginBase):
     """One row per reminder occurrence (unique): claimed before sending, so an occurrence is
     never delivered twice — not across ticks, restarts or two hosts."""
 
-    __tablename__ = "reminders_deliveries"
+    __tablename__ = table_name("reminders_deliveries")
     __table_args__ = (
-        UniqueConstraint("reminder_id", "occurrence_at", name="uq_reminders_delivery_occurrence"),
-        Index("ix_reminders_deliveries_owner", "owner_id"),
+        UniqueConstraint("reminder_id", "occurrence_at", name=table_name("uq_reminders_delivery_occurrence")),
+        Index(table_name("ix_reminders_deliveries_owner"), "owner_id"),
     )
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
@@ -67,7 +67,7 @@ class Delivery(PluginBase):
 class Activity(PluginBase):
     """Per user: last interaction (from the "message" event) and the proactive loop's state."""
 
-    __tablename__ = "reminders_activity"
+    __tablename__ = table_name("reminders_activity")
 
     user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     display_name: Mapped[str] = mapped_column(String(200), nullable=False)
@@ -82,8 +82,8 @@ class Activity(PluginBase):
 class Proactive(PluginBase):
     """Every proactive message sent: why, where, and whether the user engaged or ignored it."""
 
-    __tablename__ = "reminders_proactive"
-    __table_args__ = (Index("ix_reminders_proactive_user", "user_id", "sent_at"),)
+    __tablename__ = table_name("reminders_proactive")
+    __table_args__ = (Index(table_name("ix_reminders_proactive_user"), "user_id", "sent_at"),)
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(String(200), nullable=False)
@@ -98,8 +98,8 @@ class Proactive(PluginBase):
 class Note(PluginBase):
     """THINK: an observation kept for later; its relevance decays to 0 over ORS_NOTE_DECAY_DAYS."""
 
-    __tablename__ = "reminders_notes"
-    __table_args__ = (Index("ix_reminders_notes_user", "user_id", "created_at"),)
+    __tablename__ = table_name("reminders_notes")
+    __table_args__ = (Index(table_name("ix_reminders_notes_user"), "user_id", "created_at"),)
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(String(200), nullable=False)

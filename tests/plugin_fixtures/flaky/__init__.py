@@ -6,6 +6,8 @@ MANIFEST = Manifest("flaky", "0.1", "Crashes", "None.")
 
 
 async def setup(ctx) -> None:
+    await ctx.record_system("ready", "flaky is ready to crash", mood="grumpy")  # a plugin's own system record
+
     @ctx.command("crash", help="always raises")
     async def crash(inv, args):
         raise ZeroDivisionError("boom")

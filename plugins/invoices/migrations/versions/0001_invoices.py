@@ -9,6 +9,8 @@ Create Date: 2026-11-21
 import sqlalchemy as sa
 from alembic import op
 
+from clara.plugin_api import table_name
+
 revision = "inv0001"
 down_revision = None
 branch_labels = ("invoices",)
@@ -22,7 +24,7 @@ OWNER = 200
 
 def upgrade() -> None:
     op.create_table(
-        "invoices_clients",
+        table_name("invoices_clients"),
         sa.Column("id", PK, primary_key=True, autoincrement=True),
         sa.Column("owner_id", sa.String(OWNER), nullable=False),
         sa.Column("name", sa.String(200), nullable=False),
@@ -33,14 +35,16 @@ def upgrade() -> None:
         sa.Column("status_override", sa.String(20), nullable=True),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("updated_at", TS, nullable=False),
-        sa.UniqueConstraint("owner_id", "norm_name", name="uq_invoices_clients_owner_name"),
+        sa.UniqueConstraint("owner_id", "norm_name", name=table_name("uq_invoices_clients_owner_name")),
     )
-    op.create_index("ix_invoices_clients_owner", "invoices_clients", ["owner_id"])
+    op.create_index(table_name("ix_invoices_clients_owner"), table_name("invoices_clients"), ["owner_id"])
     op.create_table(
-        "invoices_invoices",
+        table_name("invoices_invoices"),
         sa.Column("id", PK, primary_key=True, autoincrement=True),
         sa.Column("owner_id", sa.String(OWNER), nullable=False),
-        sa.Column("client_id", PK, sa.ForeignKey("invoices_clients.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "client_id", PK, sa.ForeignKey(table_name("invoices_clients") + ".id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("number", sa.String(64), nullable=False),
         sa.Column("amount", MONEY, nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
@@ -49,41 +53,51 @@ def upgrade() -> None:
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("description", sa.Text(), nullable=True),
         sa.Column("created_at", TS, nullable=False),
-        sa.UniqueConstraint("owner_id", "number", name="uq_invoices_invoices_owner_number"),
+        sa.UniqueConstraint("owner_id", "number", name=table_name("uq_invoices_invoices_owner_number")),
     )
-    op.create_index("ix_invoices_invoices_owner_due", "invoices_invoices", ["owner_id", "due"])
-    op.create_index("ix_invoices_invoices_client", "invoices_invoices", ["client_id"])
+    op.create_index(table_name("ix_invoices_invoices_owner_due"), table_name("invoices_invoices"), ["owner_id", "due"])
+    op.create_index(table_name("ix_invoices_invoices_client"), table_name("invoices_invoices"), ["client_id"])
     op.create_table(
-        "invoices_payments",
+        table_name("invoices_payments"),
         sa.Column("id", PK, primary_key=True, autoincrement=True),
         sa.Column("owner_id", sa.String(OWNER), nullable=False),
-        sa.Column("invoice_id", PK, sa.ForeignKey("invoices_invoices.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "invoice_id", PK, sa.ForeignKey(table_name("invoices_invoices") + ".id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("amount", MONEY, nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
         sa.Column("paid_on", sa.Date(), nullable=False),
         sa.Column("method", sa.String(60), nullable=True),
         sa.Column("created_at", TS, nullable=False),
     )
-    op.create_index("ix_invoices_payments_invoice", "invoices_payments", ["invoice_id"])
-    op.create_index("ix_invoices_payments_owner_paid", "invoices_payments", ["owner_id", "paid_on"])
+    op.create_index(table_name("ix_invoices_payments_invoice"), table_name("invoices_payments"), ["invoice_id"])
+    op.create_index(
+        table_name("ix_invoices_payments_owner_paid"), table_name("invoices_payments"), ["owner_id", "paid_on"]
+    )
     op.create_table(
-        "invoices_tasks",
+        table_name("invoices_tasks"),
         sa.Column("id", PK, primary_key=True, autoincrement=True),
         sa.Column("owner_id", sa.String(OWNER), nullable=False),
         sa.Column("title", sa.String(500), nullable=False),
         sa.Column("due", sa.Date(), nullable=True),
         sa.Column("done", sa.Boolean(), nullable=False),
-        sa.Column("client_id", PK, sa.ForeignKey("invoices_clients.id", ondelete="SET NULL"), nullable=True),
-        sa.Column("invoice_id", PK, sa.ForeignKey("invoices_invoices.id", ondelete="SET NULL"), nullable=True),
+        sa.Column(
+            "client_id", PK, sa.ForeignKey(table_name("invoices_clients") + ".id", ondelete="SET NULL"), nullable=True
+        ),
+        sa.Column(
+            "invoice_id", PK, sa.ForeignKey(table_name("invoices_invoices") + ".id", ondelete="SET NULL"), nullable=True
+        ),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("done_at", TS, nullable=True),
     )
-    op.create_index("ix_invoices_tasks_owner_done", "invoices_tasks", ["owner_id", "done"])
+    op.create_index(table_name("ix_invoices_tasks_owner_done"), table_name("invoices_tasks"), ["owner_id", "done"])
     op.create_table(
-        "invoices_events",
+        table_name("invoices_events"),
         sa.Column("id", PK, primary_key=True, autoincrement=True),
         sa.Column("owner_id", sa.String(OWNER), nullable=False),
-        sa.Column("invoice_id", PK, sa.ForeignKey("invoices_invoices.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "invoice_id", PK, sa.ForeignKey(table_name("invoices_invoices") + ".id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("client_id", PK, nullable=False),
         sa.Column("kind", sa.String(20), nullable=False),
         sa.Column("old_status", sa.String(20), nullable=True),
@@ -95,10 +109,10 @@ def upgrade() -> None:
         sa.Column("actor", sa.String(200), nullable=True),
         sa.Column("note", sa.Text(), nullable=True),
     )
-    op.create_index("ix_invoices_events_invoice", "invoices_events", ["invoice_id", "id"])
-    op.create_index("ix_invoices_events_owner_kind", "invoices_events", ["owner_id", "kind"])
+    op.create_index(table_name("ix_invoices_events_invoice"), table_name("invoices_events"), ["invoice_id", "id"])
+    op.create_index(table_name("ix_invoices_events_owner_kind"), table_name("invoices_events"), ["owner_id", "kind"])
     op.create_table(
-        "invoices_daily_summaries",
+        table_name("invoices_daily_summaries"),
         sa.Column("id", PK, primary_key=True, autoincrement=True),
         sa.Column("owner_id", sa.String(OWNER), nullable=False),
         sa.Column("day", sa.Date(), nullable=False),
@@ -111,17 +125,17 @@ def upgrade() -> None:
         sa.Column("received", MONEY, nullable=False),
         sa.Column("summary", sa.Text(), nullable=False),
         sa.Column("created_at", TS, nullable=False),
-        sa.UniqueConstraint("owner_id", "day", "currency", name="uq_invoices_daily_owner_day_cur"),
+        sa.UniqueConstraint("owner_id", "day", "currency", name=table_name("uq_invoices_daily_owner_day_cur")),
     )
 
 
 def downgrade() -> None:
     for table in (
-        "invoices_daily_summaries",
-        "invoices_events",
-        "invoices_tasks",
-        "invoices_payments",
-        "invoices_invoices",
-        "invoices_clients",
+        table_name("invoices_daily_summaries"),
+        table_name("invoices_events"),
+        table_name("invoices_tasks"),
+        table_name("invoices_payments"),
+        table_name("invoices_invoices"),
+        table_name("invoices_clients"),
     ):
         op.drop_table(table)
