@@ -232,3 +232,35 @@ async def test_llm_extraction_can_end_a_fact_with_the_same_keys(engine, store, c
     (new_id,) = await tell(engine, clock, "hal", "I bought a used Toyota Yaris")
     assert (await store.get(ended.id)).status == "superseded"
     assert said((await ask(engine, "hal", "what car do I drive?"))[0], new_id)
+
+
+def channel_msg(user: str, text: str) -> IncomingMessage:
+    return IncomingMessage(user_id=user, display_name=user.title(), channel_id="team", text=text, is_dm=False)
+
+
+async def test_latest_statement_of_the_attribute_first_not_small_talk_or_another_member(engine, store, clock):
+    """In a shared channel: the asker's latest statement about the attribute comes first — not
+    the small talk said after it, not another member's later statement of their own job — and a
+    private DM of someone else never comes back."""
+
+    async def say(user: str, *texts: str) -> list[int]:
+        ids = []
+        for t in texts:
+            r = await engine.handle(channel_msg(user, t))
+            assert not r.error, r.text
+            ids.append(r.message_id)
+        await engine.drain()
+        clock.advance(timedelta(days=10))
+        return ids
+
+    await say("hal", "trabajo de contable en una gestoría")
+    new_id, _ = await say("hal", "dejé la gestoría, ahora trabajo como cocinero en un asador", "ayer fuimos al cine")
+    await say("ivy", "trabajo como dentista desde hace años")
+    await tell(engine, clock, "jo", "trabajo como piloto de avión")  # private, in a DM
+    for question in ("¿de qué trabajo?", "¿dónde trabajo ahora?"):
+        where = await engine.memory.where(channel_msg("hal", question))
+        hits = await engine.memory.recall(question, where, k=5)
+        assert said(hits[0], new_id) and hits[0].current, (question, [h.fact.content for h in hits])
+        text = (await engine.handle(channel_msg("hal", f"!recall {question}"))).text
+        assert "cocinero" in text.splitlines()[1] and "piloto" not in text, text
+    await assert_private(store, "¿de qué trabajo?", "hal", "user:jo")
