@@ -264,3 +264,17 @@ async def test_latest_statement_of_the_attribute_first_not_small_talk_or_another
         text = (await engine.handle(channel_msg("hal", f"!recall {question}"))).text
         assert "cocinero" in text.splitlines()[1] and "piloto" not in text, text
     await assert_private(store, "¿de qué trabajo?", "hal", "user:jo")
+
+
+async def test_possessive_question_names_the_person(engine, store, clock):
+    """ "who is Mia's boss?" asks about Mia (not "Mia's"): her keyed manager, the latest first."""
+    assert question_keys("who is Mia's boss?").subject == "Mia"
+    assert question_keys("what is James' job").subject == "James"
+    await tell(engine, clock, "kim", "Mia's manager is Carl Jensen")
+    (new_id,) = await tell(engine, clock, "kim", "Mia reports to Priya Shah since the reorg")
+    await tell(engine, clock, "lou", "Mia's manager is Zoe Ward")  # another user's private DM
+    hits = await ask(engine, "kim", "who is Mia's boss?")
+    assert said(hits[0], new_id) and hits[0].current, [h.fact.content for h in hits]
+    text = (await engine.handle(msg("kim", "!recall who is Mia's boss?"))).text
+    assert "Priya" in text.splitlines()[1] and "Zoe" not in text, text
+    await assert_private(store, "who is Mia's boss?", "kim", "user:lou")

@@ -854,7 +854,7 @@ def _question_subject(text: str, names: Iterable[str] = ()) -> str | None:
         name = raw.group("name") if raw else None
         return name or f"kin:{m.group('kin')}"
     for m in _Q_NAME.finditer(text):
-        name = next(g for g in m.groups() if g)
+        name = re.sub(r"'s?$", "", next(g for g in m.groups() if g))  # "is Leo's boss" asks about Leo
         if fold(name) not in _NOT_NAMES and fold(name) not in {"where", "what", "who", "how"}:
             return name
     return None
