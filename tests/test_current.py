@@ -278,3 +278,24 @@ async def test_possessive_question_names_the_person(engine, store, clock):
     text = (await engine.handle(msg("kim", "!recall who is Mia's boss?"))).text
     assert "Priya" in text.splitlines()[1] and "Zoe" not in text, text
     await assert_private(store, "who is Mia's boss?", "kim", "user:lou")
+
+
+async def test_a_state_said_to_end_in_unkeyed_words_ends_the_fact_it_names(engine, store, clock):
+    """ "gave up on Italian" (no rule keys it) ends the keyed fact whose value it names — only
+    the speaker's own; an "ended" sentence naming no keyed value ends nothing."""
+    (old_id,) = await tell(engine, clock, "max", "I have been learning Italian on Duolingo")
+    await tell(engine, clock, "nia", "I have been learning Italian on Duolingo")  # another user, a DM
+    await tell(engine, clock, "max", "I stopped at the bakery on the way home")
+    keyed = [f for f in await store.list_facts(["user:max"]) if f.attr == "max/language_learning"]
+    assert len(keyed) == 1 and keyed[0].valid_to is None  # nothing named, nothing ended
+    (end_id,) = await tell(engine, clock, "max", "gave up on Italian, no time for it")
+    hits = await ask(engine, "max", "what language am I learning?")
+    assert said(hits[0], end_id) and hits[0].current, [h.fact.content for h in hits]
+    for h in hits:
+        if said(h, old_id):
+            assert not h.current
+    old = await store.get_many([keyed[0].id], scopes=["user:max"])
+    assert old[0].status == "superseded"  # kept as history, never deleted
+    theirs = [f for f in await store.list_facts(["user:nia"]) if f.attr == "nia/language_learning"]
+    assert len(theirs) == 1 and theirs[0].status == "active"
+    await assert_private(store, "what language am I learning?", "max", "user:nia")

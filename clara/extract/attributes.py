@@ -907,3 +907,41 @@ def _same_attr(said: str, asked: str) -> bool:
         return True
     # "what do I like best?" is keyed favourite_thing: any favourite answers it.
     return asked == "favourite_thing" and said.startswith("favourite_")
+
+
+# A state said to have ended, in any of the five languages ("I don't do chess anymore", "gave up
+# on Spanish", "ya no estoy en Energías del Sur", "já não", "je ne fais plus", "nicht mehr").
+_ENDED = _rx(
+    r"\b(?:anymore|any\s+more|no\s+longer|not\s+any\s+longer|gave\s+up|given\s+up|give\s+up|giving\s+up|"
+    r"stopped|quit|quitting|dropped|ditched|done\s+with|over\s+with|finished\s+with|got\s+rid\s+of)\b",
+    r"\b(?:ya\s+no|ya\s+nunca|deje\s+de|dejado\s+de|he\s+dejado|deje|se\s+acabo|termine\s+con|ja\s+nao|nao\s+\w+\s+mais|"
+    r"deixei\s+de|deixei|parei\s+de|parei\s+com|larguei|desisti\s+d[aoe])\b",
+    r"\bn(?:e|')\s*\w+\s+(?:plus|jamais)\b|\b(?:arrete|abandonne|laisse\s+tomber|fini\s+avec)\b",
+    r"\b(?:nicht\s+mehr|nie\s+mehr|kein\w*\s+(?:\w+\s+)?mehr|aufgehort|aufgegeben|schluss\s+mit)\b",
+)
+_VALUE_WORD = re.compile(r"[a-z0-9][a-z0-9'\-]{2,}")
+# Words that say nothing about which state ended.
+_FUNCTION_WORDS = frozenset(
+    "the and but for with that this have has had was were are not now any anymore more longer gave give given "
+    "giving stopped quit done over too very really just still also then than them they their there here what "
+    "when where which who why how about after before since from into onto last week month year years days "
+    "busy time lately these those some much many thing things stuff kind sort bit lot lots haha lol yeah "
+    "los las del una uno unos unas que por para con sin pero como esta este esto estos estas estoy esta "
+    "mas muy ahora hace desde todo toda todos todas nada algo dejado deje dejar nunca tambien porque "
+    "uma umas uns dos das nao mais agora com sem pelo pela esse essa isso muito parei deixei desde ainda "
+    "les des une est pas plus que qui avec sans pour dans sur mais tout tous toute fait faire arrete fini "
+    "der die das den dem des ein eine einen nicht mehr kein keine keinen mit ohne und aber auch noch schon "
+    "jetzt seit habe hast hat ich bin ist sind".split()
+)
+
+
+def ended_values(sentence: str) -> set[str] | None:
+    """The content words of a sentence that says a state ended ("I don't do chess anymore" →
+    {"chess"}), folded; None when it says nothing ended or is a question. Matched against the
+    words of the facts holding a key, they say which key the sentence ends."""
+    if is_question(sentence):
+        return None
+    folded = fold(sentence)
+    if not _ENDED.search(folded):
+        return None
+    return {w.strip("'-") for w in _VALUE_WORD.findall(folded) if w.strip("'-") not in _FUNCTION_WORDS} or None
