@@ -131,15 +131,21 @@ def newest_statement_first(
 
 
 def statements_first(
-    hits: list[RecallHit], attribute: str, subject: str | None, where: Where, names: Iterable[str] = ()
+    hits: list[RecallHit],
+    attribute: str,
+    subject: str | None,
+    where: Where,
+    names: Iterable[str] = (),
+    session_gap: timedelta = timedelta(minutes=30),
 ) -> list[RecallHit]:
     """For a question about one current state ("where do I live?", "¿dónde trabaja Ana?"): the
     hits that state that attribute of that subject — keyed to it, or said in its words
     (`clara.extract.attributes.speaks_about`) — go first, the most recent statement first (the
     last thing said about a state is what holds now); the other hits follow in their order. A
-    leading hit no rule recognises keeps its place when it was said after every recognised one
-    (a change phrased in words no rule knows: `newest_statement_first` put it there), unless it
-    is recognised as a statement about something else. Only what still holds moves up; the
+    leading hit no rule recognises keeps its place when it was said in a later conversation than
+    every recognised one (more than `session_gap` after: a change phrased in words no rule knows,
+    which `newest_statement_first` put there; small talk said just after a statement is not one),
+    unless it is recognised as a statement about something else. Only what still holds moves up; the
     asker's own state only from the asker's own words. `hits` as collapsed for display."""
     from clara.extract.attributes import speaks_about, statements
 
@@ -169,7 +175,7 @@ def statements_first(
     if (
         lead not in answers
         and movable(lead)
-        and when(lead) > when(answers[0])
+        and when(lead)[0] - when(answers[0])[0] > session_gap
         and not statements(said(lead.fact), names)  # about nothing else either
     ):
         answers.insert(0, lead)
@@ -341,7 +347,7 @@ class MemoryManager:
             hits = newest_statement_first(hits)
         hits = collapse(hits, prefer_turns=prefer_turns)
         if asked is not None and len(asked.attributes) == 1 and not hist:
-            hits = statements_first(hits, asked.attributes[0], asked.subject, where, names)
+            hits = statements_first(hits, asked.attributes[0], asked.subject, where, names, self.idle)
         return hits[:k]
 
     async def question_keys(self, query: str, where: Where) -> tuple[list[str], bool]:

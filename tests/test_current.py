@@ -299,3 +299,18 @@ async def test_a_state_said_to_end_in_unkeyed_words_ends_the_fact_it_names(engin
     theirs = [f for f in await store.list_facts(["user:nia"]) if f.attr == "nia/language_learning"]
     assert len(theirs) == 1 and theirs[0].status == "active"
     await assert_private(store, "what language am I learning?", "max", "user:nia")
+
+
+async def test_small_talk_said_just_after_a_change_does_not_lead(engine, store, clock):
+    """The latest thing said leads only from a later conversation: words said minutes after the
+    change, in the same session, do not displace it."""
+    await tell(engine, clock, "ola", "I live in Lisbon")
+    await tell(engine, clock, "pia", "I live in Madrid")  # another user, a DM
+    new_id, chat_id = await tell(
+        engine, clock, "ola", "I moved to Porto last month", "honestly I live for sunny weekends like this one"
+    )
+    hits = await ask(engine, "ola", "where do I live")
+    assert said(hits[0], new_id) and hits[0].current, [h.fact.content for h in hits]
+    text = (await engine.handle(msg("ola", "!recall where do I live"))).text
+    assert "Porto" in text.splitlines()[1] and "Madrid" not in text, text
+    await assert_private(store, "where do I live", "ola", "user:pia")
