@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from clara.context import AssembledContext, Budgets, ContextBuilder
 from clara.llm import LLMProvider
@@ -26,6 +27,9 @@ from clara.writer import EXTRACT_JOB, MemoryWriter
 from storage import FactStore, RecallHit
 from storage.sessions import SUMMARY_JOB, Session, TurnRecord
 from storage.text import norm_name
+
+if TYPE_CHECKING:
+    from clara.extract.attributes import QuestionKeys
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,59 @@ def newest_statement_first(
     out = list(hits)
     out.insert(contenders[0], out.pop(newest))
     return out
+
+
+def statements_first(
+    hits: list[RecallHit],
+    attribute: str,
+    subject: str | None,
+    where: Where,
+    names: Iterable[str] = (),
+    session_gap: timedelta = timedelta(minutes=30),
+) -> list[RecallHit]:
+    """For a question about one current state ("where do I live?", "¿dónde trabaja Ana?"): the
+    hits that state that attribute of that subject — keyed to it, or said in its words
+    (`clara.extract.attributes.speaks_about`) — go first, the most recent statement first (the
+    last thing said about a state is what holds now); the other hits follow in their order. A
+    leading hit no rule recognises keeps its place when it was said in a later conversation than
+    every recognised one (more than `session_gap` after: a change phrased in words no rule knows,
+    which `newest_statement_first` put there; small talk said just after a statement is not one),
+    unless it is recognised as a statement about something else. Only what still holds moves up; the
+    asker's own state only from the asker's own words. `hits` as collapsed for display."""
+    from clara.extract.attributes import speaks_about, statements
+
+    def said(f) -> str:
+        text = f.content
+        if f.speaker and text.startswith(f"{f.speaker}: "):
+            text = text[len(f.speaker) + 2 :]
+        return text
+
+    def movable(h: RecallHit) -> bool:
+        f = h.fact
+        if not h.current or f.kind in ("question", "summary"):
+            return False
+        return subject is not None or f.created_by in (None, where.user_id)  # not someone else's "I live in…"
+
+    def states(h: RecallHit) -> bool:
+        return movable(h) and ("attribute" in h.signals or speaks_about(said(h.fact), attribute, subject, names))
+
+    def when(h: RecallHit):
+        return (h.fact.valid_from or h.fact.created_at, h.fact.id)
+
+    answers = [h for h in hits if states(h)]
+    if not answers:
+        return hits
+    answers.sort(key=when, reverse=True)
+    lead = hits[0]
+    if (
+        lead not in answers
+        and movable(lead)
+        and when(lead)[0] - when(answers[0])[0] > session_gap
+        and not statements(said(lead.fact), names)  # about nothing else either
+    ):
+        answers.insert(0, lead)
+    chosen = {id(h) for h in answers}
+    return answers + [h for h in hits if id(h) not in chosen]
 
 
 def _asks_one_current_state(query: str, keys: list[str], past: bool) -> bool:
@@ -281,7 +338,8 @@ class MemoryManager:
         live" → "<user>/residence") reach facts that share no word with it; a question about the
         past ("before", "antes", "vorher") — or `history=True` (`!recall --all`) — includes
         superseded facts and ranks them first. Raises InvalidInput for a bad query."""
-        keys, past = await self.question_keys(query, where)
+        asked, names = await self._asked(query, where)
+        keys, past = await self._keys(asked, where)
         hist = past if history is None else history
         # Over-fetched and filtered here: no access is counted for what is not shown (callers
         # count what they show: `FactStore.note_access`).
@@ -291,17 +349,31 @@ class MemoryManager:
         hits = _relevant(hits, self.store.embedder.relevance_floor)
         if _asks_one_current_state(query, keys, hist):  # its latest statement first
             hits = newest_statement_first(hits)
-        return collapse(hits, prefer_turns=prefer_turns)[:k]
+        hits = collapse(hits, prefer_turns=prefer_turns)
+        if asked is not None and len(asked.attributes) == 1 and not hist:
+            hits = statements_first(hits, asked.attributes[0], asked.subject, where, names, self.idle)
+        return hits[:k]
 
     async def question_keys(self, query: str, where: Where) -> tuple[list[str], bool]:
         """The attribute keys a question is about, and whether it asks about the past."""
+        asked, _ = await self._asked(query, where)
+        return await self._keys(asked, where)
+
+    async def _asked(self, query: str, where: Where) -> tuple[QuestionKeys | None, list[str]]:
+        """What the question asks about (None: no attribute), and the people known here."""
         from clara.extract.attributes import question_keys
 
         asked = question_keys(query)
         if asked is None:
-            return [], False
+            return None, []
+        names = await self.store.graph.names(where.readable)
         if asked.subject is None:  # "who does tom report to": people known here, however typed
-            asked = question_keys(query, await self.store.graph.names(where.readable)) or asked
+            asked = question_keys(query, names) or asked
+        return asked, list(names)
+
+    async def _keys(self, asked: QuestionKeys | None, where: Where) -> tuple[list[str], bool]:
+        if asked is None:
+            return [], False
         keys = [
             await self.writer.attribute_key(asked.subject, a, where.speaker, where.user_id, where.readable)
             for a in asked.attributes

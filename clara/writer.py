@@ -340,6 +340,8 @@ class MemoryWriter:
                 slug=key,
                 attr=key,
             )
+        if not stmts:  # "I don't do chess anymore": ends the state it names, if one is keyed
+            keyed.update(await self._ended_keys(text, name, user_id, [name, *names, *known], writable))
         out: list[Proposal] = []
         taken: set[str] = set()
         for prop in proposals:
@@ -370,6 +372,42 @@ class MemoryWriter:
                 keyed.pop(key, None)  # the same statement found twice: the extractor's text wins
             out.append(prop)
         return out + [p for k, p in keyed.items() if k not in taken]
+
+    async def _ended_keys(
+        self, text: str, name: str, user_id: str, names: list[str], writable: list[str]
+    ) -> dict[str, Proposal]:
+        """A turn no rule keys that says a state ended ("I don't do chess anymore", "ya no estoy
+        en Energías del Sur", "gave up on Spanish"): if its words (names aside) name the value of
+        exactly one keyed fact the speaker told, that key ends — {key: the ending statement};
+        else nothing (never a guess between two)."""
+        from clara.extract.attributes import ended_values, fold, sentences
+
+        ended: set[str] = set()
+        for s, e in sentences(text):
+            ended |= ended_values(text[s:e]) or set()
+        ended -= {w for n in names if n for w in fold(n).split()}
+        if not ended:
+            return {}
+        facts = await self.store.list_facts(writable, created_by=user_id, limit=200)
+        hit = {
+            f.attr: f for f in facts if f.attr and ended & set(re.findall(r"[a-z0-9][a-z0-9'\-]{2,}", fold(f.content)))
+        }
+        if len(hit) != 1:
+            return {}
+        key = next(iter(hit))
+        parts = key.split("/")
+        subject = None if parts[0] == user_id and len(parts) == 2 else parts[-2]
+        said = text if len(text) <= 240 else text[:240]
+        return {
+            key: Proposal(
+                content=statement_text(said, name, subject),
+                kind="preference" if parts[-1] in PREFERENCE_ATTRIBUTES else "biographical",
+                subject=name if subject is None else subject,
+                importance=0.7,
+                slug=key,
+                attr=key,
+            )
+        }
 
     async def attribute_key(
         self, subject: str | None, attribute: str, name: str, user_id: str, scopes: list[str]
@@ -457,9 +495,7 @@ class MemoryWriter:
         Only facts whose source is one of these turns — words everyone reading the summary's
         scope saw said — from the session's scope and the projects they were routed to."""
         projects = [s for s in await self.store.readable_scopes(session.user_id) if s.startswith("project:")]
-        found = await self.store.list_facts(
-            [session.scope_id, *projects], kinds=("decision", "plan"), limit=200
-        )
+        found = await self.store.list_facts([session.scope_id, *projects], kinds=("decision", "plan"), limit=200)
         mine = [f for f in reversed(found) if turn_ids & set(f.source_message_ids or ())]
         out = ""
         decisions = [f.content.rstrip(".") for f in mine if f.kind == "decision"][:10]

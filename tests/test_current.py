@@ -232,3 +232,85 @@ async def test_llm_extraction_can_end_a_fact_with_the_same_keys(engine, store, c
     (new_id,) = await tell(engine, clock, "hal", "I bought a used Toyota Yaris")
     assert (await store.get(ended.id)).status == "superseded"
     assert said((await ask(engine, "hal", "what car do I drive?"))[0], new_id)
+
+
+def channel_msg(user: str, text: str) -> IncomingMessage:
+    return IncomingMessage(user_id=user, display_name=user.title(), channel_id="team", text=text, is_dm=False)
+
+
+async def test_latest_statement_of_the_attribute_first_not_small_talk_or_another_member(engine, store, clock):
+    """In a shared channel: the asker's latest statement about the attribute comes first — not
+    the small talk said after it, not another member's later statement of their own job — and a
+    private DM of someone else never comes back."""
+
+    async def say(user: str, *texts: str) -> list[int]:
+        ids = []
+        for t in texts:
+            r = await engine.handle(channel_msg(user, t))
+            assert not r.error, r.text
+            ids.append(r.message_id)
+        await engine.drain()
+        clock.advance(timedelta(days=10))
+        return ids
+
+    await say("hal", "trabajo de contable en una gestoría")
+    new_id, _ = await say("hal", "dejé la gestoría, ahora trabajo como cocinero en un asador", "ayer fuimos al cine")
+    await say("ivy", "trabajo como dentista desde hace años")
+    await tell(engine, clock, "jo", "trabajo como piloto de avión")  # private, in a DM
+    for question in ("¿de qué trabajo?", "¿dónde trabajo ahora?"):
+        where = await engine.memory.where(channel_msg("hal", question))
+        hits = await engine.memory.recall(question, where, k=5)
+        assert said(hits[0], new_id) and hits[0].current, (question, [h.fact.content for h in hits])
+        text = (await engine.handle(channel_msg("hal", f"!recall {question}"))).text
+        assert "cocinero" in text.splitlines()[1] and "piloto" not in text, text
+    await assert_private(store, "¿de qué trabajo?", "hal", "user:jo")
+
+
+async def test_possessive_question_names_the_person(engine, store, clock):
+    """ "who is Mia's boss?" asks about Mia (not "Mia's"): her keyed manager, the latest first."""
+    assert question_keys("who is Mia's boss?").subject == "Mia"
+    assert question_keys("what is James' job").subject == "James"
+    await tell(engine, clock, "kim", "Mia's manager is Carl Jensen")
+    (new_id,) = await tell(engine, clock, "kim", "Mia reports to Priya Shah since the reorg")
+    await tell(engine, clock, "lou", "Mia's manager is Zoe Ward")  # another user's private DM
+    hits = await ask(engine, "kim", "who is Mia's boss?")
+    assert said(hits[0], new_id) and hits[0].current, [h.fact.content for h in hits]
+    text = (await engine.handle(msg("kim", "!recall who is Mia's boss?"))).text
+    assert "Priya" in text.splitlines()[1] and "Zoe" not in text, text
+    await assert_private(store, "who is Mia's boss?", "kim", "user:lou")
+
+
+async def test_a_state_said_to_end_in_unkeyed_words_ends_the_fact_it_names(engine, store, clock):
+    """ "gave up on Italian" (no rule keys it) ends the keyed fact whose value it names — only
+    the speaker's own; an "ended" sentence naming no keyed value ends nothing."""
+    (old_id,) = await tell(engine, clock, "max", "I have been learning Italian on Duolingo")
+    await tell(engine, clock, "nia", "I have been learning Italian on Duolingo")  # another user, a DM
+    await tell(engine, clock, "max", "I stopped at the bakery on the way home")
+    keyed = [f for f in await store.list_facts(["user:max"]) if f.attr == "max/language_learning"]
+    assert len(keyed) == 1 and keyed[0].valid_to is None  # nothing named, nothing ended
+    (end_id,) = await tell(engine, clock, "max", "gave up on Italian, no time for it")
+    hits = await ask(engine, "max", "what language am I learning?")
+    assert said(hits[0], end_id) and hits[0].current, [h.fact.content for h in hits]
+    for h in hits:
+        if said(h, old_id):
+            assert not h.current
+    old = await store.get_many([keyed[0].id], scopes=["user:max"])
+    assert old[0].status == "superseded"  # kept as history, never deleted
+    theirs = [f for f in await store.list_facts(["user:nia"]) if f.attr == "nia/language_learning"]
+    assert len(theirs) == 1 and theirs[0].status == "active"
+    await assert_private(store, "what language am I learning?", "max", "user:nia")
+
+
+async def test_small_talk_said_just_after_a_change_does_not_lead(engine, store, clock):
+    """The latest thing said leads only from a later conversation: words said minutes after the
+    change, in the same session, do not displace it."""
+    await tell(engine, clock, "ola", "I live in Lisbon")
+    await tell(engine, clock, "pia", "I live in Madrid")  # another user, a DM
+    new_id, chat_id = await tell(
+        engine, clock, "ola", "I moved to Porto last month", "honestly I live for sunny weekends like this one"
+    )
+    hits = await ask(engine, "ola", "where do I live")
+    assert said(hits[0], new_id) and hits[0].current, [h.fact.content for h in hits]
+    text = (await engine.handle(msg("ola", "!recall where do I live"))).text
+    assert "Porto" in text.splitlines()[1] and "Madrid" not in text, text
+    await assert_private(store, "where do I live", "ola", "user:pia")

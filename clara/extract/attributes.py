@@ -516,7 +516,9 @@ ATTRIBUTE_NOUNS = {
     "language_learning": "language|languages|idioma|lengua|lingua|langue|sprache",
     "timezone": "time zone|timezone|zona horaria|fuso horario|fuseau horaire|zeitzone",
 }
-_NEW = r"(?:new|another|nuevo|nueva|otro|otra|novo|nova|outro|outra|nouveau|nouvel|nouvelle|autre|neue|neuer|neues|neuen)"
+_NEW = (
+    r"(?:new|another|nuevo|nueva|otro|otra|novo|nova|outro|outra|nouveau|nouvel|nouvelle|autre|neue|neuer|neues|neuen)"
+)
 _CHANGED = (
     r"(?:switched|changed|swapped|moved|cambie\s+de|cambiado\s+de|cambio\s+de|he\s+cambiado\s+de|mudei\s+de|"
     r"troquei\s+de|trocou\s+de|mudou\s+de|change\s+de|a\s+change\s+de|ai\s+change\s+de|gewechselt|wechselt|"
@@ -852,7 +854,94 @@ def _question_subject(text: str, names: Iterable[str] = ()) -> str | None:
         name = raw.group("name") if raw else None
         return name or f"kin:{m.group('kin')}"
     for m in _Q_NAME.finditer(text):
-        name = next(g for g in m.groups() if g)
+        name = re.sub(r"'s?$", "", next(g for g in m.groups() if g))  # "is Leo's boss" asks about Leo
         if fold(name) not in _NOT_NAMES and fold(name) not in {"where", "what", "who", "how"}:
             return name
     return None
+
+
+_SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+def _same_subject(said: str | None, asked: str | None) -> bool:
+    if asked is None or said is None:
+        return asked is None and said is None
+    a, s = fold(asked).removeprefix("kin:"), fold(said).removeprefix("kin:")
+    return a == s or a.split()[0] == s.split()[0]
+
+
+def speaks_about(text: str, attribute: str, subject: str | None = None, names: Iterable[str] = ()) -> bool:
+    """Whether `text` (what someone said, without a "speaker:" prefix) is a statement about
+    `attribute` of `subject` (None: the speaker; a name or "kin:<word>": that person): a statement
+    the rules key to that attribute, or a sentence using the attribute's vocabulary ("job",
+    "trabajo", "Schule") that is about that subject. Questions are not statements. For ranking
+    the answers to a question about one current state; microseconds per text."""
+    folded_names = [*names, *([subject.removeprefix("kin:")] if subject else [])]
+    for st in statements(text, folded_names):
+        if _same_attr(st.attribute, attribute) and _same_subject(st.subject, subject):
+            return True
+    spec = _SPEC_BY_NAME.get(attribute)
+    for s, e in sentences(text):
+        sent = text[s:e].strip()
+        if not sent or is_question(sent):
+            continue
+        folded = fold(sent)
+        cue = (
+            bool(_FAVOURITE_Q.search(folded))
+            if attribute.startswith("favourite_")
+            else bool(spec and spec.question.search(folded))
+        )
+        if not cue:
+            continue
+        if subject is None:
+            said, _ = _subject(sent, frozenset(fold(n) for n in names) or None)
+            if said is None and not _THIRD_PRONOUN.match(folded):
+                return True
+        elif re.search(rf"\b{re.escape(fold(subject.removeprefix('kin:')))}\b", folded):
+            return True
+    return False
+
+
+def _same_attr(said: str, asked: str) -> bool:
+    if said == asked:
+        return True
+    # "what do I like best?" is keyed favourite_thing: any favourite answers it.
+    return asked == "favourite_thing" and said.startswith("favourite_")
+
+
+# A state said to have ended, in any of the five languages ("I don't do chess anymore", "gave up
+# on Spanish", "ya no estoy en Energías del Sur", "já não", "je ne fais plus", "nicht mehr").
+_ENDED = _rx(
+    r"\b(?:anymore|any\s+more|no\s+longer|not\s+any\s+longer|gave\s+up|given\s+up|give\s+up|giving\s+up|"
+    r"stopped|quit|quitting|dropped|ditched|done\s+with|over\s+with|finished\s+with|got\s+rid\s+of)\b",
+    r"\b(?:ya\s+no|ya\s+nunca|deje\s+de|dejado\s+de|he\s+dejado|deje|se\s+acabo|termine\s+con|ja\s+nao|nao\s+\w+\s+mais|"
+    r"deixei\s+de|deixei|parei\s+de|parei\s+com|larguei|desisti\s+d[aoe])\b",
+    r"\bn(?:e|')\s*\w+\s+(?:plus|jamais)\b|\b(?:arrete|abandonne|laisse\s+tomber|fini\s+avec)\b",
+    r"\b(?:nicht\s+mehr|nie\s+mehr|kein\w*\s+(?:\w+\s+)?mehr|aufgehort|aufgegeben|schluss\s+mit)\b",
+)
+_VALUE_WORD = re.compile(r"[a-z0-9][a-z0-9'\-]{2,}")
+# Words that say nothing about which state ended.
+_FUNCTION_WORDS = frozenset(
+    "the and but for with that this have has had was were are not now any anymore more longer gave give given "
+    "giving stopped quit done over too very really just still also then than them they their there here what "
+    "when where which who why how about after before since from into onto last week month year years days "
+    "busy time lately these those some much many thing things stuff kind sort bit lot lots haha lol yeah "
+    "los las del una uno unos unas que por para con sin pero como esta este esto estos estas estoy esta "
+    "mas muy ahora hace desde todo toda todos todas nada algo dejado deje dejar nunca tambien porque "
+    "uma umas uns dos das nao mais agora com sem pelo pela esse essa isso muito parei deixei desde ainda "
+    "les des une est pas plus que qui avec sans pour dans sur mais tout tous toute fait faire arrete fini "
+    "der die das den dem des ein eine einen nicht mehr kein keine keinen mit ohne und aber auch noch schon "
+    "jetzt seit habe hast hat ich bin ist sind".split()
+)
+
+
+def ended_values(sentence: str) -> set[str] | None:
+    """The content words of a sentence that says a state ended ("I don't do chess anymore" →
+    {"chess"}), folded; None when it says nothing ended or is a question. Matched against the
+    words of the facts holding a key, they say which key the sentence ends."""
+    if is_question(sentence):
+        return None
+    folded = fold(sentence)
+    if not _ENDED.search(folded):
+        return None
+    return {w.strip("'-") for w in _VALUE_WORD.findall(folded) if w.strip("'-") not in _FUNCTION_WORDS} or None
