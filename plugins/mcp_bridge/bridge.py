@@ -163,7 +163,7 @@ class Connection:
 
             client = httpx2.AsyncClient(
                 headers={"Authorization": f"Bearer {self.spec.bearer}"},
-                timeout=httpx2.Timeout(self.call_timeout + 5, read=self.call_timeout + 5),
+                timeout=httpx2.Timeout(max(self.call_timeout, self.connect_timeout) + 5),
             )
             stack.push_async_callback(client.aclose)
             return streamable_http_client(self.spec.url, http_client=client)
@@ -174,7 +174,11 @@ class Connection:
 
         try:
             async with contextlib.AsyncExitStack() as stack:
-                client = Client(self._target(stack), read_timeout_seconds=self.call_timeout, mode="legacy", cache=None)
+                # The handshake and tools/list are bounded by `connect_timeout` (in `start`), a
+                # child that is slow to start (a busy machine) must not fail them at `call_timeout`;
+                # every tool call passes its own `call_timeout`.
+                handshake = max(self.call_timeout, self.connect_timeout)
+                client = Client(self._target(stack), read_timeout_seconds=handshake, mode="legacy", cache=None)
                 await stack.enter_async_context(client)
                 listed = await client.list_tools()
                 self.tools = list(listed.tools)
