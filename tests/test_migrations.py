@@ -82,3 +82,75 @@ def test_upgrade_downgrade_roundtrip_and_models_match(url):
     assert migrate.current_revision(url) == head
     migrate.downgrade(url, "0001")  # steps down keep the store readable
     assert migrate.current_revision(url) == "0001"
+
+
+_OPEN_STORE = """
+import asyncio, json, sys
+from storage import FactStore, StoreConfig
+
+async def main():
+    store = await FactStore.open(StoreConfig(database_url=sys.argv[1], data_dir=sys.argv[2]), start_indexer=False)
+    await store.aclose()
+
+asyncio.run(main())
+used_alembic = "alembic" in sys.modules
+from storage import migrate
+print(json.dumps({"alembic": used_alembic, "revision": migrate.current_revision(sys.argv[1])}))
+"""
+
+
+def _open_in_fresh_process(url: str, data_dir, prefix: str = "") -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CLARA_TABLE_PREFIX": prefix}
+    out = subprocess.run(
+        [sys.executable, "-c", _OPEN_STORE, url, str(data_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_fast_path_skips_alembic_at_head_and_still_migrates(url, tmp_path):
+    """Opening a store whose schema is at head reads the version table and never imports Alembic;
+    an older database (or one without this prefix's tables) still gets migrated."""
+    head = migrate.head_revision()
+    assert migrate.script_heads(migrate.MIGRATIONS_DIR / "versions") == {head}
+    migrate.upgrade(url, "0005")  # an old database
+    old = _open_in_fresh_process(url, tmp_path / "d1")
+    assert old == {"alembic": True, "revision": head}
+    at_head = _open_in_fresh_process(url, tmp_path / "d2")
+    assert at_head == {"alembic": False, "revision": head}
+    # Another table prefix in the same database has no schema yet: the fast path must not take
+    # the unprefixed version table for its own.
+    prefixed = _open_in_fresh_process(url, tmp_path / "d3", prefix="fp_")
+    assert prefixed["alembic"] is True
+    assert _open_in_fresh_process(url, tmp_path / "d4", prefix="fp_")["alembic"] is False
+    engine = create_engine(sync_url(url))
+    try:
+        assert "fp_alembic_version" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_script_heads_match_alembic_for_plugin_branches():
+    from pathlib import Path
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    root = Path(migrate.__file__).resolve().parent.parent / "plugins"
+    dirs = sorted(p for p in root.glob("*/migrations/versions") if p.is_dir())
+    assert dirs
+    for versions in dirs:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(migrate.BRANCH_ENV))
+        cfg.set_main_option("version_locations", str(versions))
+        cfg.set_main_option("path_separator", "os")
+        assert migrate.script_heads(versions) == set(ScriptDirectory.from_config(cfg).get_heads()), versions

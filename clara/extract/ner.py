@@ -418,11 +418,23 @@ def get_nlp():
                 import spacy
 
                 _nlp = spacy.load(MODEL_NAME, exclude=_ner_only_excludes(MODEL_NAME))
+                from storage.embeddings import release_freed_heap
+
+                release_freed_heap()  # the load's temporaries
                 log.info("spaCy NER loaded: %s %s (%s)", MODEL_NAME, _nlp.meta.get("version"), _nlp.pipe_names)
             except Exception as exc:  # ImportError, OSError (model missing), version mismatch…
                 _load_failed = True
                 log.warning("spaCy model %s unavailable (%s); using rule-based entity extraction only", MODEL_NAME, exc)
     return _nlp
+
+
+def preload() -> bool:
+    """Load the spaCy pipeline now unless the rules-only backend is configured (blocking, ~0.8 s:
+    run it on a worker thread at start-up so the first message does not wait for it). True if
+    the model is loaded."""
+    if _backend(None) == "rules":
+        return False
+    return get_nlp() is not None
 
 
 def reset_model_cache() -> None:
