@@ -9,8 +9,9 @@ class is accepted only when its best cosine is above `threshold` and beats the r
 (including the not-an-attribute class) by `margin` — a wrong key would supersede a true fact,
 so unsure means no key.
 
-The embedder is the store's (`storage.embeddings.Embedder`); prototype vectors are computed once
-per embedder (on first use, in the caller's worker thread) and kept in memory.
+The embedder is the store's (`storage.embeddings.Embedder`) when it is multilingual, else the
+bundled multilingual `use-m3` when installed (`keyer_embedder`); prototype vectors are computed
+once per keyer (on first use, in the caller's worker thread) and kept in memory.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from clara.extract.attributes import _THIRD_PRONOUN, _subject, fold, is_question
 # text. Attribute names are those of clara.extract.attributes (favourite_* as favourite_thing()).
 PROTOTYPES: dict[str, tuple[str, ...]] = {
     "residence": (
+        "ahora estamos viviendo en las afueras",
+        "me fui a vivir con mi pareja a Valencia",
+        "a gente se mudou para o interior",
+        "agora estamos morando no centro",
         "she lives abroad now",
         "mi hermano vive ahora en Bilbao",
         "nos mudamos al centro",
@@ -46,6 +51,11 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
         "ich wohne jetzt in Hamburg",
     ),
     "work": (
+        "me han contratado en una consultora",
+        "ya no trabajo allí, estoy buscando trabajo",
+        "dejé la empresa el mes pasado",
+        "comecei num emprego novo",
+        "pedi demissão e estou procurando emprego",
         "he works at a hospital now",
         "she got hired by a law firm",
         "trabajo en una tienda de ropa",
@@ -73,6 +83,12 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
         "ich arbeite jetzt als Lehrer",
     ),
     "study": (
+        "mi hijo ha empezado en un colegio nuevo",
+        "hemos matriculado a la niña en otra escuela",
+        "me aceptaron en la universidad",
+        "estoy haciendo un máster en economía",
+        "meu filho agora estuda numa escola pública",
+        "fui aceito no mestrado",
         "she is doing a PhD in Boston",
         "I enrolled at a community college",
         "empecé la carrera de derecho",
@@ -96,6 +112,10 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
         "meine Tochter geht auf eine andere Schule",
     ),
     "manager": (
+        "ahora mi responsable es otra persona",
+        "mi nuevo jefe se llama Andrés",
+        "agora respondo a outra gerente",
+        "tenho um chefe novo",
         "his manager is now Paul",
         "I have a new supervisor",
         "mi supervisor es Jorge",
@@ -112,6 +132,13 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
         "meine Chefin ist jetzt Frau Weber",
     ),
     "partner": (
+        "ya no estoy con mi novio",
+        "lo hemos dejado",
+        "estoy soltero otra vez",
+        "ahora sale con un chico de su trabajo",
+        "terminamos o namoro",
+        "agora ela namora o Lucas",
+        "estou solteira",
         "she is dating a guy from work",
         "he has a new boyfriend",
         "they got divorced",
@@ -135,6 +162,11 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
         "wir haben uns getrennt",
     ),
     "pet": (
+        "se ha llevado un cachorro a casa",
+        "ahora tiene un gato",
+        "adoptamos una perrita de un refugio",
+        "pegamos um gato na rua",
+        "ele adotou um cachorro",
         "she has a rabbit now",
         "they got a kitten from the animal shelter",
         "adopté un perro de la perrera",
@@ -152,6 +184,10 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
         "wir haben einen Hund bekommen",
     ),
     "car": (
+        "ahora tengo un coche eléctrico",
+        "me han entregado el coche nuevo",
+        "agora tenho um carro elétrico",
+        "peguei meu carro novo na concessionária",
         "she drives a Toyota now",
         "I got rid of my car",
         "ahora conduzco un Seat",
@@ -194,6 +230,11 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
         "meine neue E-Mail-Adresse ist name@example.de",
     ),
     "diet": (
+        "ahora como de todo",
+        "ya no soy vegetariana",
+        "me he hecho vegana",
+        "virei vegetariano",
+        "agora como de tudo",
         "she is vegetarian now",
         "I cut out gluten",
         "ahora soy vegano",
@@ -210,6 +251,9 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
         "ich esse kein Fleisch mehr",
     ),
     "timezone": (
+        "ahora me rijo por la hora de Tokio",
+        "estoy con el horario de Buenos Aires",
+        "agora sigo o horário de Nova York",
         "I am in Central European Time now",
         "ahora estoy en el horario de Nueva York",
         "uso el horario de Ciudad de México",
@@ -222,6 +266,10 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
         "meine Zeitzone ist MEZ",
     ),
     "gym": (
+        "me he hecho socia de un gimnasio",
+        "ahora entreno en un centro deportivo",
+        "me matriculé en un club de natación",
+        "entrei numa academia perto de casa",
         "she goes to a climbing gym now",
         "I got a membership at a sports club",
         "me hice socio de un club deportivo",
@@ -236,6 +284,10 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
         "ich bin jetzt in einem Fitnessstudio angemeldet",
     ),
     "appointment_time": (
+        "prefiero que me citen por la tarde",
+        "mejor reservarme a primera hora",
+        "me viene mejor a mediodía",
+        "me marque sempre de manhã cedo",
         "afternoons suit me better for meetings",
         "book my appointments in the evening",
         "mejor las citas por la mañana",
@@ -250,6 +302,11 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
         "Termine am Vormittag passen mir besser",
     ),
     "hobby": (
+        "últimamente me ha dado por el punto de cruz",
+        "me he aficionado al senderismo",
+        "ahora paso los fines de semana pintando",
+        "agora passo os fins de semana tocando violão",
+        "me apaixonei pela jardinagem",
         "she took up painting",
         "he plays the piano in his free time",
         "ahora hago escalada los fines de semana",
@@ -272,6 +329,11 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
         "in meiner Freizeit male ich",
     ),
     "language_learning": (
+        "he empezado a estudiar portugués",
+        "ahora estudio chino",
+        "estoy con clases de ruso",
+        "agora faço aulas de japonês",
+        "comecei a aprender italiano",
         "she is taking Korean lessons",
         "I signed up for a German course",
         "empecé clases de inglés",
@@ -287,6 +349,10 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
         "ich lerne gerade Italienisch",
     ),
     "favourite_food": (
+        "lo que más me gusta comer es la lasaña",
+        "mi comida favorita ahora son los tacos",
+        "meu prato preferido agora é moqueca",
+        "o que eu mais gosto de comer é pizza",
         "he loves sushi more than anything",
         "lately I only want to eat ramen",
         "me encanta la pizza, es lo que más me gusta",
@@ -301,6 +367,10 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
         "mein Lieblingsessen ist Pizza",
     ),
     "favourite_band": (
+        "ahora escucho a Bad Bunny sin parar",
+        "estoy obsesionada con un grupo nuevo",
+        "agora só escuto Marisa Monte",
+        "estou viciado numa banda nova",
         "my favourite artist is Taylor Swift",
         "she listens to Beyoncé all the time",
         "escucho a Shakira todo el día",
@@ -315,6 +385,9 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
         "meine Lieblingsband ist Die Ärzte",
     ),
     "favourite_sport": (
+        "ahora lo mío es el tenis",
+        "me encanta ver el balonmano",
+        "agora meu esporte é o basquete",
         "he is really into volleyball now",
         "my favourite sport to watch is cycling",
         "me encanta el pádel",
@@ -330,6 +403,15 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
     ),
     # Not an attribute: events, plans, opinions, feelings, small talk, requests.
     "": (
+        "mañana tengo que madrugar",
+        "el fin de semana fuimos a la playa",
+        "he visto una serie muy buena",
+        "este mes tengo mucho trabajo",
+        "mi madre me llamó ayer",
+        "no fim de semana fomos à praia",
+        "amanhã tenho que acordar cedo",
+        "vi um filme ótimo ontem",
+        "minha mãe me ligou ontem",
         "my neighbour's cat is so loud",
         "my friend's dog is really cute",
         "my back hurts since the football match",
@@ -392,9 +474,32 @@ PROTOTYPES: dict[str, tuple[str, ...]] = {
 # dev scenarios of `clara bench current` (never holdout): the statements the rules leave unkeyed
 # and the surrounding small talk. An embedder without an entry gets no prototype keying.
 CALIBRATION: dict[str, tuple[float, float]] = {
+    "use-m3": (0.35, 0.08),
     "minilm-l6-int8": (0.30, 0.10),
     "e5-small-ml-q4": (0.80, 0.03),
 }
+
+
+# The keyer's own embedder when the store's is not multilingual: Universal Sentence Encoder
+# multilingual v3 (extra `multilingual`, in requirements.lock): 31 MB installed, ~1.8 s load,
+# ~3 ms per sentence (clara/bench/results/embedders-perf-2026-12.txt). On the dev scenarios'
+# unkeyed statements it keys 86 correctly (4 wrong) where MiniLM keys 54 (MiniLM barely
+# separates Spanish or Portuguese sentences from one another).
+MULTILINGUAL = frozenset({"use-m3", "e5-small-ml-q4"})
+KEYER_MODEL = "use-m3"
+
+
+def keyer_embedder(store_embedder: Any) -> Any:
+    """The embedder to key with: the store's own if it is multilingual, else the local `use-m3`
+    when it is installed, else the store's. Loads a model (seconds): call it off the event loop."""
+    if getattr(store_embedder, "name", "") in MULTILINGUAL:
+        return store_embedder
+    try:
+        from storage.embeddings import make_embedder
+
+        return make_embedder("local", model=KEYER_MODEL)
+    except (ImportError, ValueError, OSError):
+        return store_embedder
 
 
 @dataclass(frozen=True, slots=True)
