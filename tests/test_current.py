@@ -314,3 +314,47 @@ async def test_small_talk_said_just_after_a_change_does_not_lead(engine, store, 
     text = (await engine.handle(msg("ola", "!recall where do I live"))).text
     assert "Porto" in text.splitlines()[1] and "Madrid" not in text, text
     await assert_private(store, "where do I live", "ola", "user:pia")
+
+
+# (user, old statement, new statement the rules leave unkeyed, question): the new statement is
+# keyed by the nearest attribute prototype (clara.extract.prototypes) and supersedes the old one.
+PROTOTYPE_KEYED = [
+    (
+        "lucia",
+        "Mi pasatiempo es el ajedrez",
+        "ahora me dedico a la fotografía en mis ratos libres",
+        "¿cuál es mi pasatiempo?",
+    ),
+    ("joana", "Meu hobby é fazer trilhas", "comecei a fazer cerâmica aos sábados", "qual é o meu hobby?"),
+    ("kim", "Bruno is seeing a woman he met at work", "Bruno has a boyfriend now", "who is Bruno dating?"),
+]
+
+
+@pytest.mark.parametrize(("user", "old", "new", "question"), PROTOTYPE_KEYED, ids=["es", "pt", "third-person"])
+async def test_statements_the_rules_miss_are_keyed_by_prototype(engine, store, clock, user, old, new, question):
+    """First person in Spanish and Portuguese, and a named third person: no rule keys the new
+    statement, the prototype keyer does — it supersedes the old one and comes first; another
+    user's identical private statement is never touched nor returned."""
+    assert statements(new, ["Bruno"]) == []  # the fallback is what keys it
+    twin = f"{user}twin"
+    (old_id,) = await tell(engine, clock, user, old)
+    await tell(engine, clock, twin, old)  # the same words in another user's DM
+    (new_id,) = await tell(engine, clock, user, new)
+    hits = await ask(engine, user, question)
+    assert hits and said(hits[0], new_id) and hits[0].current, [h.fact.content for h in hits]
+    for h in hits:
+        if said(h, old_id):
+            assert not h.current, h.fact.content
+    keyed = [f for f in await store.list_facts([f"user:{user}"], statuses=("active", "superseded")) if f.attr]
+    assert any(f.status == "superseded" for f in keyed), [(f.attr, f.status) for f in keyed]
+    theirs = [f for f in await store.list_facts([f"user:{twin}"]) if f.attr]
+    assert theirs and all(f.status == "active" for f in theirs)
+    await assert_private(store, question, user, f"user:{twin}")
+
+
+async def test_small_talk_is_not_keyed_by_prototype(engine, store, clock):
+    """An event or small talk near no attribute prototype keys nothing and ends nothing."""
+    await tell(engine, clock, "rosa", "Mi pasatiempo es el ajedrez")
+    await tell(engine, clock, "rosa", "ayer fuimos al cine con mis primos", "hoy hace un calor horrible")
+    facts = [f for f in await store.list_facts(["user:rosa"], statuses=("active", "superseded")) if f.attr]
+    assert [(f.attr, f.status) for f in facts] == [("rosa/hobby", "active")]
