@@ -382,10 +382,11 @@ class MemoryWriter:
         """A statement no rule keys ("signed up at the climbing centre", "ahora soy vegana"):
         keyed by the nearest hand-written attribute prototype over sentence embeddings
         (clara.extract.prototypes: a multilingual model) when confident — {key: the statement}; else nothing."""
-        from clara.extract.prototypes import shared_keyer
+        from clara.extract.prototypes import PrototypeKeyer, keyer_embedder
 
         if self._keyer is None:
-            self._keyer = await run_background(shared_keyer, self.store.embedder)
+            embedder = await run_background(keyer_embedder, self.store.embedder)
+            self._keyer = PrototypeKeyer.for_embedder(embedder)
         if not self._keyer:
             return {}  # no calibration for this embedder: never guess
         hit = await run_background(self._keyer.classify, text, names)

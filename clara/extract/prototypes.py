@@ -489,39 +489,17 @@ MULTILINGUAL = frozenset({"use-m3", "e5-small-ml-q4"})
 KEYER_MODEL = "use-m3"
 
 
-_SHARED: dict[str, Any] = {}  # one keyer model and one PrototypeKeyer per process (not per writer)
-_SHARED_LOCK = threading.Lock()
-
-
 def keyer_embedder(store_embedder: Any) -> Any:
     """The embedder to key with: the store's own if it is multilingual, else the local `use-m3`
-    when it is installed (loaded once per process), else the store's. The first call loads a
-    model (~2 s): call it off the event loop."""
+    when it is installed, else the store's. Loads a model (seconds): call it off the event loop."""
     if getattr(store_embedder, "name", "") in MULTILINGUAL:
         return store_embedder
-    with _SHARED_LOCK:
-        if KEYER_MODEL not in _SHARED:
-            try:
-                from storage.embeddings import make_embedder
+    try:
+        from storage.embeddings import make_embedder
 
-                _SHARED[KEYER_MODEL] = make_embedder("local", model=KEYER_MODEL)
-            except (ImportError, ValueError, OSError):
-                _SHARED[KEYER_MODEL] = None
-        return _SHARED[KEYER_MODEL] or store_embedder
-
-
-def shared_keyer(store_embedder: Any) -> PrototypeKeyer | Literal[False]:
-    """The process's keyer for `store_embedder` (see `keyer_embedder`): its prototype vectors are
-    computed once per process and embedder; False when that embedder has no calibration.
-    Blocking (model load, prototype embedding): call it off the event loop."""
-    embedder = keyer_embedder(store_embedder)
-    if embedder is store_embedder:  # the store's own model: lives (and closes) with the store
-        return PrototypeKeyer.for_embedder(embedder)
-    key = f"keyer:{getattr(embedder, 'name', '')}"
-    with _SHARED_LOCK:
-        if key not in _SHARED:
-            _SHARED[key] = PrototypeKeyer.for_embedder(embedder)
-        return _SHARED[key]
+        return make_embedder("local", model=KEYER_MODEL)
+    except (ImportError, ValueError, OSError):
+        return store_embedder
 
 
 @dataclass(frozen=True, slots=True)
