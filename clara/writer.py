@@ -89,7 +89,6 @@ class MemoryWriter:
         self.llm = llm
         self.llm_timeout = llm_timeout
         self.on_session_closed = None  # async callable(session), e.g. plugin event fan-out
-        self._keyer = None  # clara.extract.prototypes.PrototypeKeyer over the store's embedder, at first use
 
     async def process(self, job: Job) -> None:
         """Do one queued job. Raises on transient failure (the queue retries with backoff)."""
@@ -343,8 +342,6 @@ class MemoryWriter:
             )
         if not stmts:  # "I don't do chess anymore": ends the state it names, if one is keyed
             keyed.update(await self._ended_keys(text, name, user_id, [name, *names, *known], writable))
-        if not keyed and not any(p.slug and _is_attribute_slug(p.slug) for p in proposals):
-            keyed.update(await self._prototype_key(text, name, user_id, [name, *names, *known], writable))
         out: list[Proposal] = []
         taken: set[str] = set()
         for prop in proposals:
@@ -375,35 +372,6 @@ class MemoryWriter:
                 keyed.pop(key, None)  # the same statement found twice: the extractor's text wins
             out.append(prop)
         return out + [p for k, p in keyed.items() if k not in taken]
-
-    async def _prototype_key(
-        self, text: str, name: str, user_id: str, names: list[str], writable: list[str]
-    ) -> dict[str, Proposal]:
-        """A statement no rule keys ("signed up at the climbing centre", "ahora soy vegana"):
-        keyed by the nearest hand-written attribute prototype over sentence embeddings
-        (clara.extract.prototypes: a multilingual model) when confident — {key: the statement}; else nothing."""
-        from clara.extract.prototypes import PrototypeKeyer, keyer_embedder
-
-        if self._keyer is None:
-            embedder = await run_background(keyer_embedder, self.store.embedder)
-            self._keyer = PrototypeKeyer.for_embedder(embedder)
-        if not self._keyer:
-            return {}  # no calibration for this embedder: never guess
-        hit = await run_background(self._keyer.classify, text, names)
-        if hit is None:
-            return {}
-        key = await self.attribute_key(hit.subject, hit.attribute, name, user_id, writable)
-        said = text if len(text) <= 240 else hit.sentence
-        return {
-            key: Proposal(
-                content=statement_text(said, name, hit.subject),
-                kind="preference" if hit.attribute in PREFERENCE_ATTRIBUTES else "biographical",
-                subject=name if hit.subject is None else hit.subject.removeprefix("kin:"),
-                importance=0.7,
-                slug=key,
-                attr=key,
-            )
-        }
 
     async def _ended_keys(
         self, text: str, name: str, user_id: str, names: list[str], writable: list[str]
@@ -578,12 +546,6 @@ _SLUG_ATTRIBUTE = {
     **{k: "partner" for k in ("wife", "husband", "partner", "spouse", "girlfriend", "boyfriend", "fiance", "fiancee")},
     **{k: "manager" for k in ("boss", "manager")},
 }
-
-
-def _is_attribute_slug(slug: str) -> bool:
-    """Whether an offline candidate's slug names an attribute ("u1/lives_in", "u1/favourite_dish")."""
-    rel = slug.rpartition("/")[2]
-    return rel.startswith("favourite_") or rel in _SLUG_ATTRIBUTE
 
 
 def _remap_slug(slug: str) -> str:
