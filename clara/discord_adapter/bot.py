@@ -130,6 +130,14 @@ class ClaraBot(commands.Bot):
             for t in (lane.current, lane.worker):
                 if t:
                     t.cancel()
+        # discord.py waits `guild_ready_timeout` (2 s) after READY before dispatching `ready`; a
+        # stop inside that window let the pending dispatch run after close() had dropped the
+        # loop (AttributeError: '_MissingSentinel' … 'create_task'): cancel it first.
+        ready = getattr(self._connection, "_ready_task", None)
+        if ready is not None and not ready.done():
+            ready.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(ready, 2)
         await super().close()
 
     # ------------------------------------------------------------------ who and where
