@@ -141,7 +141,8 @@ class Proc:
         return code
 
 
-async def _cli(env: dict[str, str], *args: str) -> str:
+async def _run_cli(env: dict[str, str], *args: str, timeout: float = 90) -> tuple[int, str]:
+    """`python -m clara.cli ARGS` as a process: (exit code, stdout and stderr together)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -152,9 +153,13 @@ async def _cli(env: dict[str, str], *args: str) -> str:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 90)
-    text = out.decode()
-    assert proc.returncode == 0, text
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode, out.decode()
+
+
+async def _cli(env: dict[str, str], *args: str) -> str:
+    code, text = await _run_cli(env, *args)
+    assert code == 0, text
     return text
 
 
@@ -359,18 +364,7 @@ async def test_bad_mcp_http_configuration_is_one_line(args, extra, expected, tmp
         values = {"{free}": str(_free_port()), "{taken}": str(taken.getsockname()[1])}
         argv = [values.get(a, a) for a in args]
         env = _env(tmp_path, None, DISCORD_BOT_TOKEN="proc-token", DISCORD_API_BASE="http://127.0.0.1:1/api", **extra)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "clara.cli",
-            *argv,
-            env=env,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-    text = (out + err).decode()
-    assert proc.returncode == 2, text
+        code, text = await _run_cli(env, *argv, timeout=60)
+    assert code == 2, text
     assert expected in text and "Traceback" not in text, text
     assert text.strip().startswith("error:") and len(text.strip().splitlines()) == 1 and TOKEN not in text
